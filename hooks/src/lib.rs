@@ -1,0 +1,2 @@
+//! pkbpf's hooks: uprobes, uretprobes, syscall interception.
+#![deny(missing_docs)]

@@ -1,0 +1,3 @@
+//! pkbpf's execution engines: the reference interpreter (the definition of
+//! pkbpf's semantics) and the x86-64 JIT.
+#![deny(missing_docs)]

@@ -1,0 +1,2 @@
+//! pkbpf's maps: every map type's data plane in shared memory.
+#![deny(missing_docs)]

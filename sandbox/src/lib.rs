@@ -1,0 +1,2 @@
+//! pkbpf's sandbox: protection keys, PKRU, domain gates, hardening.
+#![deny(missing_docs)]

@@ -1,0 +1,4 @@
+//! pkbpf: a userspace eBPF runtime whose extensions run inside MPK domains.
+#![deny(missing_docs)]
+
+pub use pkbpf_verifier as verifier;

@@ -1,0 +1,49 @@
+//! The `pkbpf` command-line tool.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+mod cli;
+
+/// pkbpf: run eBPF programs in userspace, inside MPK protection-key domains.
+#[derive(Parser, Debug)]
+#[command(name = "pkbpf", version, about, long_about = None)]
+struct Cli {
+    /// Sandbox mode: `auto` uses protection keys where the CPU has them and
+    /// says which mode it chose, `mpk` requires them, `none` turns them off.
+    #[arg(long, global = true, value_enum, default_value_t = cli::SandboxArg::Auto)]
+    sandbox: cli::SandboxArg,
+
+    /// Verbose logging (repeat for more).
+    #[arg(short = 'v', long = "verbose", global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+// Each subcommand lives in its own module under `src/cli/`; add a variant here
+// and a module there. Keep this enum the only shared edit point.
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run bpf_conformance `.data` tests.
+    Conformance(cli::conformance::Args),
+    /// Speak bpf_conformance's plugin protocol (program as hex on stdin).
+    ConformancePlugin(cli::conformance::PluginArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    cli::init_logging(cli.verbose);
+    let result: Result<i32> = match cli.command {
+        Command::Conformance(a) => cli::conformance::run(a),
+        Command::ConformancePlugin(a) => cli::conformance::run_plugin(a),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("pkbpf: error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}

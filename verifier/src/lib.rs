@@ -1,0 +1,5 @@
+//! pkbpf's verifier crate: what an eBPF program *is* (the ISA, its text forms)
+//! and the proof, before anything runs, that a program is safe to run.
+#![deny(missing_docs)]
+
+pub mod isa;
