@@ -2,4 +2,9 @@
 //! and the proof, before anything runs, that a program is safe to run.
 #![deny(missing_docs)]
 
+pub mod asm;
+pub mod disasm;
+pub mod helpers_names;
 pub mod isa;
+#[cfg(feature = "strategies")]
+pub mod strategies;
