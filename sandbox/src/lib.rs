@@ -1,2 +1,29 @@
-//! pkbpf's sandbox: protection keys, PKRU, domain gates, hardening.
+//! pkbpf's sandbox: protection keys, PKRU, domain gates, fault recovery.
+//!
+//! pkbpf runs each extension inside an Intel MPK (memory protection keys,
+//! "PKU") domain; see `DESIGN.md`'s "MPK domain model". This crate is the only
+//! place that touches the hardware:
+//!
+//! - [`detect`] decides whether protection keys work here (CPUID PKU + OSPKE
+//!   and a successful `pkey_alloc`), and [`select`] turns the user's
+//!   `--sandbox=auto|mpk|none` into a [`SandboxMode`], failing closed.
+//! - [`Keys`] hands out the runtime key R and one key Eᵢ per extension as
+//!   [`ProtectionKey`]s; [`protect`] tags pages with them.
+//! - [`Domain`] is a PKRU value (host H, extension Xᵢ, trusted T);
+//!   [`DomainGuard`] is the Rust-level scoped gate and [`GateStub`] the
+//!   assembly entry gate in ERIM form (see [`GateCode`]).
+//! - [`fault`] holds the SIGSEGV/SIGBUS handler that turns faults in JIT code
+//!   and in [`copy_from_user`] into errors instead of crashes.
+//!
+//! The backend is chosen in one place (`mpk/mod.rs`): the hardware backend on
+//! x86-64 Linux, a disabled backend with the same names everywhere else or
+//! when built with `--cfg pkbpf_force_disabled_mpk`.
 #![deny(missing_docs)]
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+pub mod fault;
+mod mpk;
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+pub use fault::{copy_from_user, CodeRange, Fault};
+pub use mpk::*;
