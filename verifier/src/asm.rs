@@ -158,7 +158,11 @@ enum Tok {
         text: String,
     },
     /// Unsigned number as written (sign is a separate token).
-    Num { value: u128, hex: bool, text: String },
+    Num {
+        value: u128,
+        hex: bool,
+        text: String,
+    },
     /// Operator or punctuation.
     P(&'static str),
 }
@@ -196,7 +200,10 @@ fn strip_comment(line: &str) -> &str {
         let call_hash = {
             let before = line[..i].trim();
             let before = strip_slot_prefix(before);
-            before == "call" && bytes.get(i + 1).is_some_and(|c| c.is_ascii_digit() || *c == b'-')
+            before == "call"
+                && bytes
+                    .get(i + 1)
+                    .is_some_and(|c| c.is_ascii_digit() || *c == b'-')
         };
         if !glued && !call_hash {
             return &line[..i];
@@ -554,7 +561,11 @@ impl<'a> Cursor<'a> {
                 Ok(Number {
                     value: if neg { -v } else { v },
                     hex: *hex,
-                    text: if neg { format!("-{text}") } else { text.clone() },
+                    text: if neg {
+                        format!("-{text}")
+                    } else {
+                        text.clone()
+                    },
                 })
             }
             _ => Err(self.err("a number")),
@@ -1020,8 +1031,8 @@ fn parse_lock(c: &mut Cursor<'_>) -> Result<Parsed, AsmErrorKind> {
         _ => {
             return Err(AsmErrorKind::OperandCount {
                 mnemonic: "lock".into(),
-                expected: 3,
-                found: rest.len(),
+                expected: 2,
+                found: 0,
             })
         }
     };
@@ -1064,7 +1075,9 @@ fn parse_call(c: &mut Cursor<'_>) -> Result<Parsed, AsmErrorKind> {
         // call #N
         Some(Tok::P("#")) => {
             c.pos += 1;
-            Parsed::plain(Insn::Call(CallTarget::Helper(c.number()?.imm32("helper id")?)))
+            Parsed::plain(Insn::Call(CallTarget::Helper(
+                c.number()?.imm32("helper id")?,
+            )))
         }
         // call pc+N
         Some(Tok::Word(w)) if w == "pc" => {
@@ -1114,9 +1127,9 @@ fn parse_call(c: &mut Cursor<'_>) -> Result<Parsed, AsmErrorKind> {
             }
         }
         // call 5 / call -1
-        _ if c.is_number() => {
-            Parsed::plain(Insn::Call(CallTarget::Helper(c.number()?.imm32("helper id")?)))
-        }
+        _ if c.is_number() => Parsed::plain(Insn::Call(CallTarget::Helper(
+            c.number()?.imm32("helper id")?,
+        ))),
         _ => return Err(c.err("a call target")),
     };
     c.end()?;
@@ -1134,7 +1147,12 @@ fn next_imm(c: &mut Cursor<'_>) -> Result<i32, AsmErrorKind> {
 }
 
 /// `rD = ...` / `rD op= ...` (kernel syntax; the destination already read).
-fn parse_assign(c: &mut Cursor<'_>, dst: Reg, w32: bool, dtext: &str) -> Result<Parsed, AsmErrorKind> {
+fn parse_assign(
+    c: &mut Cursor<'_>,
+    dst: Reg,
+    w32: bool,
+    dtext: &str,
+) -> Result<Parsed, AsmErrorKind> {
     let width = if w32 { Width::W32 } else { Width::W64 };
     let op = match c.next() {
         Some(Tok::P(p)) => *p,
@@ -1270,7 +1288,10 @@ fn parse_assign(c: &mut Cursor<'_>, dst: Reg, w32: bool, dtext: &str) -> Result<
             if c.is_word("ll") {
                 c.pos += 1;
                 need64()?;
-                Parsed::plain(Insn::LdImm64 { dst, imm: n.imm64()? })
+                Parsed::plain(Insn::LdImm64 {
+                    dst,
+                    imm: n.imm64()?,
+                })
             } else {
                 Parsed::plain(Insn::Alu {
                     width,
@@ -1716,9 +1737,15 @@ mod tests {
             ("ldxsh %r0, [%r10-2]", "r0 = *(s16 *)(r10 - 2)"),
             ("movsx832 %r2, %r1", "w2 = (s8)w1"),
             ("movsx3264 %r0, %r9", "r0 = (s32)r9"),
-            ("lock fetch add32 [%r10-4], %r1", "w1 = atomic_fetch_add((u32 *)(r10 - 4), w1)"),
+            (
+                "lock fetch add32 [%r10-4], %r1",
+                "w1 = atomic_fetch_add((u32 *)(r10 - 4), w1)",
+            ),
             ("lock add [%r10-8], %r1", "lock *(u64 *)(r10 - 8) += r1"),
-            ("lock cmpxchg [%r10-8], %r1", "r0 = cmpxchg_64(r10 - 8, r0, r1)"),
+            (
+                "lock cmpxchg [%r10-8], %r1",
+                "r0 = cmpxchg_64(r10 - 8, r0, r1)",
+            ),
             ("lock xchg32 [%r10-8], %r1", "w1 = xchg32_32(r10 - 8, w1)"),
             ("be16 %r0", "r0 = be16 r0"),
             ("le32 %r3", "r3 = le32 r3"),
@@ -1762,7 +1789,13 @@ mod tests {
         assert_eq!(p.len(), 7);
         assert_eq!(p[1], Insn::LdImm64Hi);
         assert!(matches!(p[2], Insn::Jmp { off: 2, .. }), "{:?}", p[2]);
-        assert_eq!(p[5], Insn::Ja { off: 0, long: false });
+        assert_eq!(
+            p[5],
+            Insn::Ja {
+                off: 0,
+                long: false
+            }
+        );
         // The bytes decode to the same program.
         assert_eq!(decode_program(&encode_program(&p)).unwrap(), p);
     }
@@ -1771,7 +1804,14 @@ mod tests {
     fn call_local_and_func_labels() {
         let p = assemble("call local f\nr1 = func f\nexit\nf:\nr0 = 1\nexit").unwrap();
         assert_eq!(p[0], Insn::Call(CallTarget::Local(3)));
-        assert!(matches!(p[1], Insn::LdPseudo { kind: LdPseudo::Func, imm: 2, .. }));
+        assert!(matches!(
+            p[1],
+            Insn::LdPseudo {
+                kind: LdPseudo::Func,
+                imm: 2,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -1793,13 +1833,19 @@ mod tests {
 
     #[test]
     fn helper_names_are_checked() {
-        assert_eq!(one("call bpf_ktime_get_ns"), Insn::Call(CallTarget::Helper(5)));
+        assert_eq!(
+            one("call bpf_ktime_get_ns"),
+            Insn::Call(CallTarget::Helper(5))
+        );
         assert_eq!(one("call #-1"), Insn::Call(CallTarget::Helper(-1)));
         assert!(matches!(
             err("call bpf_map_lookup_elem#2"),
             AsmErrorKind::HelperName { .. }
         ));
-        assert!(matches!(err("call no_such_helper"), AsmErrorKind::HelperName { .. }));
+        assert!(matches!(
+            err("call no_such_helper"),
+            AsmErrorKind::HelperName { .. }
+        ));
     }
 
     #[test]
@@ -1816,10 +1862,19 @@ mod tests {
         ));
         assert!(matches!(
             err("ldxb %r0, [%r1+0x10000]"),
-            AsmErrorKind::OutOfRange { field: "offset", .. }
+            AsmErrorKind::OutOfRange {
+                field: "offset",
+                ..
+            }
         ));
         assert!(matches!(err("ja +32768"), AsmErrorKind::OutOfRange { .. }));
-        assert_eq!(one("ja32 +32768"), Insn::Ja { off: 32768, long: true });
+        assert_eq!(
+            one("ja32 +32768"),
+            Insn::Ja {
+                off: 32768,
+                long: true
+            }
+        );
         assert_eq!(
             one("lddw %r0, -1"),
             Insn::LdImm64 {
@@ -1838,7 +1893,10 @@ mod tests {
         let e = assemble("mov %r0, 1\n\nor %r0, %r50\nexit").unwrap_err();
         assert_eq!(e.line, 3);
         assert_eq!(e.to_string(), "line 3: invalid register `%r50`");
-        assert!(matches!(err("ldxq %r0, %r1"), AsmErrorKind::UnknownMnemonic { .. }));
+        assert!(matches!(
+            err("ldxq %r0, %r1"),
+            AsmErrorKind::UnknownMnemonic { .. }
+        ));
         assert!(matches!(err("ldxb %r0, %r1"), AsmErrorKind::Syntax { .. }));
         assert!(matches!(
             err("lddw %r0"),
@@ -1849,10 +1907,22 @@ mod tests {
             }
         ));
         assert!(matches!(err("lock"), AsmErrorKind::OperandCount { .. }));
-        assert!(matches!(err("lock or [%r10-8]"), AsmErrorKind::OperandCount { .. }));
-        assert!(matches!(err("ja nowhere\nexit"), AsmErrorKind::UnknownLabel { .. }));
-        assert!(matches!(err("a:\na:\nexit"), AsmErrorKind::DuplicateLabel { first_line: 1, .. }));
-        assert!(matches!(err("w0 += r1"), AsmErrorKind::RegisterWidth { .. }));
+        assert!(matches!(
+            err("lock or [%r10-8]"),
+            AsmErrorKind::OperandCount { .. }
+        ));
+        assert!(matches!(
+            err("ja nowhere\nexit"),
+            AsmErrorKind::UnknownLabel { .. }
+        ));
+        assert!(matches!(
+            err("a:\na:\nexit"),
+            AsmErrorKind::DuplicateLabel { first_line: 1, .. }
+        ));
+        assert!(matches!(
+            err("w0 += r1"),
+            AsmErrorKind::RegisterWidth { .. }
+        ));
         assert!(matches!(err("r0 = -r1"), AsmErrorKind::Syntax { .. }));
         assert_eq!(err("# nothing\n\n"), AsmErrorKind::EmptyProgram);
         assert_eq!(err(""), AsmErrorKind::EmptyProgram);
@@ -1870,7 +1940,13 @@ mod tests {
             AsmErrorKind::LabelOutOfRange { offset: 40000, .. }
         ));
         let p = assemble(&src.replacen("ja far", "ja32 far", 1)).unwrap();
-        assert_eq!(p[0], Insn::Ja { off: 40000, long: true });
+        assert_eq!(
+            p[0],
+            Insn::Ja {
+                off: 40000,
+                long: true
+            }
+        );
     }
 
     #[test]

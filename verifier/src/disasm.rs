@@ -187,7 +187,11 @@ pub fn insn_to_string(insn: &Insn, _pc: usize) -> String {
         Insn::LdImm64Hi => "(second half of lddw)".to_string(),
         Insn::LdAbs { size, imm } => format!("r0 = *({} *)skb[{imm}]", size.c_type()),
         Insn::LdInd { size, src, imm } => {
-            format!("r0 = *({} *)skb[{src} {}]", size.c_type(), plus_minus(imm.into()))
+            format!(
+                "r0 = *({} *)skb[{src} {}]",
+                size.c_type(),
+                plus_minus(imm.into())
+            )
         }
         Insn::Load {
             size,
@@ -213,7 +217,11 @@ pub fn insn_to_string(insn: &Insn, _pc: usize) -> String {
                 Source::Reg(s) => s.to_string(),
                 Source::Imm(i) => i.to_string(),
             };
-            format!("*({} *)({}) = {value}", size.c_type(), mem_operand(dst, off))
+            format!(
+                "*({} *)({}) = {value}",
+                size.c_type(),
+                mem_operand(dst, off)
+            )
         }
         Insn::Atomic {
             size,

@@ -46,7 +46,10 @@ fn any_off() -> impl Strategy<Value = i16> {
 }
 
 fn any_source() -> impl Strategy<Value = Source> {
-    prop_oneof![any_reg().prop_map(Source::Reg), any_imm().prop_map(Source::Imm)]
+    prop_oneof![
+        any_reg().prop_map(Source::Reg),
+        any_imm().prop_map(Source::Imm)
+    ]
 }
 
 fn any_alu_op() -> impl Strategy<Value = AluOp> {
@@ -69,14 +72,15 @@ fn any_alu_op() -> impl Strategy<Value = AluOp> {
 }
 
 fn any_alu() -> impl Strategy<Value = Insn> {
-    let binary = (any_width(), any_alu_op(), any_reg(), any_source()).prop_map(
-        |(width, op, dst, src)| Insn::Alu {
-            width,
-            op,
-            dst,
-            src,
-        },
-    );
+    let binary =
+        (any_width(), any_alu_op(), any_reg(), any_source()).prop_map(|(width, op, dst, src)| {
+            Insn::Alu {
+                width,
+                op,
+                dst,
+                src,
+            }
+        });
     // MOVSX: register source only; 32-bit source only for the 64-bit form.
     let movsx = (
         prop::sample::select(vec![
@@ -116,14 +120,15 @@ fn any_mem() -> impl Strategy<Value = Insn> {
             off,
         },
     );
-    let store = (any_size(), any_reg(), any_off(), any_source()).prop_map(
-        |(size, dst, off, src)| Insn::Store {
-            size,
-            dst,
-            off,
-            src,
-        },
-    );
+    let store =
+        (any_size(), any_reg(), any_off(), any_source()).prop_map(|(size, dst, off, src)| {
+            Insn::Store {
+                size,
+                dst,
+                off,
+                src,
+            }
+        });
     let atomic = (
         prop_oneof![Just(MemSize::W), Just(MemSize::DW)],
         prop::sample::select(vec![
@@ -150,8 +155,11 @@ fn any_mem() -> impl Strategy<Value = Insn> {
         });
     let legacy_size = prop_oneof![Just(MemSize::B), Just(MemSize::H), Just(MemSize::W)];
     let ld_abs = (legacy_size.clone(), any_imm()).prop_map(|(size, imm)| Insn::LdAbs { size, imm });
-    let ld_ind = (legacy_size, any_reg(), any_imm())
-        .prop_map(|(size, src, imm)| Insn::LdInd { size, src, imm });
+    let ld_ind = (legacy_size, any_reg(), any_imm()).prop_map(|(size, src, imm)| Insn::LdInd {
+        size,
+        src,
+        imm,
+    });
     prop_oneof![3 => load, 3 => store, 2 => atomic, 1 => ld_abs, 1 => ld_ind]
 }
 
@@ -160,10 +168,7 @@ fn any_cond() -> impl Strategy<Value = JmpCond> {
 }
 
 /// Jumps, calls and `func` loads with the given offset strategies.
-fn branching(
-    off16: BoxedStrategy<i16>,
-    off32: BoxedStrategy<i32>,
-) -> impl Strategy<Value = Insn> {
+fn branching(off16: BoxedStrategy<i16>, off32: BoxedStrategy<i32>) -> impl Strategy<Value = Insn> {
     let ja = off16.clone().prop_map(|off| Insn::Ja {
         off: off.into(),
         long: false,
