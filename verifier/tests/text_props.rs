@@ -92,12 +92,27 @@ proptest! {
         }
     }
 
-    /// Same on slots that look like instructions, so many of them decode.
+    /// Same on slots that look like instructions, so many of them decode;
+    /// whatever decodes also survives the text round trip.
     #[test]
     fn decode_plausible_slots(slots in prop::collection::vec(raw_slot(), 1..12)) {
         let bytes: Vec<u8> = slots.concat();
         if let Ok(p) = decode_program(&bytes) {
             prop_assert_eq!(encode_program(&p), bytes);
+            let text = disassemble(&p);
+            prop_assert_eq!(assemble(&text), Ok(p), "text:\n{}", text);
+        }
+    }
+
+    /// Single slots decoded by `Insn::decode` (no target checks) print and
+    /// reassemble to themselves.
+    #[test]
+    fn decoded_slot_text_identity(slot in raw_slot(), hi_imm in any::<i32>()) {
+        let raw = [RawInsn::from_bytes(slot), RawInsn::new(0, 0, 0, 0, hi_imm)];
+        if let Ok(insn) = Insn::decode(&raw, 0) {
+            let text = insn_to_string(&insn, 0);
+            let back = assemble(&text).map(|p| p[0]);
+            prop_assert_eq!(back, Ok(insn), "text: {}", text);
         }
     }
 
