@@ -21,13 +21,17 @@ use std::sync::{Arc, OnceLock};
 
 use crate::SandboxError;
 
+/// `si_code` of an access to an unmapped address (`SEGV_MAPERR`).
+pub const SEGV_MAPERR: i32 = 1;
+/// `si_code` of an access the page permissions forbid (`SEGV_ACCERR`).
+pub const SEGV_ACCERR: i32 = 2;
 /// `si_code` of a protection-key violation (`SEGV_PKUERR`).
 pub const SEGV_PKUERR: i32 = 4;
 
 /// Offset of `si_pkey` in the kernel's `siginfo_t` on x86-64: the fault
-/// union starts at 16, `si_addr` takes 8 bytes, then a 2-byte `si_addr_lsb`
-/// slot padded to the `u32` key at 28.
-const SI_PKEY_OFFSET: usize = 28;
+/// fields start at 16 with the 8-byte `si_addr`; the union after it (at 24)
+/// puts the `u32` key behind a pad of pointer alignment (8), so at 32.
+const SI_PKEY_OFFSET: usize = 32;
 
 /// A memory fault that was caught and turned into an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,8 +64,8 @@ impl fmt::Display for Fault {
             "SIGSEGV"
         };
         let code = match (self.signal, self.code) {
-            (libc::SIGSEGV, 1) => "SEGV_MAPERR",
-            (libc::SIGSEGV, 2) => "SEGV_ACCERR",
+            (libc::SIGSEGV, SEGV_MAPERR) => "SEGV_MAPERR",
+            (libc::SIGSEGV, SEGV_ACCERR) => "SEGV_ACCERR",
             (libc::SIGSEGV, SEGV_PKUERR) => "SEGV_PKUERR",
             _ => "code",
         };

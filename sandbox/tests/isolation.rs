@@ -1,0 +1,315 @@
+//! The isolation suite under real protection keys. Every test here needs
+//! PKU: on machines without it each prints `skipped: <name>: no PKU: …`;
+//! the MPK VM runner (`scripts/vm-test`) sets `PKBPF_REQUIRE_PKU=1`, which
+//! turns a skip into a failure.
+
+#[macro_use]
+mod common;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+use common::{in_child, map_code, map_page, term_signal, LOAD_THROUGH_ARG, STORE_THROUGH_ARG};
+use pkbpf_sandbox::fault::{register_code_range, SEGV_PKUERR};
+use pkbpf_sandbox::{
+    copy_from_user, current_pkru, protect, Domain, DomainGuard, GateStub, Keys, ProtectionKey,
+};
+
+/// Extension keys for this binary. Keys are never freed and x86 has only
+/// 15, so the tests share a pool instead of each allocating its own.
+const POOL: usize = 6;
+
+fn pool_key(i: usize) -> ProtectionKey {
+    static KEYS: OnceLock<Vec<ProtectionKey>> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        (0..POOL)
+            .map(|_| Keys::alloc_extension().expect("extension key"))
+            .collect()
+    })[i % POOL]
+}
+
+/// A fresh page tagged with pool key `i`, holding `fill`.
+fn extension_page(i: usize, fill: u8) -> (ProtectionKey, *mut u8) {
+    let key = pool_key(i);
+    let p = map_page();
+    // SAFETY: our own page, still untagged (key 0).
+    unsafe { std::ptr::write_bytes(p, fill, 4096) };
+    // SAFETY: our own page; accessed below only from domains allowing `key`
+    // or through the guarded copy.
+    unsafe { protect(p as usize, 4096, key) }.expect("pkey_mprotect");
+    (key, p)
+}
+
+static CHILD_PIPE: AtomicU32 = AtomicU32::new(0);
+
+/// A raw SIGSEGV handler for forked children: writes si_code and si_pkey
+/// to the pipe in `CHILD_PIPE`, then exits 0.
+extern "C" fn report_fault(_sig: i32, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+    // SAFETY: valid siginfo from the kernel; si_pkey sits at offset 32 on
+    // x86-64 (si_addr at 16, then a pointer-aligned pad before the key);
+    // write and _exit are async-signal-safe.
+    unsafe {
+        let code = (*info).si_code as u32;
+        let pkey = std::ptr::read_unaligned((info as *const u8).add(32) as *const u32);
+        let msg = [code, pkey];
+        libc::write(
+            CHILD_PIPE.load(Ordering::Relaxed) as i32,
+            msg.as_ptr().cast(),
+            8,
+        );
+        libc::_exit(0);
+    }
+}
+
+/// Runs `f` in a child whose SIGSEGV handler reports (si_code, si_pkey).
+fn fault_report(f: impl FnOnce()) -> Option<(u32, u32)> {
+    let mut fds = [0i32; 2];
+    // SAFETY: fds is a valid two-int array.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let status = in_child(|| {
+        CHILD_PIPE.store(fds[1] as u32, Ordering::Relaxed);
+        // SAFETY: zeroed sigaction is valid; the handler has the SA_SIGINFO
+        // signature.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = report_fault as *const () as usize;
+            sa.sa_flags = libc::SA_SIGINFO;
+            libc::sigaction(libc::SIGSEGV, &sa, std::ptr::null_mut());
+        }
+        f();
+    });
+    // SAFETY: closing our write end.
+    unsafe { libc::close(fds[1]) };
+    let mut msg = [0u32; 2];
+    // SAFETY: reading into an 8-byte buffer.
+    let n = unsafe { libc::read(fds[0], msg.as_mut_ptr().cast(), 8) };
+    // SAFETY: closing our read end.
+    unsafe { libc::close(fds[0]) };
+    assert_eq!(libc::WIFEXITED(status), true, "child status {status:#x}");
+    (n == 8).then_some((msg[0], msg[1]))
+}
+
+#[test]
+fn host_write_to_extension_page_faults_with_its_key() {
+    require_pku!("host_write_to_extension_page_faults_with_its_key");
+    let (key, p) = extension_page(0, 1);
+    let got = fault_report(|| {
+        // SAFETY: a write from the host domain that the key must stop.
+        unsafe { std::ptr::write_volatile(p, 9) };
+    });
+    assert_eq!(got, Some((SEGV_PKUERR as u32, key.as_u32())));
+}
+
+#[test]
+fn host_read_of_runtime_page_faults_with_its_key() {
+    require_pku!("host_read_of_runtime_page_faults_with_its_key");
+    let key = Keys::alloc_runtime().expect("runtime key");
+    assert_eq!(Keys::alloc_runtime(), Ok(key), "one runtime key");
+    let p = map_page();
+    // SAFETY: our own page.
+    unsafe { protect(p as usize, 4096, key) }.unwrap();
+    let got = fault_report(|| {
+        // SAFETY: a read from the host domain that the key must stop.
+        unsafe { std::ptr::read_volatile(p) };
+    });
+    assert_eq!(got, Some((SEGV_PKUERR as u32, key.as_u32())));
+}
+
+#[test]
+fn extension_domain_reaches_its_own_page() {
+    require_pku!("extension_domain_reaches_its_own_page");
+    let (key, p) = extension_page(1, 5);
+    let before = current_pkru().unwrap();
+    {
+        let g = DomainGuard::enter(Domain::extension(key));
+        assert_eq!(g.saved(), Some(before));
+        assert_eq!(current_pkru(), Some(Domain::extension(key).pkru()));
+        // SAFETY: this domain allows `key`.
+        unsafe {
+            assert_eq!(std::ptr::read_volatile(p), 5);
+            std::ptr::write_volatile(p, 6);
+            assert_eq!(std::ptr::read_volatile(p), 6);
+        }
+    }
+    assert_eq!(current_pkru(), Some(before), "guard restores PKRU");
+}
+
+#[test]
+fn guarded_copy_returns_pku_fault_from_host_and_works_inside() {
+    require_pku!("guarded_copy_returns_pku_fault_from_host_and_works_inside");
+    let (key, p) = extension_page(2, 0x5a);
+    let mut buf = [0u8; 32];
+    let f = copy_from_user(&mut buf, p).unwrap_err();
+    assert!(f.is_pku(), "{f}");
+    assert_eq!(f.pkey, Some(key.as_u32()));
+    assert_eq!(f.addr, p as usize);
+    let _g = DomainGuard::enter(Domain::extension(key));
+    copy_from_user(&mut buf, p).expect("allowed in the extension domain");
+    assert_eq!(buf, [0x5a; 32]);
+}
+
+#[test]
+fn domains_follow_the_design_table() {
+    require_pku!("domains_follow_the_design_table");
+    let (a, b) = (pool_key(0), pool_key(1));
+    assert_ne!(a, b);
+    let xa = Domain::extension(a);
+    assert!(xa.allows(a));
+    assert!(!xa.allows(b));
+    assert!(!Domain::host().allows(a));
+    assert!(Domain::trusted().allows(a) && Domain::trusted().allows(b));
+    assert_eq!(xa.pkru() & 0b11, 0, "key 0 stays open");
+}
+
+#[test]
+fn nested_guards_restore_in_order() {
+    require_pku!("nested_guards_restore_in_order");
+    let k = pool_key(2);
+    let start = current_pkru().unwrap();
+    {
+        let _t = DomainGuard::enter(Domain::trusted());
+        assert_eq!(current_pkru(), Some(0));
+        {
+            let _x = DomainGuard::enter(Domain::extension(k));
+            assert_eq!(current_pkru(), Some(Domain::extension(k).pkru()));
+        }
+        assert_eq!(current_pkru(), Some(0));
+    }
+    assert_eq!(current_pkru(), Some(start));
+}
+
+static SEEN_PKRU: AtomicU32 = AtomicU32::new(0);
+
+unsafe extern "C" fn record_pkru(x: usize) -> u64 {
+    SEEN_PKRU.store(current_pkru().unwrap_or(u32::MAX), Ordering::SeqCst);
+    x as u64 * 2
+}
+
+#[test]
+fn entry_gate_switches_and_restores_pkru() {
+    require_pku!("entry_gate_switches_and_restores_pkru");
+    let k = pool_key(2);
+    let gate = GateStub::new(Domain::extension(k), Domain::host()).unwrap();
+    assert_eq!(gate.code().wrpkru_offsets.len(), 2);
+    let _h = DomainGuard::enter(Domain::host());
+    // SAFETY: record_pkru touches only key-0 statics.
+    assert_eq!(unsafe { gate.call(record_pkru, 21) }, Ok(42));
+    assert_eq!(SEEN_PKRU.load(Ordering::SeqCst), Domain::extension(k).pkru());
+    assert_eq!(current_pkru(), Some(Domain::host().pkru()));
+    // Nested: called from T, the gate leaves through H and T is restored.
+    {
+        let _t = DomainGuard::enter(Domain::trusted());
+        // SAFETY: as above.
+        assert_eq!(unsafe { gate.call(record_pkru, 1) }, Ok(2));
+        assert_eq!(SEEN_PKRU.load(Ordering::SeqCst), Domain::extension(k).pkru());
+        assert_eq!(current_pkru(), Some(0));
+    }
+    assert_eq!(current_pkru(), Some(Domain::host().pkru()));
+}
+
+#[test]
+fn extension_code_writes_its_own_map_value_through_the_gate() {
+    require_pku!("extension_code_writes_its_own_map_value_through_the_gate");
+    let (key, p) = extension_page(3, 0);
+    let code = map_code(&STORE_THROUGH_ARG);
+    // SAFETY: the code page holds a C-ABI function of one argument.
+    let jit: unsafe extern "C" fn(usize) -> u64 = unsafe { std::mem::transmute(code) };
+    let gate = GateStub::new(Domain::extension(key), Domain::host()).unwrap();
+    // SAFETY: stores to the extension's own page inside its domain.
+    assert_eq!(unsafe { gate.call(jit, p as usize + 8) }, Ok(7));
+    let _x = DomainGuard::enter(Domain::extension(key));
+    // SAFETY: reading the page inside the domain that allows it.
+    assert_eq!(unsafe { std::ptr::read_volatile(p.add(8) as *const u64) }, 0x2a);
+}
+
+#[test]
+fn forged_pointer_to_other_extension_aborts_invocation() {
+    require_pku!("forged_pointer_to_other_extension_aborts_invocation");
+    let (own, _own_page) = extension_page(4, 0);
+    let (other, other_page) = extension_page(5, 0x77);
+    let runtime = Keys::alloc_runtime().unwrap();
+    let rt_page = map_page();
+    // SAFETY: our own page.
+    unsafe { protect(rt_page as usize, 4096, runtime) }.unwrap();
+    let code = map_code(&LOAD_THROUGH_ARG);
+    // SAFETY: the page stays mapped and idle once the range is dropped.
+    let range = unsafe { register_code_range(code as usize, 4096) }.unwrap();
+    // SAFETY: the page holds a C-ABI function of one argument.
+    let jit: unsafe extern "C" fn(usize) -> u64 = unsafe { std::mem::transmute(code) };
+    let gate = GateStub::new(Domain::extension(own), Domain::host()).unwrap();
+    let _h = DomainGuard::enter(Domain::host());
+    for (target, key, n) in [(other_page, other, 1), (rt_page, runtime, 2)] {
+        // SAFETY: the forged load faults inside the registered range.
+        let f = unsafe { gate.call(jit, target as usize) }.unwrap_err();
+        assert!(f.is_pku(), "{f}");
+        assert_eq!(f.pkey, Some(key.as_u32()));
+        assert_eq!(range.faults(), n);
+        assert_eq!(current_pkru(), Some(Domain::host().pkru()), "back in H");
+    }
+    // The other extension's value is intact and the host goes on.
+    let _t = DomainGuard::enter(Domain::trusted());
+    // SAFETY: T allows every key.
+    assert_eq!(unsafe { std::ptr::read_volatile(other_page) }, 0x77);
+}
+
+#[test]
+fn jumping_into_a_gate_with_a_chosen_eax_fails_closed() {
+    require_pku!("jumping_into_a_gate_with_a_chosen_eax_fails_closed");
+    let k = pool_key(2);
+    let gate = GateStub::new(Domain::extension(k), Domain::host()).unwrap();
+    for &w in &gate.code().wrpkru_offsets {
+        let target = gate.entry() + w;
+        let status = in_child(|| {
+            // SAFETY: deliberately jumps to the gate's WRPKRU with EAX = 0
+            // (all keys open); the check after it must abort the child.
+            unsafe {
+                core::arch::asm!(
+                    "xor eax, eax",
+                    "xor ecx, ecx",
+                    "xor edx, edx",
+                    "jmp rsi",
+                    in("rsi") target,
+                    options(noreturn),
+                )
+            }
+        });
+        assert_eq!(term_signal(status), Some(libc::SIGILL), "status {status:#x}");
+    }
+}
+
+#[test]
+fn isolation_holds_per_thread() {
+    require_pku!("isolation_holds_per_thread");
+    let pages: Vec<(ProtectionKey, usize)> = (0..4)
+        .map(|i| {
+            let (k, p) = extension_page(i, i as u8 + 1);
+            (k, p as usize)
+        })
+        .collect();
+    std::thread::scope(|s| {
+        for i in 0..pages.len() {
+            let pages = &pages;
+            s.spawn(move || {
+                let (key, own) = pages[i];
+                let (other_key, other) = pages[(i + 1) % pages.len()];
+                for round in 0..50u8 {
+                    let _x = DomainGuard::enter(Domain::extension(key));
+                    // SAFETY: the thread's own extension page, in its domain.
+                    unsafe { std::ptr::write_volatile(own as *mut u8, round) };
+                    let mut b = [0u8; 1];
+                    let f = copy_from_user(&mut b, other as *const u8).unwrap_err();
+                    assert_eq!(f.pkey, Some(other_key.as_u32()));
+                }
+            });
+        }
+    });
+    let _t = DomainGuard::enter(Domain::trusted());
+    for (i, (_, p)) in pages.iter().enumerate() {
+        // SAFETY: T allows every key.
+        let v = unsafe { std::ptr::read_volatile(*p as *const u8) };
+        assert_eq!(v, 49, "page {i}");
+        // Only byte 0 changed: the rest still holds the fill value.
+        // SAFETY: as above.
+        assert_eq!(unsafe { std::ptr::read_volatile((*p as *const u8).add(1)) }, i as u8 + 1);
+    }
+}
