@@ -8,3 +8,9 @@ pub mod helpers_names;
 pub mod isa;
 #[cfg(feature = "strategies")]
 pub mod strategies;
+pub mod verifier;
+
+pub use verifier::{
+    verify, Category, CtxDesc, HelperTable, MapDesc, ProgramEnv, Reason, VerifiedProgram, Verifier,
+    VerifyError,
+};

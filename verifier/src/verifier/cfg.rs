@@ -1,0 +1,228 @@
+//! Static control-flow checks, before any path is explored: lddw pairs,
+//! function boundaries, jump ranges, fall-through, reachability, back-edges
+//! (when loops are not allowed), recursion; and where states are kept for
+//! pruning.
+
+use super::error::{Reason, VerifyError};
+use crate::isa::{CallTarget, Insn, LdPseudo, MAX_CALL_DEPTH};
+
+/// What the static pass found.
+#[derive(Clone, Debug)]
+pub struct Cfg {
+    /// Function entries, sorted; the first is 0.
+    pub subprogs: Vec<usize>,
+    /// Whether a state is checkpointed before each instruction.
+    pub prune_point: Vec<bool>,
+    /// Calls: (subprog index of the caller, call pc, subprog index of the callee).
+    pub calls: Vec<(usize, usize, usize)>,
+}
+
+impl Cfg {
+    /// The function containing `pc`.
+    pub fn subprog_of(&self, pc: usize) -> usize {
+        match self.subprogs.binary_search(&pc) {
+            Ok(i) => i,
+            Err(i) => i - 1,
+        }
+    }
+
+    /// One past the last instruction of function `i`.
+    pub fn subprog_end(&self, i: usize, len: usize) -> usize {
+        self.subprogs.get(i + 1).copied().unwrap_or(len)
+    }
+}
+
+fn err(insn: usize, reason: Reason) -> VerifyError {
+    VerifyError::new(insn, reason)
+}
+
+/// Runs the static checks.
+pub fn analyze(insns: &[Insn], allow_loops: bool) -> Result<Cfg, VerifyError> {
+    let n = insns.len();
+    if n == 0 {
+        return Err(err(0, Reason::EmptyProgram));
+    }
+    // lddw pairs
+    let mut pc = 0;
+    while pc < n {
+        match insns[pc] {
+            Insn::LdImm64 { .. } | Insn::LdPseudo { .. } => {
+                if insns.get(pc + 1) != Some(&Insn::LdImm64Hi) {
+                    return Err(err(pc, Reason::IncompleteLddw));
+                }
+                pc += 2;
+            }
+            Insn::LdImm64Hi => return Err(err(pc, Reason::IncompleteLddw)),
+            _ => pc += 1,
+        }
+    }
+    let check_target = |from: usize, t: i64| -> Result<usize, VerifyError> {
+        if t < 0 || t as usize >= n {
+            return Err(err(from, Reason::JumpOutOfRange { from, to: t }));
+        }
+        if insns[t as usize] == Insn::LdImm64Hi {
+            return Err(err(
+                from,
+                Reason::JumpIntoLddw {
+                    from,
+                    to: t as usize,
+                },
+            ));
+        }
+        Ok(t as usize)
+    };
+    // functions
+    let mut subprogs = vec![0];
+    for (pc, insn) in insns.iter().enumerate() {
+        match insn {
+            Insn::Call(CallTarget::Local(_)) => {
+                let t = check_target(pc, insn.branch_target(pc).unwrap_or(-1))?;
+                subprogs.push(t);
+            }
+            Insn::LdPseudo {
+                kind: LdPseudo::Func,
+                ..
+            } => {
+                return Err(err(
+                    pc,
+                    Reason::Unsupported {
+                        what: "function pointers (callbacks) are not supported",
+                    },
+                ))
+            }
+            _ => {}
+        }
+    }
+    subprogs.sort_unstable();
+    subprogs.dedup();
+    let mut cfg = Cfg {
+        subprogs,
+        prune_point: vec![false; n],
+        calls: Vec::new(),
+    };
+    for (i, &entry) in cfg.subprogs.iter().enumerate() {
+        cfg.prune_point[entry] = true;
+        let end = cfg.subprog_end(i, n);
+        let last = end - 1;
+        if !matches!(insns[last], Insn::Exit | Insn::Ja { .. }) {
+            return Err(err(last, Reason::FallThrough));
+        }
+    }
+    // successors and jump ranges
+    let mut succ: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (pc, insn) in insns.iter().enumerate() {
+        let sp = cfg.subprog_of(pc);
+        match insn {
+            Insn::LdImm64Hi => {}
+            Insn::Exit => {}
+            Insn::Ja { .. } | Insn::Jmp { .. } => {
+                let t = check_target(pc, insn.branch_target(pc).unwrap_or(-1))?;
+                if cfg.subprog_of(t) != sp {
+                    return Err(err(
+                        pc,
+                        Reason::JumpOutOfRange {
+                            from: pc,
+                            to: t as i64,
+                        },
+                    ));
+                }
+                succ[pc].push(t);
+                cfg.prune_point[t] = true;
+                if matches!(insn, Insn::Jmp { .. }) {
+                    succ[pc].push(pc + 1);
+                    cfg.prune_point[pc + 1] = true;
+                }
+            }
+            Insn::Call(CallTarget::Local(_)) => {
+                let t = insn.branch_target(pc).unwrap_or(-1) as usize;
+                let callee = cfg.subprog_of(t);
+                cfg.calls.push((sp, pc, callee));
+                succ[pc].push(pc + 1);
+                cfg.prune_point[pc + 1] = true;
+            }
+            other => succ[pc].push(pc + other.slots().max(1)),
+        }
+    }
+    // reachability from every function entry reached by calls from 0,
+    // and back-edges by depth-first search
+    let mut color = vec![0u8; n]; // 0 white, 1 on stack, 2 done
+    let mut roots = vec![0usize];
+    let mut root_seen = vec![false; cfg.subprogs.len()];
+    root_seen[0] = true;
+    while let Some(root) = roots.pop() {
+        if color[root] != 0 {
+            continue;
+        }
+        let mut stack: Vec<(usize, usize)> = vec![(root, 0)];
+        color[root] = 1;
+        while let Some(&mut (pc, ref mut k)) = stack.last_mut() {
+            if let Insn::Call(CallTarget::Local(_)) = insns[pc] {
+                let t = insns[pc].branch_target(pc).unwrap_or(0) as usize;
+                let callee = cfg.subprog_of(t);
+                if !root_seen[callee] {
+                    root_seen[callee] = true;
+                    roots.push(t);
+                }
+            }
+            if *k < succ[pc].len() {
+                let t = succ[pc][*k];
+                *k += 1;
+                if t >= n {
+                    return Err(err(pc, Reason::FallThrough));
+                }
+                match color[t] {
+                    0 => {
+                        color[t] = 1;
+                        stack.push((t, 0));
+                    }
+                    1 if !allow_loops => return Err(err(pc, Reason::BackEdge { from: pc, to: t })),
+                    _ => {}
+                }
+            } else {
+                color[pc] = 2;
+                stack.pop();
+            }
+        }
+    }
+    for (pc, insn) in insns.iter().enumerate() {
+        if color[pc] == 0 && *insn != Insn::LdImm64Hi {
+            return Err(err(pc, Reason::Unreachable { insn: pc }));
+        }
+    }
+    // recursion: a cycle in the call graph
+    let nsub = cfg.subprogs.len();
+    let mut state = vec![0u8; nsub];
+    fn visit(
+        s: usize,
+        cfg: &Cfg,
+        state: &mut [u8],
+        depth: usize,
+    ) -> Result<(), VerifyError> {
+        state[s] = 1;
+        for &(caller, pc, callee) in &cfg.calls {
+            if caller != s {
+                continue;
+            }
+            if state[callee] == 1 {
+                return Err(err(
+                    pc,
+                    Reason::RecursiveCall {
+                        from: pc,
+                        to: cfg.subprogs[callee],
+                    },
+                ));
+            }
+            if depth + 1 >= MAX_CALL_DEPTH {
+                return Err(err(pc, Reason::CallTooDeep { frames: depth + 2 }));
+            }
+            if state[callee] == 0 {
+                visit(callee, cfg, state, depth + 1)?;
+                state[callee] = 0;
+            }
+        }
+        state[s] = 2;
+        Ok(())
+    }
+    visit(0, &cfg, &mut state, 0)?;
+    Ok(cfg)
+}

@@ -1,0 +1,360 @@
+//! Path-sensitive exploration: a depth-first worklist of (instruction, state)
+//! pairs, states checkpointed at prune points, paths cut when a completed
+//! checkpoint subsumes them, loops unrolled until they stop or the budget of
+//! 1,000,000 processed instructions runs out (a state that repeats within its
+//! own loop is an infinite loop).
+//!
+//! Soundness of pruning: a checkpoint is used for pruning only once every
+//! path below it has been explored without error (its `branches` count is
+//! zero), so a subsumed path cannot reach anything the checkpoint's paths
+//! did not. With a last-in first-out worklist, a checkpoint still in
+//! progress is an ancestor of the current path: subsumption by it means the
+//! loop makes no progress.
+
+use super::cfg::{self, Cfg};
+use super::ctx::CtxDesc;
+use super::env::ProgramEnv;
+use super::error::{Reason, VerifyError};
+use super::log::{Log, INSN_LIMIT};
+use super::reg::{Pointer, PtrKind, RegValue};
+use super::state::{Frame, State};
+use super::transfer::{Next, Stepper};
+use super::verified::{Facts, Stats, Subprog, VerifiedProgram};
+use crate::isa::{Insn, STACK_SIZE};
+use std::collections::HashMap;
+
+/// Most states kept per instruction; further ones are explored, not kept.
+const MAX_STATES_PER_INSN: usize = 64;
+
+/// The verifier with its options.
+///
+/// ```
+/// use pkbpf_verifier::asm::assemble;
+/// use pkbpf_verifier::verifier::{CtxDesc, ProgramEnv, Verifier};
+/// let env = ProgramEnv::new(CtxDesc::PtRegs);
+/// let prog = assemble("r0 = *(u64 *)(r1 + 8)\nexit").unwrap();
+/// let (res, log) = Verifier::new(&env).log_level(2).verify(&prog);
+/// assert!(res.is_ok());
+/// assert!(log.contains("processed 2 insns"));
+/// let bad = assemble("r0 = *(u64 *)(r1 + 168)\nexit").unwrap();
+/// let err = Verifier::new(&env).verify(&bad).0.unwrap_err();
+/// assert_eq!(err.to_string(), "invalid bpf_context access off=168 size=8");
+/// ```
+#[derive(Clone, Debug)]
+pub struct Verifier<'e> {
+    env: &'e ProgramEnv,
+    log_level: u32,
+}
+
+/// Verifies `insns` (one [`Insn`] per slot) against `env`.
+pub fn verify(insns: &[Insn], env: &ProgramEnv) -> Result<VerifiedProgram, VerifyError> {
+    Verifier::new(env).verify(insns).0
+}
+
+impl<'e> Verifier<'e> {
+    /// A verifier for programs running in `env`, without a log.
+    pub fn new(env: &'e ProgramEnv) -> Verifier<'e> {
+        Verifier { env, log_level: 0 }
+    }
+
+    /// Sets the log level: 0 none, 1 the failing path, 2 everything.
+    pub fn log_level(mut self, level: u32) -> Verifier<'e> {
+        self.log_level = level;
+        self
+    }
+
+    /// Verifies `insns`; returns the result and the log text.
+    pub fn verify(&self, insns: &[Insn]) -> (Result<VerifiedProgram, VerifyError>, String) {
+        let mut log = Log::new(self.log_level);
+        let res = cfg::analyze(insns, self.env.allow_loops).and_then(|cfg| {
+            let mut ex = Explorer::new(self.env, insns, &cfg, &mut log);
+            let r = ex.run();
+            let stats = ex.stats();
+            r.and_then(|facts| finish(self.env, insns, &cfg, facts, stats))
+                .inspect(|_| log.stats(&stats))
+                .inspect_err(|e| {
+                    log.reason(&e.to_string());
+                    log.stats(&stats);
+                })
+        });
+        if let Err(e) = &res {
+            if log.mark() == 0 {
+                log.reason(&e.to_string());
+            }
+        }
+        (res, log.into_text())
+    }
+}
+
+/// The initial state of the main program.
+pub fn initial_state(env: &ProgramEnv) -> State {
+    let mut f = Frame::new(0, 0, 0);
+    match env.ctx {
+        CtxDesc::MemWithLen { size } => {
+            f.regs[1] = if size == 0 {
+                RegValue::constant(0)
+            } else {
+                RegValue::Ptr(Pointer::new(PtrKind::Mem {
+                    size: size as u64,
+                    writable: true,
+                }))
+            };
+            f.regs[2] = RegValue::constant(size as u64);
+        }
+        _ => f.regs[1] = RegValue::Ptr(Pointer::new(PtrKind::Ctx)),
+    }
+    State {
+        frames: vec![f],
+        refs: Vec::new(),
+    }
+}
+
+/// Combined stack checks over the static call graph, then the output.
+fn finish(
+    env: &ProgramEnv,
+    insns: &[Insn],
+    cfg: &Cfg,
+    facts: Facts,
+    stats: Stats,
+) -> Result<VerifiedProgram, VerifyError> {
+    let depth = |s: usize| facts.stack_depth[s].div_ceil(32) * 32;
+    // Deepest combined stack from each function, over its call chains.
+    fn walk(
+        s: usize,
+        cfg: &Cfg,
+        depth: &dyn Fn(usize) -> usize,
+        frames: usize,
+        acc: usize,
+    ) -> Result<(), VerifyError> {
+        let total = acc + depth(s);
+        if total > STACK_SIZE {
+            let pc = cfg.subprogs[s];
+            return Err(VerifyError::new(
+                pc,
+                Reason::CombinedStackTooLarge {
+                    calls: frames,
+                    size: total,
+                },
+            ));
+        }
+        for &(caller, _, callee) in &cfg.calls {
+            if caller == s {
+                walk(callee, cfg, depth, frames + 1, total)?;
+            }
+        }
+        Ok(())
+    }
+    walk(0, cfg, &depth, 1, 0)?;
+    let subprogs = cfg
+        .subprogs
+        .iter()
+        .enumerate()
+        .map(|(i, &entry)| Subprog {
+            entry,
+            stack_depth: facts.stack_depth[i],
+        })
+        .collect();
+    Ok(VerifiedProgram::new(
+        insns.to_vec(),
+        subprogs,
+        facts,
+        env.maps.clone(),
+        stats,
+    ))
+}
+
+struct Checkpoint {
+    state: State,
+    parent: Option<usize>,
+    branches: u32,
+}
+
+struct Pending {
+    pc: usize,
+    from: usize,
+    state: State,
+    parent: Option<usize>,
+    log_mark: usize,
+}
+
+struct Explorer<'a> {
+    env: &'a ProgramEnv,
+    insns: &'a [Insn],
+    cfg: &'a Cfg,
+    log: &'a mut Log,
+    checkpoints: Vec<Checkpoint>,
+    visited: HashMap<usize, Vec<usize>>,
+    work: Vec<Pending>,
+    next_id: u32,
+    facts: Facts,
+    stats: Stats,
+}
+
+enum Visit {
+    Pruned,
+    Continue(Option<usize>),
+}
+
+impl<'a> Explorer<'a> {
+    fn new(env: &'a ProgramEnv, insns: &'a [Insn], cfg: &'a Cfg, log: &'a mut Log) -> Explorer<'a> {
+        Explorer {
+            env,
+            insns,
+            cfg,
+            log,
+            checkpoints: Vec::new(),
+            visited: HashMap::new(),
+            work: Vec::new(),
+            next_id: 0,
+            facts: Facts::new(insns.len(), cfg.subprogs.len()),
+            stats: Stats::default(),
+        }
+    }
+
+    fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// A path ended cleanly: its checkpoints may complete.
+    fn complete(&mut self, mut cp: Option<usize>) {
+        while let Some(i) = cp {
+            let c = &mut self.checkpoints[i];
+            c.branches -= 1;
+            if c.branches > 0 {
+                break;
+            }
+            cp = c.parent;
+        }
+    }
+
+    fn visit(&mut self, pc: usize, state: &State, parent: Option<usize>) -> Result<Visit, VerifyError> {
+        let list = self.visited.entry(pc).or_default();
+        for &i in list.iter() {
+            let c = &self.checkpoints[i];
+            if state.le(&c.state) {
+                if c.branches == 0 {
+                    return Ok(Visit::Pruned);
+                }
+                return Err(VerifyError::new(pc, Reason::InfiniteLoop { insn: pc }));
+            }
+        }
+        if list.len() >= MAX_STATES_PER_INSN {
+            return Ok(Visit::Continue(parent));
+        }
+        let idx = self.checkpoints.len();
+        list.push(idx);
+        let n = list.len();
+        self.checkpoints.push(Checkpoint {
+            state: state.clone(),
+            parent,
+            branches: 1,
+        });
+        self.stats.total_states += 1;
+        self.stats.peak_states = self.stats.peak_states.max(self.stats.total_states);
+        self.stats.max_states_per_insn = self.stats.max_states_per_insn.max(n);
+        Ok(Visit::Continue(Some(idx)))
+    }
+
+    fn run(&mut self) -> Result<Facts, VerifyError> {
+        self.work.push(Pending {
+            pc: 0,
+            from: 0,
+            state: initial_state(self.env),
+            parent: None,
+            log_mark: 0,
+        });
+        let mut first = true;
+        while let Some(p) = self.work.pop() {
+            self.log.rewind(p.log_mark);
+            if !first {
+                self.log.from_to(self.env, p.from, p.pc, &p.state);
+            }
+            first = false;
+            self.run_path(p)?;
+        }
+        Ok(std::mem::take(&mut self.facts))
+    }
+
+    fn run_path(&mut self, p: Pending) -> Result<(), VerifyError> {
+        let Pending {
+            mut pc,
+            mut state,
+            mut parent,
+            ..
+        } = p;
+        loop {
+            if self.cfg.prune_point[pc] {
+                match self.visit(pc, &state, parent)? {
+                    Visit::Pruned => {
+                        self.stats.pruned += 1;
+                        self.log.safe(pc);
+                        self.complete(parent);
+                        return Ok(());
+                    }
+                    Visit::Continue(cp) => parent = cp,
+                }
+                self.log.state(self.env, pc, &state);
+            }
+            self.stats.processed += 1;
+            if self.stats.processed > INSN_LIMIT {
+                return Err(VerifyError::new(
+                    pc,
+                    Reason::TooComplex {
+                        processed: self.stats.processed,
+                    },
+                ));
+            }
+            let insn = &self.insns[pc];
+            self.facts.visited[pc] = true;
+            self.log.insn(self.env, pc, insn);
+            let mut stepper = Stepper {
+                env: self.env,
+                cfg: self.cfg,
+                next_id: &mut self.next_id,
+                facts: &mut self.facts,
+            };
+            let next = stepper
+                .step(pc, insn, state)
+                .map_err(|r| VerifyError::new(pc, r))?;
+            match next {
+                Next::Goto(t, s) => {
+                    pc = t;
+                    state = s;
+                }
+                Next::Done => {
+                    self.complete(parent);
+                    return Ok(());
+                }
+                Next::Branch { fall, target } => match (fall, target) {
+                    (Some(f), Some((t, ts))) => {
+                        if let Some(c) = parent {
+                            self.checkpoints[c].branches += 1;
+                        }
+                        self.work.push(Pending {
+                            pc: t,
+                            from: pc,
+                            state: ts,
+                            parent,
+                            log_mark: self.log.mark(),
+                        });
+                        pc += 1;
+                        state = f;
+                    }
+                    (Some(f), None) => {
+                        pc += 1;
+                        state = f;
+                    }
+                    (None, Some((t, ts))) => {
+                        pc = t;
+                        state = ts;
+                    }
+                    (None, None) => {
+                        // Both outcomes impossible: the path is infeasible.
+                        self.complete(parent);
+                        return Ok(());
+                    }
+                },
+            }
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! The abstract state of one path: call frames (registers and stack) and the
+//! references it holds.
+//!
+//! Subsumption (`le`): `a.le(b)` when every concrete state described by `a`
+//! is described by `b`, so a path reaching `a` where a completed path passed
+//! through `b` is safe. Pointer ids and reference ids are compared through a
+//! consistent mapping (they are names, not values).
+
+use super::lattice::Lattice;
+use super::reg::{Pointer, PtrKind, RegValue};
+use super::stack::{ByteState, Slot, Stack};
+use std::collections::HashMap;
+
+/// One function activation.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Frame {
+    /// `r0`..`r10`.
+    pub regs: [RegValue; 11],
+    /// The frame's stack.
+    pub stack: Stack,
+    /// Where the caller continues (unused for frame 0).
+    pub return_pc: usize,
+    /// Entry instruction of the function.
+    pub entry: usize,
+}
+
+impl Frame {
+    /// A frame with `r10` set and everything else uninitialised.
+    pub fn new(index: u8, entry: usize, return_pc: usize) -> Frame {
+        let mut regs = [RegValue::NotInit; 11];
+        regs[10] = RegValue::Ptr(Pointer::new(PtrKind::Stack { frame: index }));
+        Frame {
+            regs,
+            stack: Stack::default(),
+            return_pc,
+            entry,
+        }
+    }
+}
+
+/// An acquired reference (a ringbuf record).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Ref {
+    /// Its id.
+    pub id: u32,
+    /// The instruction that acquired it.
+    pub insn: usize,
+}
+
+/// The state of one path.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct State {
+    /// Call frames, innermost last.
+    pub frames: Vec<Frame>,
+    /// References not yet released.
+    pub refs: Vec<Ref>,
+}
+
+impl State {
+    /// The current (innermost) frame.
+    pub fn cur(&self) -> &Frame {
+        self.frames.last().expect("a state has a frame")
+    }
+
+    /// The current frame, mutably.
+    pub fn cur_mut(&mut self) -> &mut Frame {
+        self.frames.last_mut().expect("a state has a frame")
+    }
+
+    /// Register `r` of the current frame.
+    pub fn reg(&self, r: usize) -> RegValue {
+        self.cur().regs[r]
+    }
+
+    /// Sets register `r` of the current frame.
+    pub fn set_reg(&mut self, r: usize, v: RegValue) {
+        self.cur_mut().regs[r] = v;
+    }
+
+    /// Every register and spilled register of every frame, mutably.
+    pub fn all_values_mut(&mut self) -> impl Iterator<Item = &mut RegValue> {
+        self.frames
+            .iter_mut()
+            .flat_map(|f| f.regs.iter_mut().chain(f.stack.spills_mut()))
+    }
+
+    /// Every register and spilled register of every frame.
+    pub fn all_values(&self) -> impl Iterator<Item = &RegValue> {
+        self.frames
+            .iter()
+            .flat_map(|f| f.regs.iter().chain(f.stack.spills()))
+    }
+
+    /// Whether `self` is subsumed by `old` (see the module doc).
+    pub fn le(&self, old: &State) -> bool {
+        if self.frames.len() != old.frames.len() {
+            return false;
+        }
+        let mut ids = IdMap::default();
+        for (a, b) in self.frames.iter().zip(&old.frames) {
+            if a.return_pc != b.return_pc || a.entry != b.entry {
+                return false;
+            }
+            for (x, y) in a.regs.iter().zip(&b.regs) {
+                if !value_le(x, y, &mut ids) {
+                    return false;
+                }
+            }
+            if !stack_le(&a.stack, &b.stack, &mut ids) {
+                return false;
+            }
+        }
+        if self.refs.len() != old.refs.len() {
+            return false;
+        }
+        self.refs
+            .iter()
+            .all(|r| old.refs.iter().any(|o| ids.get(o.id) == Some(r.id)))
+    }
+}
+
+/// A consistent renaming of ids from the old state to the new one.
+#[derive(Default)]
+struct IdMap {
+    old_to_new: HashMap<u32, u32>,
+    new_to_old: HashMap<u32, u32>,
+}
+
+impl IdMap {
+    fn check(&mut self, old: u32, new: u32) -> bool {
+        if old == 0 || new == 0 {
+            return old == new;
+        }
+        match (self.old_to_new.get(&old), self.new_to_old.get(&new)) {
+            (Some(&n), Some(&o)) => n == new && o == old,
+            (None, None) => {
+                self.old_to_new.insert(old, new);
+                self.new_to_old.insert(new, old);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn get(&self, old: u32) -> Option<u32> {
+        self.old_to_new.get(&old).copied()
+    }
+}
+
+fn kind_le(a: PtrKind, b: PtrKind, ids: &mut IdMap) -> bool {
+    match (a, b) {
+        (
+            PtrKind::RingbufMem { size: s1, ref_id: r1 },
+            PtrKind::RingbufMem { size: s2, ref_id: r2 },
+        )
+        | (
+            PtrKind::RingbufMemOrNull { size: s1, ref_id: r1 },
+            PtrKind::RingbufMemOrNull { size: s2, ref_id: r2 },
+        ) => s1 == s2 && ids.check(r2, r1),
+        _ => a == b,
+    }
+}
+
+fn value_le(new: &RegValue, old: &RegValue, ids: &mut IdMap) -> bool {
+    match (new, old) {
+        (_, RegValue::NotInit) => true,
+        (RegValue::Scalar(a), RegValue::Scalar(b)) => a.le(b),
+        (RegValue::Ptr(a), RegValue::Ptr(b)) => {
+            kind_le(a.kind, b.kind, ids) && a.off.le(&b.off) && ids.check(b.id, a.id)
+        }
+        _ => false,
+    }
+}
+
+fn stack_le(new: &Stack, old: &Stack, ids: &mut IdMap) -> bool {
+    for i in 0..old.len() {
+        match (new.slot(i), old.slot(i)) {
+            (n, Slot::Spill(o)) => match n {
+                Slot::Spill(nv) => {
+                    if !value_le(nv, o, ids) {
+                        return false;
+                    }
+                }
+                Slot::Bytes(nb) => {
+                    // An unknown scalar spill accepts any initialised bytes.
+                    let ok = match o {
+                        RegValue::NotInit => true,
+                        RegValue::Scalar(s) => {
+                            s.le(&super::scalar::Scalar::UNKNOWN)
+                                && *s == super::scalar::Scalar::UNKNOWN
+                                && nb.iter().all(|b| *b != ByteState::Invalid)
+                        }
+                        RegValue::Ptr(_) => false,
+                    };
+                    if !ok {
+                        return false;
+                    }
+                }
+            },
+            (n, Slot::Bytes(ob)) => {
+                for (k, ob) in ob.iter().enumerate() {
+                    let nb = match n {
+                        Slot::Bytes(nb) => nb[k],
+                        Slot::Spill(RegValue::Ptr(_)) => return false,
+                        Slot::Spill(RegValue::NotInit) => ByteState::Invalid,
+                        Slot::Spill(RegValue::Scalar(s)) => {
+                            if s.as_const() == Some(0) {
+                                ByteState::Zero
+                            } else {
+                                ByteState::Misc
+                            }
+                        }
+                    };
+                    let ok = match ob {
+                        ByteState::Invalid => true,
+                        ByteState::Misc => nb != ByteState::Invalid,
+                        ByteState::Zero => nb == ByteState::Zero,
+                    };
+                    if !ok {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+    true
+}

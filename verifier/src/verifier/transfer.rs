@@ -1,0 +1,733 @@
+//! What an instruction does to a state, once `check.rs` has said it may run.
+
+use super::cfg::Cfg;
+use super::check::{self, Region};
+use super::env::ProgramEnv;
+use super::error::Reason;
+use super::helpers::{allowed_map_types, ArgType, RetType};
+use super::reg::{Pointer, PtrKind, RegValue};
+use super::scalar::Scalar;
+use super::stack::{ByteState, StackRead};
+use super::state::{Frame, Ref, State};
+use super::verified::Facts;
+use crate::isa::{AluOp, AtomicOp, CallTarget, Insn, JmpCond, LdPseudo, Source, Width, MAX_CALL_DEPTH};
+
+/// Where a path goes after one instruction.
+pub(crate) enum Next {
+    /// Continue at this slot with this state.
+    Goto(usize, State),
+    /// A conditional jump: the feasible outcomes.
+    Branch {
+        /// The fall-through state, if that outcome is possible.
+        fall: Option<State>,
+        /// The jump target and its state, if that outcome is possible.
+        target: Option<(usize, State)>,
+    },
+    /// The main program returned: this path is done.
+    Done,
+}
+
+/// What a step needs besides the state.
+pub(crate) struct Stepper<'a> {
+    /// The environment.
+    pub env: &'a ProgramEnv,
+    /// The static analysis.
+    pub cfg: &'a Cfg,
+    /// Next fresh id.
+    pub next_id: &'a mut u32,
+    /// Facts collected.
+    pub facts: &'a mut Facts,
+}
+
+fn fresh(next: &mut u32) -> u32 {
+    *next += 1;
+    *next
+}
+
+impl Stepper<'_> {
+    fn note_stack(&mut self, state: &State, region: Region, size: u64) {
+        if let Region::Stack { frame, off } = region {
+            let _ = size;
+            let entry = state.frames[frame].entry;
+            let sp = self.cfg.subprog_of(entry);
+            self.facts.note_stack(sp, off);
+        }
+    }
+
+    /// Runs `insn` at `pc` on `state`.
+    pub fn step(&mut self, pc: usize, insn: &Insn, mut state: State) -> Result<Next, Reason> {
+        if let Some(dst) = written_reg(insn) {
+            if dst == 10 {
+                return Err(Reason::FramePointerWrite);
+            }
+        }
+        match *insn {
+            Insn::Alu { width, op, dst, src } => {
+                let v = self.alu(&state, width, op, dst.num(), src)?;
+                if let RegValue::Scalar(s) = v {
+                    self.facts.note_upper(pc, s.upper_half_zero());
+                } else {
+                    self.facts.note_upper(pc, false);
+                }
+                state.set_reg(dst.idx(), v);
+                Ok(Next::Goto(pc + 1, state))
+            }
+            Insn::Neg { width, dst } => {
+                let s = scalar_operand(&state, dst.num(), "negation")?;
+                let r = s.neg(width);
+                self.facts.note_upper(pc, r.upper_half_zero());
+                state.set_reg(dst.idx(), RegValue::Scalar(r));
+                Ok(Next::Goto(pc + 1, state))
+            }
+            Insn::Endian { order, bits, dst } => {
+                let s = scalar_operand(&state, dst.num(), "byte swap")?;
+                let r = s.endian(order, bits);
+                self.facts.note_upper(pc, r.upper_half_zero());
+                state.set_reg(dst.idx(), RegValue::Scalar(r));
+                Ok(Next::Goto(pc + 1, state))
+            }
+            Insn::LdImm64 { dst, imm } => {
+                state.set_reg(dst.idx(), RegValue::constant(imm));
+                Ok(Next::Goto(pc + 2, state))
+            }
+            Insn::LdPseudo {
+                dst,
+                kind,
+                imm,
+                next_imm,
+            } => {
+                let map = |i: i32| -> Result<u32, Reason> {
+                    if i >= 0 && (i as usize) < self.env.maps.len() {
+                        Ok(i as u32)
+                    } else {
+                        Err(Reason::InvalidMap { index: i as i64 })
+                    }
+                };
+                let v = match kind {
+                    LdPseudo::MapFd | LdPseudo::MapIdx => {
+                        Pointer::new(PtrKind::Map { map: map(imm)? })
+                    }
+                    LdPseudo::MapValue | LdPseudo::MapIdxValue => {
+                        let m = map(imm)?;
+                        let vs = self.env.maps[m as usize].value_size;
+                        if next_imm < 0 || next_imm as u32 >= vs {
+                            return Err(Reason::InvalidMapValueOffset {
+                                value_size: vs,
+                                off: next_imm as i64,
+                            });
+                        }
+                        let mut p = Pointer::new(PtrKind::MapValue { map: m });
+                        p.off = Scalar::constant(next_imm as u64);
+                        p
+                    }
+                    LdPseudo::BtfId | LdPseudo::Func => {
+                        return Err(Reason::Unsupported {
+                            what: "unsupported ld_imm64 pseudo form",
+                        })
+                    }
+                };
+                state.set_reg(dst.idx(), RegValue::Ptr(v));
+                Ok(Next::Goto(pc + 2, state))
+            }
+            Insn::LdImm64Hi => Err(Reason::IncompleteLddw),
+            Insn::LdAbs { .. } | Insn::LdInd { .. } => Err(Reason::Unsupported {
+                what: "BPF_LD_[ABS|IND] instructions not allowed for this program type",
+            }),
+            Insn::Load {
+                size,
+                signed,
+                dst,
+                src,
+                off,
+            } => {
+                let p = check::base_pointer(&state, src.num())?;
+                let bytes = size.bytes() as u32;
+                let region = check::check_access(self.env, src.num(), &p, off as i64, bytes as u64, false)?;
+                self.note_stack(&state, region, bytes as u64);
+                let v = match region {
+                    Region::Stack { frame, off } => match state.frames[frame].stack.load(off, bytes) {
+                        StackRead::Reg(v) => v,
+                        StackRead::Scalar(s) => RegValue::Scalar(if signed {
+                            s.sign_extend(bytes * 8)
+                        } else {
+                            s
+                        }),
+                        StackRead::Uninit(o) => return Err(Reason::UninitStackRead { off: o, size: bytes }),
+                        StackRead::PartialPointer => return Err(Reason::PartialPointerFill),
+                    },
+                    _ => {
+                        let s = Scalar::unknown_bytes(bytes);
+                        RegValue::Scalar(if signed { s.sign_extend(bytes * 8) } else { s })
+                    }
+                };
+                state.set_reg(dst.idx(), v);
+                Ok(Next::Goto(pc + 1, state))
+            }
+            Insn::Store { size, dst, off, src } => {
+                let (v, sreg) = match src {
+                    Source::Reg(r) => (check::read_reg(&state, r.num())?, r.num()),
+                    Source::Imm(i) => (RegValue::constant(i as i64 as u64), 0),
+                };
+                let p = check::base_pointer(&state, dst.num())?;
+                let bytes = size.bytes() as u32;
+                let region = check::check_access(self.env, dst.num(), &p, off as i64, bytes as u64, true)?;
+                self.note_stack(&state, region, bytes as u64);
+                if let RegValue::Ptr(_) = v {
+                    match region {
+                        Region::Stack { off, .. } => {
+                            if bytes != 8 || off % 8 != 0 {
+                                return Err(Reason::PartialPointerSpill);
+                            }
+                        }
+                        _ => {
+                            return Err(Reason::PointerStore {
+                                reg: sreg,
+                                into: check::leak_target(p.kind),
+                            })
+                        }
+                    }
+                }
+                if let Region::Stack { frame, off } = region {
+                    state.frames[frame].stack.store(off, bytes, v);
+                }
+                Ok(Next::Goto(pc + 1, state))
+            }
+            Insn::Atomic {
+                size,
+                op,
+                fetch,
+                dst,
+                src,
+                off,
+            } => {
+                let operand = check::read_reg(&state, src.num())?;
+                if !matches!(operand, RegValue::Scalar(_)) {
+                    return Err(Reason::PointerStore {
+                        reg: src.num(),
+                        into: "mem",
+                    });
+                }
+                if op == AtomicOp::CmpXchg {
+                    let r0 = check::read_reg(&state, 0)?;
+                    if !matches!(r0, RegValue::Scalar(_)) {
+                        return Err(Reason::InvalidAtomic {
+                            reg: 0,
+                            ty: r0.type_name(),
+                        });
+                    }
+                }
+                let p = check::base_pointer(&state, dst.num())?;
+                if matches!(p.kind, PtrKind::Ctx) {
+                    return Err(Reason::InvalidAtomic {
+                        reg: dst.num(),
+                        ty: "ctx".into(),
+                    });
+                }
+                let bytes = size.bytes() as u32;
+                let region = check::check_access(self.env, dst.num(), &p, off as i64, bytes as u64, true)?;
+                self.note_stack(&state, region, bytes as u64);
+                if let Region::Stack { frame, off } = region {
+                    let stack = &mut state.frames[frame].stack;
+                    match stack.load(off, bytes) {
+                        StackRead::Uninit(o) => return Err(Reason::UninitStackRead { off: o, size: bytes }),
+                        StackRead::PartialPointer | StackRead::Reg(RegValue::Ptr(_)) => {
+                            return Err(Reason::InvalidAtomic {
+                                reg: dst.num(),
+                                ty: "spilled pointer".into(),
+                            })
+                        }
+                        _ => {}
+                    }
+                    if bytes == 8 && off % 8 == 0 {
+                        stack.store(off, 8, RegValue::UNKNOWN);
+                    } else {
+                        stack.write_bytes(off, bytes, ByteState::Misc);
+                    }
+                }
+                let old = RegValue::Scalar(Scalar::unknown_bytes(bytes));
+                match op {
+                    AtomicOp::CmpXchg => state.set_reg(0, old),
+                    AtomicOp::Xchg => state.set_reg(src.idx(), old),
+                    _ if fetch => state.set_reg(src.idx(), old),
+                    _ => {}
+                }
+                Ok(Next::Goto(pc + 1, state))
+            }
+            Insn::Ja { .. } => Ok(Next::Goto(insn.branch_target(pc).unwrap_or(0) as usize, state)),
+            Insn::Jmp {
+                width,
+                cond,
+                dst,
+                src,
+                ..
+            } => {
+                let target = insn.branch_target(pc).unwrap_or(0) as usize;
+                self.branch(state, width, cond, dst.num(), src, target)
+            }
+            Insn::Call(CallTarget::Helper(id)) => self.helper_call(pc, id, state),
+            Insn::CallX { reg } => {
+                let v = check::read_reg(&state, reg.num())?;
+                match v.scalar().and_then(|s| s.as_const()) {
+                    Some(id) if id <= i32::MAX as u64 => self.helper_call(pc, id as i32, state),
+                    _ => Err(Reason::Unsupported {
+                        what: "callx needs a register holding a known helper id",
+                    }),
+                }
+            }
+            Insn::Call(CallTarget::Kfunc(_)) => Err(Reason::Unsupported {
+                what: "kernel function calls are not supported",
+            }),
+            Insn::Call(CallTarget::Local(_)) => {
+                let target = insn.branch_target(pc).unwrap_or(0) as usize;
+                if state.frames.len() >= MAX_CALL_DEPTH {
+                    return Err(Reason::CallTooDeep {
+                        frames: state.frames.len() + 1,
+                    });
+                }
+                let mut f = Frame::new(state.frames.len() as u8, target, pc + 1);
+                for r in 1..=5 {
+                    f.regs[r] = state.reg(r);
+                }
+                state.frames.push(f);
+                Ok(Next::Goto(target, state))
+            }
+            Insn::Exit => self.exit(state),
+        }
+    }
+
+    fn exit(&mut self, mut state: State) -> Result<Next, Reason> {
+        let r0 = check::read_reg(&state, 0)?;
+        if state.frames.len() == 1 {
+            if !matches!(r0, RegValue::Scalar(_)) {
+                return Err(Reason::PointerReturn);
+            }
+            if let Some(r) = state.refs.first() {
+                return Err(Reason::UnreleasedReference {
+                    id: r.id,
+                    alloc_insn: r.insn,
+                });
+            }
+            return Ok(Next::Done);
+        }
+        let dying = (state.frames.len() - 1) as u8;
+        let points_into_dying =
+            |v: &RegValue| matches!(v, RegValue::Ptr(p) if p.kind == PtrKind::Stack { frame: dying });
+        if points_into_dying(&r0) {
+            return Err(Reason::StackPointerEscape);
+        }
+        let callee = state.frames.pop().expect("more than one frame");
+        if state.all_values().any(points_into_dying) {
+            return Err(Reason::StackPointerEscape);
+        }
+        state.set_reg(0, r0);
+        for r in 1..=5 {
+            state.set_reg(r, RegValue::NotInit);
+        }
+        Ok(Next::Goto(callee.return_pc, state))
+    }
+
+    fn alu(&self, state: &State, width: Width, op: AluOp, dst: u8, src: Source) -> Result<RegValue, Reason> {
+        let s = match src {
+            Source::Reg(r) => check::read_reg(state, r.num())?,
+            Source::Imm(i) => {
+                let v = match width {
+                    Width::W64 => i as i64 as u64,
+                    Width::W32 => i as u32 as u64,
+                };
+                RegValue::constant(v)
+            }
+        };
+        let sreg = match src {
+            Source::Reg(r) => r.num(),
+            Source::Imm(_) => dst,
+        };
+        if op == AluOp::Mov {
+            return match (width, s) {
+                (Width::W64, v) => Ok(v),
+                (Width::W32, RegValue::Scalar(sc)) => Ok(RegValue::Scalar(sc.zext32())),
+                _ => Err(Reason::PointerArith {
+                    reg: sreg,
+                    what: "partial copy of pointer".into(),
+                }),
+            };
+        }
+        if let AluOp::MovSx(_) = op {
+            return match s {
+                RegValue::Scalar(sc) => Ok(RegValue::Scalar(Scalar::constant(0).alu(width, op, sc))),
+                _ => Err(Reason::PointerArith {
+                    reg: sreg,
+                    what: "sign extension of pointer".into(),
+                }),
+            };
+        }
+        let d = check::read_reg(state, dst)?;
+        match (d, s) {
+            (RegValue::Scalar(a), RegValue::Scalar(b)) => Ok(RegValue::Scalar(a.alu(width, op, b))),
+            (RegValue::Ptr(p), RegValue::Scalar(b)) => {
+                pointer_arith_allowed(dst, p, width, op)?;
+                let mut q = p;
+                q.off = if op == AluOp::Add { p.off.add(b) } else { p.off.sub(b) };
+                Ok(RegValue::Ptr(q))
+            }
+            (RegValue::Scalar(a), RegValue::Ptr(p)) if op == AluOp::Add => {
+                pointer_arith_allowed(sreg, p, width, op)?;
+                let mut q = p;
+                q.off = p.off.add(a);
+                Ok(RegValue::Ptr(q))
+            }
+            (RegValue::Ptr(p), RegValue::Ptr(q)) if op == AluOp::Sub && width == Width::W64 && same_region(p.kind, q.kind) => {
+                Ok(RegValue::Scalar(p.off.sub(q.off)))
+            }
+            (RegValue::Ptr(_), RegValue::Ptr(_)) => Err(Reason::PointerArith {
+                reg: dst,
+                what: format!("pointer {} pointer", op_name(op)),
+            }),
+            _ => Err(Reason::PointerArith {
+                reg: dst,
+                what: format!("pointer arithmetic with {} operator", op_name(op)),
+            }),
+        }
+    }
+
+    fn branch(
+        &mut self,
+        state: State,
+        width: Width,
+        cond: JmpCond,
+        dst: u8,
+        src: Source,
+        target_pc: usize,
+    ) -> Result<Next, Reason> {
+        let a = check::read_reg(&state, dst)?;
+        let (b, sreg) = match src {
+            Source::Reg(r) => (check::read_reg(&state, r.num())?, Some(r.num())),
+            Source::Imm(i) => (RegValue::constant(i as i64 as u64), None),
+        };
+        let outcome = |taken: bool| -> Option<State> {
+            let mut st = state.clone();
+            match (a, b) {
+                (RegValue::Scalar(x), RegValue::Scalar(y)) => {
+                    let (x2, y2) = x.refine(y, width, cond, taken)?;
+                    st.set_reg(dst as usize, RegValue::Scalar(x2));
+                    if let Some(r) = sreg {
+                        st.set_reg(r as usize, RegValue::Scalar(y2));
+                    }
+                    Some(st)
+                }
+                (RegValue::Ptr(p), RegValue::Scalar(y)) | (RegValue::Scalar(y), RegValue::Ptr(p))
+                    if width == Width::W64
+                        && y.as_const() == Some(0)
+                        && matches!(cond, JmpCond::Eq | JmpCond::Ne) =>
+                {
+                    let is_null = (cond == JmpCond::Eq) == taken;
+                    if p.kind.maybe_null() {
+                        mark_null_checked(&mut st, p, is_null);
+                        Some(st)
+                    } else if is_null {
+                        // A valid pointer is never null.
+                        None
+                    } else {
+                        Some(st)
+                    }
+                }
+                _ => Some(st),
+            }
+        };
+        let target = outcome(true).map(|s| (target_pc, s));
+        let fall = outcome(false);
+        Ok(Next::Branch { fall, target })
+    }
+
+    fn helper_call(&mut self, pc: usize, id: i32, mut state: State) -> Result<Next, Reason> {
+        let Some(proto) = self.env.helpers.get(id) else {
+            return Err(Reason::UnknownHelper { id: id as i64 });
+        };
+        self.facts.helpers.insert(id);
+        let mut map: Option<u32> = None;
+        let mut mem: Option<(u8, Option<Pointer>, bool)> = None; // reg, ptr (None = null), write
+        let mut alloc: Option<u64> = None;
+        let mut release: Option<u32> = None;
+        let mut writes: Vec<(Region, u64)> = Vec::new();
+        for (i, ty) in proto.args.iter().enumerate() {
+            let reg = (i + 1) as u8;
+            let v = check::read_reg(&state, reg)?;
+            let wrong = |expected: &'static str| Reason::HelperArgType {
+                reg,
+                expected,
+                found: v.type_name(),
+            };
+            match *ty {
+                ArgType::Anything => {}
+                ArgType::Scalar => {
+                    if v.scalar().is_none() {
+                        return Err(wrong("scalar"));
+                    }
+                }
+                ArgType::ConstMapPtr => match v {
+                    RegValue::Ptr(Pointer {
+                        kind: PtrKind::Map { map: m },
+                        ..
+                    }) => {
+                        let mt = self.env.maps[m as usize].map_type;
+                        if let Some(allowed) = allowed_map_types(id) {
+                            if !allowed.contains(&mt) {
+                                return Err(Reason::HelperMapType {
+                                    map_type: mt,
+                                    helper: proto.name,
+                                    id,
+                                });
+                            }
+                        }
+                        map = Some(m);
+                    }
+                    _ => return Err(wrong("map_ptr")),
+                },
+                ArgType::PtrToMapKey | ArgType::PtrToMapValue | ArgType::PtrToUninitMapValue => {
+                    let Some(m) = map else {
+                        return Err(wrong("map_ptr"));
+                    };
+                    let d = &self.env.maps[m as usize];
+                    let (size, write) = match *ty {
+                        ArgType::PtrToMapKey => (d.key_size, false),
+                        ArgType::PtrToMapValue => (d.value_size, false),
+                        _ => (d.value_size, true),
+                    };
+                    let RegValue::Ptr(p) = v else {
+                        return Err(wrong("pointer to stack or map value"));
+                    };
+                    let region = check::check_mem_arg(self.env, &state, reg, &p, size as u64, write)?;
+                    self.note_stack(&state, region, size as u64);
+                    if write {
+                        writes.push((region, size as u64));
+                    }
+                }
+                ArgType::PtrToMem { readonly } => match v {
+                    RegValue::Ptr(p) => mem = Some((reg, Some(p), !readonly)),
+                    _ => return Err(wrong("mem")),
+                },
+                ArgType::PtrToUninitMem => match v {
+                    RegValue::Ptr(p) => mem = Some((reg, Some(p), true)),
+                    _ => return Err(wrong("mem")),
+                },
+                ArgType::PtrToMemOrNull => match v {
+                    RegValue::Ptr(p) => mem = Some((reg, Some(p), false)),
+                    RegValue::Scalar(s) if s.as_const() == Some(0) => mem = Some((reg, None, false)),
+                    _ => return Err(wrong("mem_or_null")),
+                },
+                ArgType::ConstSize | ArgType::ConstSizeOrZero => {
+                    let Some(s) = v.scalar() else {
+                        return Err(wrong("scalar"));
+                    };
+                    let Some((mreg, ptr, write)) = mem.take() else {
+                        return Err(wrong("size after a memory argument"));
+                    };
+                    if s.smin() < 0 || s.umax() > u32::MAX as u64 {
+                        return Err(Reason::HelperSizeUnbounded { reg });
+                    }
+                    if *ty == ArgType::ConstSize && s.umin() == 0 {
+                        return Err(Reason::HelperSizeZero { reg });
+                    }
+                    match ptr {
+                        None if s.umax() != 0 => {
+                            return Err(Reason::HelperArgType {
+                                reg: mreg,
+                                expected: "mem",
+                                found: "scalar".into(),
+                            })
+                        }
+                        None => {}
+                        Some(_) if s.umax() == 0 => {}
+                        Some(p) => {
+                            let region = check::check_mem_arg(self.env, &state, mreg, &p, s.umax(), write)?;
+                            self.note_stack(&state, region, s.umax());
+                            if write {
+                                writes.push((region, s.umax()));
+                            }
+                        }
+                    }
+                }
+                ArgType::ConstAllocSize => match v.scalar().and_then(|s| s.as_const()) {
+                    Some(c) if c > 0 && c <= u32::MAX as u64 => alloc = Some(c),
+                    _ => return Err(Reason::HelperSizeNotConst { reg }),
+                },
+                ArgType::PtrToCtx => match v {
+                    RegValue::Ptr(p) if p.kind == PtrKind::Ctx && p.const_off() == Some(0) => {}
+                    _ => return Err(wrong("ctx")),
+                },
+                ArgType::PtrToStack => match v {
+                    RegValue::Ptr(Pointer {
+                        kind: PtrKind::Stack { .. },
+                        ..
+                    }) => {}
+                    _ => return Err(wrong("fp")),
+                },
+                ArgType::RingbufMem => match v {
+                    RegValue::Ptr(p) => match p.kind {
+                        PtrKind::RingbufMem { ref_id, .. } if p.const_off() == Some(0) => {
+                            if !state.refs.iter().any(|r| r.id == ref_id) {
+                                return Err(Reason::ReleaseUnreferenced { reg });
+                            }
+                            release = Some(ref_id);
+                        }
+                        PtrKind::RingbufMem { .. } => return Err(wrong("ringbuf_mem at offset 0")),
+                        _ => return Err(Reason::ReleaseUnreferenced { reg }),
+                    },
+                    _ => return Err(Reason::ReleaseUnreferenced { reg }),
+                },
+            }
+        }
+        if let Some((reg, _, _)) = mem {
+            return Err(Reason::HelperArgType {
+                reg: reg + 1,
+                expected: "size",
+                found: "nothing".into(),
+            });
+        }
+        for (region, size) in writes {
+            if let Region::Stack { frame, off } = region {
+                state.frames[frame].stack.write_bytes(off, size as u32, ByteState::Misc);
+            }
+        }
+        if let Some(id) = release {
+            state.refs.retain(|r| r.id != id);
+            for v in state.all_values_mut() {
+                if let RegValue::Ptr(p) = v {
+                    if matches!(p.kind, PtrKind::RingbufMem { ref_id, .. } | PtrKind::RingbufMemOrNull { ref_id, .. } if ref_id == id)
+                    {
+                        *v = RegValue::NotInit;
+                    }
+                }
+            }
+        }
+        if id == super::helpers::id::MAP_LOOKUP_ELEM {
+            self.facts.note_lookup(pc, map);
+        }
+        let r0 = match proto.ret {
+            RetType::Integer | RetType::Void => RegValue::UNKNOWN,
+            RetType::MapValueOrNull => match map {
+                Some(m) => RegValue::Ptr(Pointer {
+                    kind: PtrKind::MapValueOrNull { map: m },
+                    off: Scalar::constant(0),
+                    id: fresh(self.next_id),
+                }),
+                None => RegValue::UNKNOWN,
+            },
+            RetType::RingbufMemOrNull => {
+                let id = fresh(self.next_id);
+                state.refs.push(Ref { id, insn: pc });
+                RegValue::Ptr(Pointer {
+                    kind: PtrKind::RingbufMemOrNull {
+                        size: alloc.unwrap_or(0),
+                        ref_id: id,
+                    },
+                    off: Scalar::constant(0),
+                    id,
+                })
+            }
+        };
+        state.set_reg(0, r0);
+        for r in 1..=5 {
+            state.set_reg(r, RegValue::NotInit);
+        }
+        Ok(Next::Goto(pc + 1, state))
+    }
+}
+
+/// After a null check of `p`: every copy (same id) becomes either the
+/// constant 0 or the non-null pointer.
+fn mark_null_checked(st: &mut State, p: Pointer, is_null: bool) {
+    if is_null {
+        if let PtrKind::RingbufMemOrNull { ref_id, .. } = p.kind {
+            st.refs.retain(|r| r.id != ref_id);
+        }
+    }
+    for v in st.all_values_mut() {
+        if let RegValue::Ptr(q) = v {
+            if q.id == p.id && q.kind == p.kind {
+                if is_null {
+                    *v = RegValue::constant(0);
+                } else {
+                    q.kind = match q.kind {
+                        PtrKind::MapValueOrNull { map } => PtrKind::MapValue { map },
+                        PtrKind::RingbufMemOrNull { size, ref_id } => PtrKind::RingbufMem { size, ref_id },
+                        k => k,
+                    };
+                    q.id = 0;
+                }
+            }
+        }
+    }
+}
+
+fn same_region(a: PtrKind, b: PtrKind) -> bool {
+    match (a, b) {
+        (PtrKind::Stack { frame: x }, PtrKind::Stack { frame: y }) => x == y,
+        _ => a == b && !a.maybe_null() && !matches!(a, PtrKind::Map { .. }),
+    }
+}
+
+fn pointer_arith_allowed(reg: u8, p: Pointer, width: Width, op: AluOp) -> Result<(), Reason> {
+    if width == Width::W32 {
+        return Err(Reason::PointerArith {
+            reg,
+            what: "32-bit pointer arithmetic".into(),
+        });
+    }
+    if !matches!(op, AluOp::Add | AluOp::Sub) {
+        return Err(Reason::PointerArith {
+            reg,
+            what: format!("pointer arithmetic with {} operator", op_name(op)),
+        });
+    }
+    if p.kind.maybe_null() || matches!(p.kind, PtrKind::Map { .. }) {
+        return Err(Reason::PointerArith {
+            reg,
+            what: format!("pointer arithmetic on {}", p.kind.name()),
+        });
+    }
+    Ok(())
+}
+
+fn op_name(op: AluOp) -> &'static str {
+    match op {
+        AluOp::Add => "+=",
+        AluOp::Sub => "-=",
+        AluOp::Mul => "*=",
+        AluOp::Div | AluOp::SDiv => "/=",
+        AluOp::Mod | AluOp::SMod => "%=",
+        AluOp::Or => "|=",
+        AluOp::And => "&=",
+        AluOp::Xor => "^=",
+        AluOp::Lsh => "<<=",
+        AluOp::Rsh => ">>=",
+        AluOp::Arsh => "s>>=",
+        AluOp::Mov | AluOp::MovSx(_) => "=",
+    }
+}
+
+fn scalar_operand(state: &State, reg: u8, what: &str) -> Result<Scalar, Reason> {
+    match check::read_reg(state, reg)? {
+        RegValue::Scalar(s) => Ok(s),
+        _ => Err(Reason::PointerArith {
+            reg,
+            what: format!("{what} of pointer"),
+        }),
+    }
+}
+
+/// The register an instruction writes (for the r10 check).
+pub fn written_reg(insn: &Insn) -> Option<u8> {
+    match *insn {
+        Insn::Alu { dst, .. }
+        | Insn::Neg { dst, .. }
+        | Insn::Endian { dst, .. }
+        | Insn::LdImm64 { dst, .. }
+        | Insn::LdPseudo { dst, .. }
+        | Insn::Load { dst, .. } => Some(dst.num()),
+        Insn::Atomic { src, fetch: true, .. } => Some(src.num()),
+        Insn::Atomic {
+            op: AtomicOp::Xchg, src, ..
+        } => Some(src.num()),
+        _ => None,
+    }
+}
