@@ -197,29 +197,16 @@ fn strip_comment(line: &str) -> &str {
             continue;
         }
         let glued = i > 0 && (bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
-        let call_hash = {
-            let before = line[..i].trim();
-            let before = strip_slot_prefix(before);
-            before == "call"
-                && bytes
-                    .get(i + 1)
-                    .is_some_and(|c| c.is_ascii_digit() || *c == b'-')
-        };
+        // `call #N`, also after a slot number, label or kernel opcode.
+        let call_hash = line[..i].split_whitespace().next_back() == Some("call")
+            && bytes
+                .get(i + 1)
+                .is_some_and(|c| c.is_ascii_digit() || *c == b'-');
         if !glued && !call_hash {
             return &line[..i];
         }
     }
     line
-}
-
-/// Drops a leading `N:` from already trimmed text (for the comment scan).
-fn strip_slot_prefix(s: &str) -> &str {
-    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
-    if digits > 0 && s[digits..].starts_with(':') {
-        s[digits + 1..].trim_start()
-    } else {
-        s
-    }
 }
 
 fn is_word_char(c: u8) -> bool {
@@ -1817,6 +1804,13 @@ mod tests {
     #[test]
     fn slot_numbers_comments_and_kernel_opcode_are_ignored() {
         let p = assemble("0: (b7) r0 = 1 ; set r0\n1: exit # done\n").unwrap();
+        assert_eq!(
+            assemble("0: (85) call #300 # unknown helper\nl: call #-1").unwrap(),
+            vec![
+                Insn::Call(CallTarget::Helper(300)),
+                Insn::Call(CallTarget::Helper(-1))
+            ]
+        );
         assert_eq!(
             p,
             vec![
