@@ -2,3 +2,5 @@
 #![deny(missing_docs)]
 
 pub use pkbpf_verifier as verifier;
+
+pub mod conformance;

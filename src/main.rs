@@ -30,6 +30,8 @@ enum Command {
     Conformance(cli::conformance::Args),
     /// Speak bpf_conformance's plugin protocol (program as hex on stdin).
     ConformancePlugin(cli::conformance::PluginArgs),
+    /// Run a built-in program and print what it computed.
+    Demo(cli::demo::Args),
 }
 
 fn main() {
@@ -38,6 +40,7 @@ fn main() {
     let result: Result<i32> = match cli.command {
         Command::Conformance(a) => cli::conformance::run(a),
         Command::ConformancePlugin(a) => cli::conformance::run_plugin(a),
+        Command::Demo(a) => cli::demo::run(a),
     };
     match result {
         Ok(code) => std::process::exit(code),

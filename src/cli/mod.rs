@@ -1,6 +1,7 @@
 //! Subcommands of the `pkbpf` binary, one module each.
 
 pub mod conformance;
+pub mod demo;
 
 /// The `--sandbox` flag.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
