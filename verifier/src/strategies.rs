@@ -1,6 +1,15 @@
 //! Proptest generators of valid instructions and well-formed programs
 //! (feature `strategies`), shared by property tests and fuzzing.
 //!
+//! Three levels, from most to least structured:
+//!
+//! * [`any_program`]: well-formed programs (what a verifier may accept);
+//! * [`any_insn_sequence`]: valid instructions with arbitrary jump offsets
+//!   (what an engine must survive without panicking);
+//! * [`any_raw_slot`] / [`any_bytes_program`]: raw slots biased towards
+//!   defined opcodes, about a quarter of which decode (what a decoder must
+//!   survive).
+//!
 //! "Valid" means [`crate::isa::decode_program`] accepts the encoding and
 //! decodes it back to the same value; "well-formed" programs additionally have
 //! every jump, local call and `func` reference landing on an instruction
@@ -9,7 +18,8 @@
 use proptest::prelude::*;
 
 use crate::isa::{
-    AluOp, AtomicOp, ByteOrder, CallTarget, Insn, JmpCond, LdPseudo, MemSize, Reg, Source, Width,
+    AluOp, AtomicOp, ByteOrder, CallTarget, Insn, JmpCond, LdPseudo, MemSize, RawInsn, Reg, Source,
+    Width,
 };
 
 /// Any register `r0`..`r10`.
@@ -291,4 +301,60 @@ fn retarget(insn: &mut Insn, rel: i64) {
         } => *imm = rel32,
         _ => {}
     }
+}
+
+/// Valid instructions in per-slot form (an [`Insn::LdImm64Hi`] after each
+/// `lddw`) whose jump offsets are arbitrary: a branch may leave the program
+/// or land on an `lddw`'s second half. For "never panics" properties of
+/// engines that take `&[Insn]`.
+pub fn any_insn_sequence(max_len: usize) -> impl Strategy<Value = Vec<Insn>> {
+    prop::collection::vec(any_insn(), 1..=max_len.max(1)).prop_map(|insns| {
+        let mut slots = Vec::with_capacity(insns.len() * 2);
+        for insn in insns {
+            slots.push(insn);
+            if insn.slots() == 2 {
+                slots.push(Insn::LdImm64Hi);
+            }
+        }
+        slots
+    })
+}
+
+/// One raw slot with fields biased towards values that decode: mostly
+/// defined opcodes, registers `r0`..`r10`, zero or small offsets and
+/// immediates, and the immediates that select atomics and byte swaps.
+pub fn any_raw_slot() -> impl Strategy<Value = RawInsn> {
+    let code = prop_oneof![
+        3 => prop::sample::select(vec![
+            0x07u8, 0x0f, 0x04, 0x0c, 0x17, 0x1f, 0x24, 0x2c, 0x34, 0x3f, 0x44, 0x54, 0x64,
+            0x77, 0x84, 0x87, 0x94, 0x9f, 0xa4, 0xb7, 0xbf, 0xbc, 0xc7, 0xd4, 0xdc, 0xd7, 0x18,
+            0x00, 0x20, 0x28, 0x30, 0x40, 0x48, 0x50, 0x61, 0x69, 0x71, 0x79, 0x81, 0x89, 0x91,
+            0x62, 0x6a, 0x72, 0x7a, 0x63, 0x6b, 0x73, 0x7b, 0xc3, 0xdb, 0x05, 0x06, 0x15, 0x1d,
+            0x16, 0x1e, 0x25, 0xa5, 0xd6, 0xde, 0x45, 0x4e, 0x85, 0x8d, 0x95,
+        ]),
+        1 => any::<u8>(),
+    ];
+    let regs = prop_oneof![3 => (0u8..=10, 0u8..=10), 1 => (0u8..16, 0u8..16)];
+    let regs =
+        (regs, any::<bool>()).prop_map(|((d, s), zero_src)| (d, if zero_src { 0 } else { s }));
+    let off = prop_oneof![
+        4 => Just(0i16),
+        2 => -3i16..3,
+        1 => any::<i16>(),
+        1 => prop::sample::select(vec![1i16, 8, 16, 32]),
+    ];
+    let imm = prop_oneof![
+        3 => Just(0i32),
+        2 => -3i32..3,
+        1 => any::<i32>(),
+        1 => prop::sample::select(vec![16, 32, 64, 0x40, 0x41, 0x50, 0x51, 0xa0, 0xa1, 0xe1, 0xf1]),
+    ];
+    (code, regs, off, imm)
+        .prop_map(|(code, (dst, src), off, imm)| RawInsn::new(code, dst, src, off, imm))
+}
+
+/// The bytes of 1..=`max_slots` slots from [`any_raw_slot`].
+pub fn any_bytes_program(max_slots: usize) -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(any_raw_slot(), 1..=max_slots.max(1))
+        .prop_map(|slots| slots.iter().flat_map(|s| s.to_bytes()).collect())
 }

@@ -10,40 +10,16 @@ use std::path::{Path, PathBuf};
 
 use pkbpf_verifier::asm::{assemble, AsmErrorKind};
 use pkbpf_verifier::disasm::{disassemble, insn_to_string};
-use pkbpf_verifier::isa::{decode_program, encode_program, Insn, RawInsn, INSN_SIZE};
-use pkbpf_verifier::strategies::{any_insn, any_program};
+use pkbpf_verifier::isa::{decode_program, encode_program, Insn, RawInsn};
+use pkbpf_verifier::strategies::{
+    any_bytes_program, any_insn, any_insn_sequence, any_program, any_raw_slot,
+};
 use proptest::prelude::*;
 
 // ------------------------------------------------------------ properties ---
 
 fn config() -> ProptestConfig {
     ProptestConfig::with_cases(512)
-}
-
-/// One raw slot whose fields are biased towards values that decode.
-fn raw_slot() -> impl Strategy<Value = [u8; INSN_SIZE]> {
-    let code = prop_oneof![
-        3 => prop::sample::select(vec![
-            0x07u8, 0x0f, 0x04, 0x0c, 0x17, 0x1f, 0x24, 0x2c, 0x34, 0x3f, 0x44, 0x54, 0x64,
-            0x77, 0x84, 0x87, 0x94, 0x9f, 0xa4, 0xb7, 0xbf, 0xbc, 0xc7, 0xd4, 0xdc, 0xd7, 0x18,
-            0x00, 0x20, 0x28, 0x30, 0x40, 0x48, 0x50, 0x61, 0x69, 0x71, 0x79, 0x81, 0x89, 0x91,
-            0x62, 0x6a, 0x72, 0x7a, 0x63, 0x6b, 0x73, 0x7b, 0xc3, 0xdb, 0x05, 0x06, 0x15, 0x1d,
-            0x16, 0x1e, 0x25, 0xa5, 0xd6, 0xde, 0x45, 0x4e, 0x85, 0x8d, 0x95,
-        ]),
-        1 => any::<u8>(),
-    ];
-    let regs = prop_oneof![3 => (0u8..=10, 0u8..=10), 1 => (0u8..16, 0u8..16)];
-    let regs =
-        (regs, any::<bool>()).prop_map(|((d, s), zero_src)| (d, if zero_src { 0 } else { s }));
-    let off = prop_oneof![4 => Just(0i16), 2 => -3i16..3, 1 => any::<i16>(), 1 => Just(8), 1 => Just(16), 1 => Just(32)];
-    let imm = prop_oneof![
-        3 => Just(0i32),
-        2 => -3i32..3,
-        1 => any::<i32>(),
-        1 => prop::sample::select(vec![16, 32, 64, 0x40, 0x41, 0x50, 0x51, 0xa0, 0xa1, 0xe1, 0xf1]),
-    ];
-    (code, regs, off, imm)
-        .prop_map(|(code, (dst, src), off, imm)| RawInsn::new(code, dst, src, off, imm).to_bytes())
 }
 
 proptest! {
@@ -83,6 +59,17 @@ proptest! {
         prop_assert_eq!(back, Ok(insn), "text: {}", text);
     }
 
+    /// Arbitrary-jump sequences encode slot for slot and print one line per
+    /// instruction.
+    #[test]
+    fn insn_sequence_layout(p in any_insn_sequence(30)) {
+        let bytes = encode_program(&p);
+        prop_assert_eq!(bytes.len(), p.len() * 8);
+        let lines = disassemble(&p).lines().count();
+        prop_assert_eq!(lines, p.iter().filter(|i| **i != Insn::LdImm64Hi).count());
+        prop_assert_eq!(assemble(&disassemble(&p)), Ok(p));
+    }
+
     /// Decoding arbitrary bytes never panics; whatever decodes re-encodes to
     /// the same bytes (no field is silently dropped).
     #[test]
@@ -95,8 +82,7 @@ proptest! {
     /// Same on slots that look like instructions, so many of them decode;
     /// whatever decodes also survives the text round trip.
     #[test]
-    fn decode_plausible_slots(slots in prop::collection::vec(raw_slot(), 1..12)) {
-        let bytes: Vec<u8> = slots.concat();
+    fn decode_plausible_slots(bytes in any_bytes_program(12)) {
         if let Ok(p) = decode_program(&bytes) {
             prop_assert_eq!(encode_program(&p), bytes);
             let text = disassemble(&p);
@@ -107,8 +93,8 @@ proptest! {
     /// Single slots decoded by `Insn::decode` (no target checks) print and
     /// reassemble to themselves.
     #[test]
-    fn decoded_slot_text_identity(slot in raw_slot(), hi_imm in any::<i32>()) {
-        let raw = [RawInsn::from_bytes(slot), RawInsn::new(0, 0, 0, 0, hi_imm)];
+    fn decoded_slot_text_identity(slot in any_raw_slot(), hi_imm in any::<i32>()) {
+        let raw = [slot, RawInsn::new(0, 0, 0, 0, hi_imm)];
         if let Ok(insn) = Insn::decode(&raw, 0) {
             let text = insn_to_string(&insn, 0);
             let back = assemble(&text).map(|p| p[0]);
