@@ -197,18 +197,19 @@ impl Drop for CodeRange {
 /// [`CodeRange`] is dropped (the handler reads the slot without a lock).
 pub unsafe fn register_code_range(start: usize, len: usize) -> Result<CodeRange, SandboxError> {
     install()?;
-    let end = start.checked_add(len).ok_or(SandboxError::Unaligned {
-        addr: start,
-        len,
-    })?;
+    let end = start
+        .checked_add(len)
+        .ok_or(SandboxError::Unaligned { addr: start, len })?;
     for (i, s) in RANGES.iter().enumerate() {
         if s.start
             .compare_exchange(0, RESERVED, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
         {
             let faults = Arc::new(AtomicU64::new(0));
-            s.counter
-                .store(Arc::into_raw(faults.clone()) as *mut AtomicU64, Ordering::SeqCst);
+            s.counter.store(
+                Arc::into_raw(faults.clone()) as *mut AtomicU64,
+                Ordering::SeqCst,
+            );
             s.end.store(end, Ordering::SeqCst);
             s.start.store(start, Ordering::SeqCst);
             return Ok(CodeRange { slot: i, faults });
@@ -270,13 +271,13 @@ fn copy_bounds() -> (usize, usize, usize) {
     )
 }
 
-/// Copies `dst.len()` bytes from `src`, which may be any address: an
+/// Copies `dst.len()` bytes from the address `src`, which may be anything: an
 /// unmapped, inaccessible or protection-key-denied source yields the
 /// [`Fault`] (`-EFAULT` for `bpf_probe_read*`) instead of a crash. On valid
 /// memory it is a `rep movsb`. The first call installs the fault handler.
 ///
 /// Bytes before the faulting one may already have been written to `dst`.
-pub fn copy_from_user(dst: &mut [u8], src: *const u8) -> Result<(), Fault> {
+pub fn copy_from_user(dst: &mut [u8], src: usize) -> Result<(), Fault> {
     if dst.is_empty() {
         return Ok(());
     }
@@ -285,14 +286,14 @@ pub fn copy_from_user(dst: &mut [u8], src: *const u8) -> Result<(), Fault> {
         return Err(Fault {
             signal: libc::SIGSEGV,
             code: 0,
-            addr: src as usize,
+            addr: src,
             pkey: None,
         });
     }
     // SAFETY: `dst` is a valid writable slice of the given length; `src` is
     // only read by the guarded routine, whose faults the installed handler
     // turns into a return value of 1.
-    let r = unsafe { pkbpf_sandbox_guarded_copy(dst.as_mut_ptr(), src, dst.len()) };
+    let r = unsafe { pkbpf_sandbox_guarded_copy(dst.as_mut_ptr(), src as *const u8, dst.len()) };
     if r == 0 {
         Ok(())
     } else {
@@ -307,8 +308,10 @@ struct PrevAction(std::cell::UnsafeCell<std::mem::MaybeUninit<libc::sigaction>>)
 // handler that reads it is in place, then only read.
 unsafe impl Sync for PrevAction {}
 
-static PREV_SEGV: PrevAction = PrevAction(std::cell::UnsafeCell::new(std::mem::MaybeUninit::zeroed()));
-static PREV_BUS: PrevAction = PrevAction(std::cell::UnsafeCell::new(std::mem::MaybeUninit::zeroed()));
+static PREV_SEGV: PrevAction =
+    PrevAction(std::cell::UnsafeCell::new(std::mem::MaybeUninit::zeroed()));
+static PREV_BUS: PrevAction =
+    PrevAction(std::cell::UnsafeCell::new(std::mem::MaybeUninit::zeroed()));
 
 /// Installs the SIGSEGV/SIGBUS handler (`SA_SIGINFO | SA_ONSTACK |
 /// SA_NODEFER`) once per process, remembering the previous handlers to

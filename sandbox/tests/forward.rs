@@ -25,7 +25,7 @@ fn foreign_faults_go_to_the_previous_handler() {
         pkbpf_sandbox::fault::install().expect("install");
         // Our handler is in place and still recovers its own faults.
         let mut b = [0u8; 1];
-        assert!(pkbpf_sandbox::copy_from_user(&mut b, 0x10 as *const u8).is_err());
+        assert!(pkbpf_sandbox::copy_from_user(&mut b, 0x10).is_err());
         // SAFETY: faults on purpose at 0x10, outside pkbpf's ranges.
         unsafe { std::ptr::read_volatile(0x10 as *const u8) };
         // SAFETY: not reached.

@@ -12,10 +12,10 @@ use pkbpf_sandbox::{copy_from_user, is_active, Domain, GateCode, GateStub};
 fn guarded_copy_copies_valid_memory() {
     let src: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
     let mut dst = vec![0u8; 3000];
-    copy_from_user(&mut dst, src.as_ptr()).expect("valid source");
+    copy_from_user(&mut dst, src.as_ptr() as usize).expect("valid source");
     assert_eq!(dst, src);
     // Empty copies never touch the source.
-    copy_from_user(&mut [], 8 as *const u8).expect("empty copy");
+    copy_from_user(&mut [], 8).expect("empty copy");
 }
 
 #[test]
@@ -24,23 +24,24 @@ fn guarded_copy_reports_unmapped_source() {
     // SAFETY: unmapping our own page; nothing references it afterwards.
     assert_eq!(unsafe { libc::munmap(p.cast(), 4096) }, 0);
     let mut dst = [0u8; 16];
-    let f = copy_from_user(&mut dst, p).unwrap_err();
+    let f = copy_from_user(&mut dst, p as usize).unwrap_err();
     assert_eq!(f.signal, libc::SIGSEGV);
     assert_eq!(f.code, SEGV_MAPERR);
     assert_eq!(f.addr, p as usize);
     assert_eq!(f.pkey, None);
     // Null and a non-canonical address fail too, without crashing.
-    assert!(copy_from_user(&mut dst, std::ptr::null()).is_err());
-    assert!(copy_from_user(&mut dst, 0x8000_0000_0000_0000usize as *const u8).is_err());
+    assert!(copy_from_user(&mut dst, 0).is_err());
+    assert!(copy_from_user(&mut dst, 0x8000_0000_0000_0000).is_err());
 }
 
 #[test]
 fn guarded_copy_stops_at_an_inaccessible_page() {
     let p = map_page();
     // SAFETY: our own page, made inaccessible.
-    assert_eq!(unsafe { libc::mprotect(p.cast(), 4096, libc::PROT_NONE) }, 0);
+    let got = unsafe { libc::mprotect(p.cast(), 4096, libc::PROT_NONE) };
+    assert_eq!(got, 0);
     let mut dst = [0u8; 8];
-    let f = copy_from_user(&mut dst, p).unwrap_err();
+    let f = copy_from_user(&mut dst, p as usize).unwrap_err();
     assert_eq!(f.code, SEGV_ACCERR);
     assert_ne!(f.code, SEGV_PKUERR);
     assert!(!f.is_pku());
@@ -58,7 +59,7 @@ fn guarded_copy_across_into_a_hole_fails_at_the_hole() {
     // SAFETY: our own page.
     unsafe { libc::munmap(hole.cast(), 4096) };
     let mut dst = [0u8; 8];
-    copy_from_user(&mut dst, unsafe { p.add(4088) }).expect("last 8 bytes are valid");
+    copy_from_user(&mut dst, p as usize + 4088).expect("last 8 bytes are valid");
     assert_eq!(dst, [0xab; 8]);
 }
 
@@ -74,7 +75,10 @@ fn gate_calls_target_and_returns_its_result() {
         assert_eq!(unsafe { gate.call(add_one, x) }, Ok(x as u64 + 1));
     }
     assert_eq!(gate.faulted_calls(), 0);
-    assert_eq!(gate.code().wrpkru_offsets.len(), if is_active() { 2 } else { 0 });
+    assert_eq!(
+        gate.code().wrpkru_offsets.len(),
+        if is_active() { 2 } else { 0 }
+    );
 }
 
 #[test]
@@ -96,9 +100,16 @@ fn gate_code_without_pku_has_no_wrpkru_bytes() {
         let want: u32 = if i == 0 { 0x5555_5554 } else { 0 };
         assert_eq!(hw.bytes[w + 3], 0x3d);
         assert_eq!(hw.bytes[w + 4..w + 8], want.to_le_bytes());
-        assert_eq!(hw.bytes[w - 8..w - 4], want.to_le_bytes(), "mov eax, same constant");
+        assert_eq!(
+            hw.bytes[w - 8..w - 4],
+            want.to_le_bytes(),
+            "mov eax, same constant"
+        );
     }
-    assert_eq!(&hw.bytes[hw.abort_offset..hw.abort_offset + 2], &[0x0f, 0x0b]);
+    assert_eq!(
+        &hw.bytes[hw.abort_offset..hw.abort_offset + 2],
+        &[0x0f, 0x0b]
+    );
 }
 
 #[test]
@@ -112,7 +123,8 @@ fn fault_in_registered_code_aborts_only_that_invocation() {
 
     let value: u64 = 0x1122_3344_5566_7788;
     // SAFETY: loads through a valid pointer.
-    assert_eq!(unsafe { gate.call(jit, &value as *const u64 as usize) }, Ok(value));
+    let got = unsafe { gate.call(jit, &value as *const u64 as usize) };
+    assert_eq!(got, Ok(value));
 
     let hole = map_page();
     // SAFETY: our own page.
@@ -128,7 +140,8 @@ fn fault_in_registered_code_aborts_only_that_invocation() {
     }
     // The host is alive and the gate still works.
     // SAFETY: as the first call.
-    assert_eq!(unsafe { gate.call(jit, &value as *const u64 as usize) }, Ok(value));
+    let got = unsafe { gate.call(jit, &value as *const u64 as usize) };
+    assert_eq!(got, Ok(value));
     assert_eq!(range.faults(), 3);
 }
 
@@ -140,7 +153,8 @@ fn stores_through_the_gate_land() {
     let gate = GateStub::new(Domain::host(), Domain::host()).expect("gate");
     let mut slot: u64 = 0;
     // SAFETY: stores to a valid u64.
-    assert_eq!(unsafe { gate.call(jit, &mut slot as *mut u64 as usize) }, Ok(7));
+    let got = unsafe { gate.call(jit, &mut slot as *mut u64 as usize) };
+    assert_eq!(got, Ok(7));
     assert_eq!(slot, 0x2a);
 }
 
@@ -158,5 +172,9 @@ fn unregistered_fault_is_not_swallowed() {
         // SAFETY: not reached when the fault is forwarded.
         unsafe { libc::_exit(3) };
     });
-    assert_eq!(common::term_signal(status), Some(libc::SIGSEGV), "status {status:#x}");
+    assert_eq!(
+        common::term_signal(status),
+        Some(libc::SIGSEGV),
+        "status {status:#x}"
+    );
 }

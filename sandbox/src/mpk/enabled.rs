@@ -148,15 +148,16 @@ fn alloc_locked(st: &mut KeyState) -> Result<ProtectionKey, SandboxError> {
 /// faults with SEGV_PKUERR).
 pub unsafe fn protect(addr: usize, len: usize, key: ProtectionKey) -> Result<(), SandboxError> {
     let page = page_size();
-    if addr % page != 0 || len % page != 0 {
+    if !addr.is_multiple_of(page) || !len.is_multiple_of(page) {
         return Err(SandboxError::Unaligned { addr, len });
     }
     // SAFETY: the caller owns the range (this function's contract).
-    unsafe { sys::pkey_mprotect(addr, len, libc::PROT_READ | libc::PROT_WRITE, key.0) }
-        .map_err(|errno| SandboxError::Syscall {
+    unsafe { sys::pkey_mprotect(addr, len, libc::PROT_READ | libc::PROT_WRITE, key.0) }.map_err(
+        |errno| SandboxError::Syscall {
             call: "pkey_mprotect",
             errno,
-        })
+        },
+    )
 }
 
 pub(crate) fn page_size() -> usize {

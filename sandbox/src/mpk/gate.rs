@@ -95,8 +95,10 @@ impl GateCode {
         switch(&mut b, pkru_out);
         b.extend_from_slice(&[0x48, 0x8b, 0x04, 0x24]); // mov rax, [rsp]
         b.extend_from_slice(&[0x48, 0x83, 0xc4, 0x08]); // add rsp, 8
-        // pop r15; pop r14; pop r13; pop r12; pop rbx; pop rbp; ret
-        b.extend_from_slice(&[0x41, 0x5f, 0x41, 0x5e, 0x41, 0x5d, 0x41, 0x5c, 0x5b, 0x5d, 0xc3]);
+                                                        // pop r15; pop r14; pop r13; pop r12; pop rbx; pop rbp; ret
+        b.extend_from_slice(&[
+            0x41, 0x5f, 0x41, 0x5e, 0x41, 0x5d, 0x41, 0x5c, 0x5b, 0x5d, 0xc3,
+        ]);
         let landing = b.len();
         // mov qword [rsp], 0
         b.extend_from_slice(&[0x48, 0xc7, 0x04, 0x24, 0, 0, 0, 0]);

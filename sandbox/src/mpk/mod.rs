@@ -62,7 +62,11 @@ mod imp;
 #[cfg(target_arch = "x86_64")]
 #[cfg_attr(pkbpf_force_disabled_mpk, allow(dead_code))]
 pub(crate) mod pkru;
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[cfg(all(
+    target_arch = "x86_64",
+    target_os = "linux",
+    not(pkbpf_force_disabled_mpk)
+))]
 mod sys;
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
@@ -70,9 +74,7 @@ mod gate;
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub use gate::{GateCode, GateStub, GateTarget};
-pub use imp::{
-    current_pkru, detect, is_active, protect, Domain, DomainGuard, Keys, ProtectionKey,
-};
+pub use imp::{current_pkru, detect, is_active, protect, Domain, DomainGuard, Keys, ProtectionKey};
 
 /// Number of protection keys x86-64 defines (key 0 is everyone's default).
 pub const KEY_COUNT: u32 = 16;
@@ -268,7 +270,7 @@ pub fn select(mode: Sandbox) -> Result<SandboxMode, SandboxError> {
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub(crate) fn sys_errno() -> i32 {
-    sys::errno()
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]

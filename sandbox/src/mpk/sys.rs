@@ -36,7 +36,12 @@ pub(crate) unsafe fn pkey_free(key: u32) -> Result<(), i32> {
 ///
 /// The range must be memory the caller owns; afterwards every access to it
 /// must be made in a domain that allows `key` (and `prot`).
-pub(crate) unsafe fn pkey_mprotect(addr: usize, len: usize, prot: i32, key: u32) -> Result<(), i32> {
+pub(crate) unsafe fn pkey_mprotect(
+    addr: usize,
+    len: usize,
+    prot: i32,
+    key: u32,
+) -> Result<(), i32> {
     // SAFETY: the kernel validates the range; the caller owns it.
     let r = unsafe {
         libc::syscall(
@@ -54,6 +59,6 @@ pub(crate) unsafe fn pkey_mprotect(addr: usize, len: usize, prot: i32, key: u32)
     }
 }
 
-pub(crate) fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+fn errno() -> i32 {
+    super::sys_errno()
 }
