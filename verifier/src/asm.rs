@@ -11,7 +11,8 @@
 //!   `be16 %r0`, `le32 %r0`, `bswap64 %r0` (or `swap64`), `neg %r0`,
 //!   `lddw %r0, 0x1122334455667788`, `ja +1`, `ja label`, `ja32 label`,
 //!   `jeq %r1, 0x5, +3`, `jne32 %r1, %r2, label`, `call 5`, `call local func1`,
-//!   `call %r2`, `exit`, plus `ldabsb 5` / `ldindh %r1, 5`;
+//!   `call %r2`, `exit`, plus `call helper 5` / `call runtime 7` (kfunc),
+//!   `ldabsb 5` / `ldindh %r1, 5`;
 //! * the **kernel / llvm-objdump** syntax that [`crate::disasm`] prints (see
 //!   its module documentation for the full table), with or without the
 //!   leading `N: ` slot number (and the kernel log's `(b7)` opcode).
