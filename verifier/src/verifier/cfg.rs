@@ -15,6 +15,9 @@ pub struct Cfg {
     pub prune_point: Vec<bool>,
     /// Calls: (subprog index of the caller, call pc, subprog index of the callee).
     pub calls: Vec<(usize, usize, usize)>,
+    /// Registers live before each instruction (bit `r`), within its function:
+    /// a register not live is written before it is read on every path.
+    pub live: Vec<u16>,
 }
 
 impl Cfg {
@@ -99,6 +102,7 @@ pub fn analyze(insns: &[Insn], allow_loops: bool) -> Result<Cfg, VerifyError> {
         subprogs,
         prune_point: vec![false; n],
         calls: Vec::new(),
+        live: vec![0; n],
     };
     for (i, &entry) in cfg.subprogs.iter().enumerate() {
         cfg.prune_point[entry] = true;
@@ -224,5 +228,72 @@ pub fn analyze(insns: &[Insn], allow_loops: bool) -> Result<Cfg, VerifyError> {
         Ok(())
     }
     visit(0, &cfg, &mut state, 0)?;
+    cfg.live = liveness(insns, &succ);
     Ok(cfg)
+}
+
+const ARGS: u16 = 0b11_1110; // r1..r5
+const CALL_CLOBBER: u16 = 0b11_1111; // r0..r5
+
+/// Registers an instruction reads and writes (bit masks).
+fn use_def(insn: &Insn) -> (u16, u16) {
+    use crate::isa::{AluOp, AtomicOp, Source};
+    let bit = |r: crate::isa::Reg| 1u16 << r.num();
+    let src_bit = |s: Source| match s {
+        Source::Reg(r) => bit(r),
+        Source::Imm(_) => 0,
+    };
+    match *insn {
+        Insn::Alu { op, dst, src, .. } => match op {
+            AluOp::Mov | AluOp::MovSx(_) => (src_bit(src), bit(dst)),
+            _ => (bit(dst) | src_bit(src), bit(dst)),
+        },
+        Insn::Neg { dst, .. } | Insn::Endian { dst, .. } => (bit(dst), bit(dst)),
+        Insn::LdImm64 { dst, .. } | Insn::LdPseudo { dst, .. } => (0, bit(dst)),
+        Insn::LdImm64Hi => (0, 0),
+        Insn::LdAbs { .. } => (1 << 6, 1),
+        Insn::LdInd { src, .. } => ((1 << 6) | bit(src), 1),
+        Insn::Load { dst, src, .. } => (bit(src), bit(dst)),
+        Insn::Store { dst, src, .. } => (bit(dst) | src_bit(src), 0),
+        Insn::Atomic { op, fetch, dst, src, .. } => {
+            let mut u = bit(dst) | bit(src);
+            let mut d = 0;
+            if op == AtomicOp::CmpXchg {
+                u |= 1;
+                d |= 1;
+            } else if fetch || op == AtomicOp::Xchg {
+                d |= bit(src);
+            }
+            (u, d)
+        }
+        Insn::Ja { .. } => (0, 0),
+        Insn::Jmp { dst, src, .. } => (bit(dst) | src_bit(src), 0),
+        Insn::Call(_) => (ARGS, CALL_CLOBBER),
+        Insn::CallX { reg } => (ARGS | bit(reg), CALL_CLOBBER),
+        Insn::Exit => (1, 0),
+    }
+}
+
+/// Backward liveness to a fixpoint. Calls continue at the next instruction
+/// with `r0..r5` written; exits read `r0`.
+fn liveness(insns: &[Insn], succ: &[Vec<usize>]) -> Vec<u16> {
+    let n = insns.len();
+    let mut live = vec![0u16; n];
+    let mut changed = true;
+    while changed {
+        changed = false;
+        for pc in (0..n).rev() {
+            let out = succ[pc]
+                .iter()
+                .filter(|&&t| t < n)
+                .fold(0u16, |acc, &t| acc | live[t]);
+            let (u, d) = use_def(&insns[pc]);
+            let inn = u | (out & !d);
+            if inn != live[pc] {
+                live[pc] = inn;
+                changed = true;
+            }
+        }
+    }
+    live
 }

@@ -228,10 +228,11 @@ impl<'a> Explorer<'a> {
     }
 
     fn visit(&mut self, pc: usize, state: &State, parent: Option<usize>) -> Result<Visit, VerifyError> {
+        let live = self.cfg.live[pc] | (1 << 10);
         let list = self.visited.entry(pc).or_default();
         for &i in list.iter() {
             let c = &self.checkpoints[i];
-            if state.le(&c.state) {
+            if state.le_live(&c.state, live) {
                 if c.branches == 0 {
                     return Ok(Visit::Pruned);
                 }
@@ -349,9 +350,14 @@ impl<'a> Explorer<'a> {
                         state = ts;
                     }
                     (None, None) => {
-                        // Both outcomes impossible: the path is infeasible.
-                        self.complete(parent);
-                        return Ok(());
+                        // A reachable state always has a feasible outcome;
+                        // fail closed rather than drop the path.
+                        return Err(VerifyError::new(
+                            pc,
+                            Reason::Unsupported {
+                                what: "internal error: no feasible branch outcome",
+                            },
+                        ));
                     }
                 },
             }

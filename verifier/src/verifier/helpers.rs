@@ -173,7 +173,7 @@ impl HelperTable {
             (id::GET_CURRENT_PID_TGID, HelperProto::new("get_current_pid_tgid", &[], RetType::Integer)),
             (id::GET_CURRENT_UID_GID, HelperProto::new("get_current_uid_gid", &[], RetType::Integer)),
             (id::GET_CURRENT_COMM, HelperProto::new("get_current_comm", &[PtrToUninitMem, ConstSize], RetType::Integer)),
-            (id::TRACE_PRINTK, HelperProto::new("trace_printk", &[mem_ro, ConstSize, Anything, Anything, Anything], RetType::Integer)),
+            (id::TRACE_PRINTK, HelperProto::new("trace_printk", &[mem_ro, ConstSize], RetType::Integer)),
             (id::TRACE_VPRINTK, HelperProto::new("trace_vprintk", &[mem_ro, ConstSize, PtrToMemOrNull, ConstSizeOrZero], RetType::Integer)),
             (id::GET_SMP_PROCESSOR_ID, HelperProto::new("get_smp_processor_id", &[], RetType::Integer)),
             (id::GET_PRANDOM_U32, HelperProto::new("get_prandom_u32", &[], RetType::Integer)),

@@ -133,9 +133,9 @@ impl Scalar {
             let t32 = t.truncate(4);
             b.u32min = b.u32min.max(t32.umin() as u32);
             b.u32max = b.u32max.min(t32.umax() as u32);
-            let s32 = t32.sign_extend(32);
-            b.s32min = b.s32min.max(s32.smin() as i32);
-            b.s32max = b.s32max.min(s32.smax() as i32);
+            let (v32, m32) = (t32.value() as u32, t32.mask() as u32);
+            b.s32min = b.s32min.max((v32 | (m32 & 0x8000_0000)) as i32);
+            b.s32max = b.s32max.min((v32 | (m32 & 0x7fff_ffff)) as i32);
             if b.is_empty() {
                 return None;
             }

@@ -93,15 +93,25 @@ impl State {
 
     /// Whether `self` is subsumed by `old` (see the module doc).
     pub fn le(&self, old: &State) -> bool {
+        self.le_live(old, u16::MAX)
+    }
+
+    /// Like [`State::le`], ignoring registers of the innermost frame whose
+    /// bit is clear in `live` (they are written before being read).
+    pub fn le_live(&self, old: &State, live: u16) -> bool {
+        let last = self.frames.len().saturating_sub(1);
         if self.frames.len() != old.frames.len() {
             return false;
         }
         let mut ids = IdMap::default();
-        for (a, b) in self.frames.iter().zip(&old.frames) {
+        for (fi, (a, b)) in self.frames.iter().zip(&old.frames).enumerate() {
             if a.return_pc != b.return_pc || a.entry != b.entry {
                 return false;
             }
-            for (x, y) in a.regs.iter().zip(&b.regs) {
+            for (r, (x, y)) in a.regs.iter().zip(&b.regs).enumerate() {
+                if fi == last && live & (1 << r) == 0 {
+                    continue;
+                }
                 if !value_le(x, y, &mut ids) {
                     return false;
                 }
@@ -186,8 +196,7 @@ fn stack_le(new: &Stack, old: &Stack, ids: &mut IdMap) -> bool {
                     let ok = match o {
                         RegValue::NotInit => true,
                         RegValue::Scalar(s) => {
-                            s.le(&super::scalar::Scalar::UNKNOWN)
-                                && *s == super::scalar::Scalar::UNKNOWN
+                            *s == super::scalar::Scalar::UNKNOWN
                                 && nb.iter().all(|b| *b != ByteState::Invalid)
                         }
                         RegValue::Ptr(_) => false,
