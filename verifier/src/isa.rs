@@ -196,7 +196,7 @@ impl RawInsn {
 
 /// Splits bytes into raw slots. Fails when the length is not a multiple of 8.
 pub fn raw_slots(bytes: &[u8]) -> Result<Vec<RawInsn>, DecodeError> {
-    if bytes.len() % INSN_SIZE != 0 {
+    if !bytes.len().is_multiple_of(INSN_SIZE) {
         return Err(DecodeError {
             index: bytes.len() / INSN_SIZE,
             kind: DecodeErrorKind::Truncated { len: bytes.len() },
@@ -777,12 +777,7 @@ fn reg(raw: u8, field: &'static str, index: usize) -> Result<Reg, DecodeError> {
     })
 }
 
-fn zero(
-    code: u8,
-    field: &'static str,
-    value: i64,
-    index: usize,
-) -> Result<(), DecodeError> {
+fn zero(code: u8, field: &'static str, value: i64, index: usize) -> Result<(), DecodeError> {
     if value == 0 {
         Ok(())
     } else {
@@ -865,18 +860,20 @@ impl Insn {
                     (alu::MOV, 32) if is_x && width == Width::W64 => AluOp::MovSx(32),
                     (alu::ARSH, 0) => AluOp::Arsh,
                     (alu::ADD..=alu::ARSH, off) => {
-                        return Err(if off != 0 && !matches!(op_bits, alu::DIV | alu::MOD | alu::MOV) {
-                            DecodeError {
-                                index,
-                                kind: DecodeErrorKind::ReservedField {
-                                    code,
-                                    field: "off",
-                                    value: off.into(),
-                                },
-                            }
-                        } else {
-                            invalid(code, "off", off.into(), index)
-                        })
+                        return Err(
+                            if off != 0 && !matches!(op_bits, alu::DIV | alu::MOD | alu::MOV) {
+                                DecodeError {
+                                    index,
+                                    kind: DecodeErrorKind::ReservedField {
+                                        code,
+                                        field: "off",
+                                        value: off.into(),
+                                    },
+                                }
+                            } else {
+                                invalid(code, "off", off.into(), index)
+                            },
+                        )
                     }
                     _ => return Err(unknown()),
                 };
@@ -1156,9 +1153,13 @@ impl Insn {
                 out.push(RawInsn::new(0, 0, 0, 0, next_imm));
             }
             Insn::LdImm64Hi => {}
-            Insn::LdAbs { size, imm } => {
-                out.push(RawInsn::new(class::LD | mem::ABS | size.bits(), 0, 0, 0, imm))
-            }
+            Insn::LdAbs { size, imm } => out.push(RawInsn::new(
+                class::LD | mem::ABS | size.bits(),
+                0,
+                0,
+                0,
+                imm,
+            )),
             Insn::LdInd { size, src, imm } => out.push(RawInsn::new(
                 class::LD | mem::IND | size.bits(),
                 0,
@@ -1360,8 +1361,8 @@ mod tests {
     #[test]
     fn lddw_roundtrip() {
         let bytes = [
-            0x18, 0x00, 0x00, 0x00, 0x88, 0x77, 0x66, 0x55, 0x00, 0x00, 0x00, 0x00, 0x44,
-            0x33, 0x22, 0x11, 0x95, 0, 0, 0, 0, 0, 0, 0,
+            0x18, 0x00, 0x00, 0x00, 0x88, 0x77, 0x66, 0x55, 0x00, 0x00, 0x00, 0x00, 0x44, 0x33,
+            0x22, 0x11, 0x95, 0, 0, 0, 0, 0, 0, 0,
         ];
         let p = decode_program(&bytes).unwrap();
         assert_eq!(
@@ -1398,7 +1399,11 @@ mod tests {
     #[test]
     fn jump_into_lddw_rejected() {
         let mut raw = vec![];
-        Insn::Ja { off: 1, long: false }.encode_into(&mut raw);
+        Insn::Ja {
+            off: 1,
+            long: false,
+        }
+        .encode_into(&mut raw);
         Insn::LdImm64 {
             dst: Reg::R0,
             imm: 5,
