@@ -331,3 +331,144 @@ fn isolation_holds_per_thread() {
         assert_eq!(got, i as u8 + 1);
     }
 }
+
+static ALARMS: AtomicU32 = AtomicU32::new(0);
+static ALARM_BAD_PKRU: AtomicU32 = AtomicU32::new(0);
+
+extern "C" fn on_alarm(_sig: i32) {
+    ALARMS.fetch_add(1, Ordering::Relaxed);
+    if current_pkru() != Some(Domain::host().pkru()) {
+        ALARM_BAD_PKRU.store(current_pkru().unwrap_or(u32::MAX), Ordering::Relaxed);
+    }
+}
+
+struct StormArgs {
+    page: *mut u64,
+    expect_pkru: u32,
+    iterations: u64,
+}
+
+/// Runs in the extension domain: keeps writing its own page and checking
+/// that PKRU is still the extension's after every interruption.
+unsafe extern "C" fn storm_target(arg: usize) -> u64 {
+    // SAFETY: the caller passes a live StormArgs.
+    let a = unsafe { &*(arg as *const StormArgs) };
+    let mut wrong = 0;
+    for i in 0..a.iterations {
+        // SAFETY: the page belongs to this domain's key.
+        unsafe { std::ptr::write_volatile(a.page, i) };
+        if current_pkru() != Some(a.expect_pkru) {
+            wrong += 1;
+        }
+    }
+    wrong
+}
+
+#[test]
+fn signal_storm_runs_handlers_in_host_domain_and_resumes_extension() {
+    require_pku!("signal_storm_runs_handlers_in_host_domain_and_resumes_extension");
+    let (key, p) = extension_page(0, 0);
+    let gate = GateStub::new(Domain::extension(key), Domain::host()).unwrap();
+    let _h = DomainGuard::enter(Domain::host());
+    // SAFETY: installing a plain handler that touches only atomics.
+    unsafe { libc::signal(libc::SIGALRM, on_alarm as *const () as usize) };
+    let every = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 200,
+    };
+    let timer = libc::itimerval {
+        it_interval: every,
+        it_value: every,
+    };
+    let args = StormArgs {
+        page: p.cast(),
+        expect_pkru: Domain::extension(key).pkru(),
+        iterations: 0,
+    };
+    let mut args = args;
+    let start = std::time::Instant::now();
+    // SAFETY: a valid itimerval; the handler is in place.
+    unsafe { libc::setitimer(libc::ITIMER_REAL, &timer, std::ptr::null_mut()) };
+    let mut wrong = 0;
+    while ALARMS.load(Ordering::Relaxed) < 50 && start.elapsed().as_secs() < 20 {
+        args.iterations = 20_000;
+        // SAFETY: storm_target touches its args (key 0) and the page of the
+        // gate's domain.
+        wrong += unsafe { gate.call(storm_target, &args as *const StormArgs as usize) }.unwrap();
+    }
+    let off = libc::itimerval {
+        it_interval: libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        },
+        it_value: libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        },
+    };
+    // SAFETY: disarms the timer.
+    unsafe { libc::setitimer(libc::ITIMER_REAL, &off, std::ptr::null_mut()) };
+    assert!(ALARMS.load(Ordering::Relaxed) >= 50, "too few signals");
+    assert_eq!(wrong, 0, "the extension lost its domain after a signal");
+    assert_eq!(
+        ALARM_BAD_PKRU.load(Ordering::Relaxed),
+        0,
+        "a handler ran with a PKRU other than the host's"
+    );
+    assert_eq!(current_pkru(), Some(Domain::host().pkru()));
+}
+
+struct NestedArgs {
+    inner: &'static GateStub,
+    jit: unsafe extern "C" fn(usize) -> u64,
+    own_page: *const u64,
+}
+
+/// Runs in X_a; calls a gate into X_b whose code reads X_a's page (a fault),
+/// then reads that page itself, which X_a allows.
+unsafe extern "C" fn nested_target(arg: usize) -> u64 {
+    // SAFETY: the caller passes a live NestedArgs.
+    let a = unsafe { &*(arg as *const NestedArgs) };
+    let before = current_pkru();
+    // SAFETY: the inner code is registered; its fault is recovered.
+    let inner = unsafe { a.inner.call(a.jit, a.own_page as usize) };
+    let Err(f) = inner else { return 1 };
+    if !f.is_pku() || current_pkru() != before {
+        return 2;
+    }
+    // SAFETY: the page belongs to this (outer) domain's key.
+    unsafe { std::ptr::read_volatile(a.own_page) }
+}
+
+#[test]
+fn nested_gates_recover_inner_fault_and_restore_outer_domain() {
+    require_pku!("nested_gates_recover_inner_fault_and_restore_outer_domain");
+    let (a, page_a) = extension_page(1, 0);
+    let b = pool_key(2);
+    {
+        let _x = DomainGuard::enter(Domain::extension(a));
+        // SAFETY: the page belongs to key a.
+        unsafe { std::ptr::write_volatile(page_a as *mut u64, 0xfeed) };
+    }
+    let code = map_code(&LOAD_THROUGH_ARG);
+    // SAFETY: the page stays mapped and idle once the range is dropped.
+    let range = unsafe { register_code_range(code as usize, 4096) }.unwrap();
+    let inner: &'static GateStub = Box::leak(Box::new(
+        GateStub::new(Domain::extension(b), Domain::host()).unwrap(),
+    ));
+    let outer = GateStub::new(Domain::extension(a), Domain::host()).unwrap();
+    let args = NestedArgs {
+        inner,
+        // SAFETY: the page holds a C-ABI function of one argument.
+        jit: unsafe { std::mem::transmute::<*mut u8, unsafe extern "C" fn(usize) -> u64>(code) },
+        own_page: page_a as *const u64,
+    };
+    let _h = DomainGuard::enter(Domain::host());
+    // SAFETY: nested_target only touches its args and key a's page.
+    let got = unsafe { outer.call(nested_target, &args as *const NestedArgs as usize) };
+    assert_eq!(got, Ok(0xfeed));
+    assert_eq!(range.faults(), 1);
+    assert_eq!(inner.faulted_calls(), 1);
+    assert_eq!(outer.faulted_calls(), 0);
+    assert_eq!(current_pkru(), Some(Domain::host().pkru()));
+}

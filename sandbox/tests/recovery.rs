@@ -178,3 +178,55 @@ fn unregistered_fault_is_not_swallowed() {
         "status {status:#x}"
     );
 }
+
+#[test]
+fn fault_in_registered_code_outside_a_gate_is_forwarded() {
+    // Registered JIT code called directly (no gate frame): nothing to
+    // unwind to, so the fault goes to the previous handler (default: death).
+    let code = map_code(&LOAD_THROUGH_ARG);
+    let status = common::in_child(|| {
+        // SAFETY: the page stays mapped for the child's life.
+        let _r = unsafe { register_code_range(code as usize, 4096) }.expect("register");
+        // SAFETY: the page holds a C-ABI function of one argument.
+        let jit: unsafe extern "C" fn(usize) -> u64 = unsafe { std::mem::transmute(code) };
+        // SAFETY: faults on purpose in the child.
+        unsafe { jit(16) };
+        // SAFETY: not reached when the fault is forwarded.
+        unsafe { libc::_exit(3) };
+    });
+    assert_eq!(
+        common::term_signal(status),
+        Some(libc::SIGSEGV),
+        "status {status:#x}"
+    );
+}
+
+#[test]
+fn range_table_reuses_slots_and_counts_per_range() {
+    let a = map_code(&LOAD_THROUGH_ARG);
+    let b = map_code(&LOAD_THROUGH_ARG);
+    // SAFETY: both pages stay mapped; nothing runs in them when dropped.
+    let ra = unsafe { register_code_range(a as usize, 4096) }.unwrap();
+    // SAFETY: as above.
+    let rb = unsafe { register_code_range(b as usize, 4096) }.unwrap();
+    let gate = GateStub::new(Domain::host(), Domain::host()).unwrap();
+    // SAFETY: the pages hold C-ABI functions of one argument.
+    let ja: unsafe extern "C" fn(usize) -> u64 = unsafe { std::mem::transmute(a) };
+    // SAFETY: as above.
+    let jb: unsafe extern "C" fn(usize) -> u64 = unsafe { std::mem::transmute(b) };
+    // SAFETY: the faults happen inside registered ranges.
+    unsafe {
+        assert!(gate.call(ja, 8).is_err());
+        assert!(gate.call(jb, 8).is_err());
+        assert!(gate.call(jb, 8).is_err());
+    }
+    assert_eq!((ra.faults(), rb.faults()), (1, 2));
+    drop(ra);
+    drop(rb);
+    // Many registrations in turn never exhaust the table.
+    for _ in 0..(pkbpf_sandbox::fault::MAX_RANGES * 2) {
+        // SAFETY: as above.
+        let r = unsafe { register_code_range(a as usize, 4096) }.unwrap();
+        drop(r);
+    }
+}
