@@ -3,4 +3,6 @@
 
 pub use pkbpf_verifier as verifier;
 
+pub mod btf;
 pub mod conformance;
+pub mod object;

@@ -1,0 +1,105 @@
+//! Test support for the object-loader tests: compiles the BPF C sources in
+//! `tests/bpf/` with clang into `target/bpf-test-objs/`, and runs the
+//! LLVM/bpftool cross-check tools when they are installed.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Where compiled test objects go.
+pub fn obj_dir() -> PathBuf {
+    root().join("target").join("bpf-test-objs")
+}
+
+/// Whether `tool --version` runs.
+pub fn have(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Prints the skip line, or fails when `CI` is set (CI must have the tools).
+pub fn skip(test: &str, reason: &str) {
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: {reason} (CI is set, so this is a failure)");
+    }
+    println!("skipped: {test}: {reason}");
+}
+
+/// Compiles `tests/bpf/<name>.bpf.c` and returns the object's path, or
+/// `None` (after printing `skipped: <test>: clang not found`) without clang.
+pub fn compile(test: &str, name: &str) -> Option<PathBuf> {
+    if !have("clang") {
+        skip(test, "clang not found");
+        return None;
+    }
+    let src = root().join("tests/bpf").join(format!("{name}.bpf.c"));
+    let dir = obj_dir();
+    std::fs::create_dir_all(&dir).expect("create target/bpf-test-objs");
+    let out = dir.join(format!("{name}.bpf.o"));
+    // Compile to a unique name, then rename: tests run in parallel.
+    let tmp = dir.join(format!(
+        "{name}.{}.{:?}.tmp.o",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let status = Command::new("clang")
+        .args(["-O2", "-g", "-target", "bpf", "-D__TARGET_ARCH_x86"])
+        .arg("-I/usr/include/x86_64-linux-gnu")
+        .arg("-I")
+        .arg(root().join("tests/bpf/include"))
+        .arg("-c")
+        .arg(&src)
+        .arg("-o")
+        .arg(&tmp)
+        .output()
+        .expect("run clang");
+    assert!(
+        status.status.success(),
+        "clang failed on {}:\n{}",
+        src.display(),
+        String::from_utf8_lossy(&status.stderr)
+    );
+    std::fs::rename(&tmp, &out).expect("rename object");
+    Some(out)
+}
+
+/// Every test source's base name.
+pub const ALL: [&str; 9] = [
+    "bench_uprobe",
+    "bench_probe_rw",
+    "bench_maps",
+    "malloc_free",
+    "syscount",
+    "ringbuf_opensnoop",
+    "calls_globals",
+    "core_probe",
+    "embedded",
+];
+
+/// Reads a file.
+pub fn read(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+}
+
+/// Runs a tool and returns its stdout.
+pub fn run(tool: &str, args: &[&str], file: &Path) -> String {
+    let o = Command::new(tool)
+        .args(args)
+        .arg(file)
+        .output()
+        .unwrap_or_else(|e| panic!("run {tool}: {e}"));
+    assert!(
+        o.status.success(),
+        "{tool} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
