@@ -182,6 +182,19 @@ fn results_and_errors_are_judged() {
         msg,
         "interp: expected 0x0, got error: instruction 0: read of 1 bytes at 0x0 is outside every region"
     );
+    // a program that does not decode is the expected error ...
+    assert_eq!(
+        run(
+            "-- raw\n85 01 00 00 00 00 00 00\n95 00 00 00 00 00 00 00\n-- error\n",
+            &mut e
+        ),
+        "pass"
+    );
+    // ... and a failure when a result was expected
+    assert_eq!(
+        run("-- raw\n85 01 00 00 00 00 00 00\n95 00 00 00 00 00 00 00\n-- result\n0\n", &mut e),
+        "invalid program: invalid instruction 0: reserved field dst is 0x1 for opcode 0x85 (must be 0)"
+    );
     // r1 / r2 are the input memory and its length
     assert_eq!(
         run("-- asm\nmov %r0, %r2\nldxb %r3, [%r1+2]\nadd %r0, %r3\nexit\n-- mem\n01 02 03\n-- result\n0x6\n", &mut e),

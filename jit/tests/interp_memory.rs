@@ -118,6 +118,34 @@ fn out_of_bounds_at_both_ends_of_a_region() {
         }
     ));
     assert_eq!(buf, input, "nothing was written");
+    // write that starts before the region and ends inside it
+    let (res, buf) = run_with_input(&[st(MemSize::W, 1, -2, -1), Insn::Exit], &input);
+    let e = res.unwrap_err();
+    assert!(e.kind.is_memory_violation());
+    assert!(matches!(
+        e.kind,
+        ExecErrorKind::OutOfBounds {
+            size: 4,
+            write: true,
+            ..
+        }
+    ));
+    assert_eq!(buf, input, "nothing was written");
+    // the last byte and the first byte are fine
+    let p = [
+        st(MemSize::B, 1, 0, 1),
+        st(MemSize::B, 1, 7, 2),
+        ldx(MemSize::DW, 0, 1, 0),
+        Insn::Exit,
+    ];
+    let (res, _) = run_with_input(&p, &input);
+    assert_eq!(res.unwrap().r0, 0x0200_0000_0000_0001);
+}
+
+#[test]
+fn memory_is_send() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Memory<'static>>();
 }
 
 #[test]

@@ -94,6 +94,11 @@ pub(crate) struct Stack {
 
 const STACK_TOTAL: usize = STACK_SIZE * MAX_CALL_DEPTH;
 
+// SAFETY: `Stack` owns its buffer exclusively (the raw pointer is only a way
+// to reach it without a Rust reference); moving that ownership to another
+// thread is as sound as moving the `Box` it came from.
+unsafe impl Send for Stack {}
+
 impl Drop for Stack {
     fn drop(&mut self) {
         // SAFETY: `buf` came from `Box::into_raw` in `Stack::new` and is

@@ -151,6 +151,18 @@ pub enum ExecErrorKind {
     },
 }
 
+impl ExecErrorKind {
+    /// Whether this is a memory-safety violation: an access outside the
+    /// regions (or a write to a read-only one) or a read of uninitialised
+    /// stack. A verified program must never produce one.
+    pub fn is_memory_violation(&self) -> bool {
+        matches!(
+            self,
+            ExecErrorKind::OutOfBounds { .. } | ExecErrorKind::UninitRead { .. }
+        )
+    }
+}
+
 impl From<AccessError> for ExecErrorKind {
     fn from(e: AccessError) -> Self {
         match e {
