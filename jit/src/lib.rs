@@ -4,3 +4,5 @@
 
 pub mod interp;
 // Engines added later go below, one line each (e.g. `pub mod x86;`).
+#[cfg(all(target_arch = "x86_64", unix))]
+pub mod x86;

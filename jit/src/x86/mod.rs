@@ -1,0 +1,442 @@
+//! The x86-64 JIT: eBPF to native code with dynasm, gadget-free, W^X.
+//!
+//! Pipeline of [`JitProgram::compile_unchecked`] (and, once the verifier
+//! lands, `compile` from a verified program):
+//!
+//! 1. **Emit** (`codegen`): one pass, eBPF registers mapped directly onto
+//!    x86-64 registers (the mapping and frame layout are documented there),
+//!    constants folded into instructions, compare-and-branch fused.
+//! 2. **Scan** ([`scan_gadgets`]): every byte offset is checked for WRPKRU,
+//!    XRSTOR, SYSCALL, SYSENTER and `INT 0x80`. Constants that contain a
+//!    gadget's lead byte are blinded already during emission (`mov r, v^k;
+//!    xor r, k` with a random key); if the scan still finds something (a
+//!    relative displacement, or bytes that line up across instructions), the
+//!    units overlapping the hit are *hardened* (all their constants blinded
+//!    with fresh keys, nops in front to move displacements) and the program is
+//!    emitted again, up to [`MAX_ATTEMPTS`] times.
+//! 3. **Map** (`code_mem`): copied into a read-write mapping, which becomes
+//!    read-execute only after the clean scan; never writable and executable at
+//!    once; unmapped on drop.
+//!
+//! Helpers: every helper id has **one stub** at the end of the code; all
+//! `call N` (and `callx` via a bounds-checked table of stub addresses) go
+//! through it. The stub is where the sandbox inserts its gate. A helper is a
+//! [`HelperFn`]: `extern "C" fn(r1, r2, r3, r4, r5, env) -> HelperRet`; a
+//! non-zero [`HelperRet::abort`] ends the program at once (with
+//! [`HELPER_EXIT`], cleanly with `r0 = value`; any other code is a fault).
+
+mod code_mem;
+mod codegen;
+mod dump;
+mod gadget;
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::c_void;
+
+use pkbpf_verifier::isa::{Insn, LdPseudo};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use code_mem::CodeMemory;
+use codegen::Unit;
+pub use gadget::{scan_gadgets, Gadget, GadgetKind};
+
+/// `HelperRet::abort` value that ends the program cleanly with
+/// `r0 = HelperRet::value` (bpf_conformance's "unwind").
+pub const HELPER_EXIT: u64 = 1;
+/// Abort code of a `callx` whose helper id is not in the env.
+pub const ABORT_BAD_CALLX: u64 = u64::MAX;
+/// Abort code of execution running past the last instruction (verified
+/// programs never do).
+pub const ABORT_FELL_OFF: u64 = u64::MAX - 1;
+/// Most emit-and-scan rounds before [`JitError::GadgetsRemain`].
+pub const MAX_ATTEMPTS: u32 = 32;
+
+/// What a helper returns, in `rax:rdx`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct HelperRet {
+    /// The value `r0` gets.
+    pub value: u64,
+    /// Zero to continue; [`HELPER_EXIT`] to end the program with `r0 =
+    /// value`; anything else aborts the run with that code.
+    pub abort: u64,
+}
+
+/// A helper as JIT code calls it: `r1..=r5` and the env pointer given to
+/// [`JitProgram::call_with_env`].
+pub type HelperFn = unsafe extern "C" fn(u64, u64, u64, u64, u64, *mut c_void) -> HelperRet;
+
+/// Addresses of one map, for `lddw` pseudo forms resolved at load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JitMap {
+    /// What `lddw rX, map_idx N` yields (the map object's address).
+    pub object: u64,
+    /// Address of the value area (`map_idx_value N + off` yields this plus
+    /// `off`); `None` for maps without a direct value area.
+    pub value: Option<u64>,
+}
+
+/// What the JIT needs from the loader: helpers by id and maps by index.
+#[derive(Clone, Debug, Default)]
+pub struct JitEnv {
+    /// Helpers by id; a program calling an id not here does not compile.
+    pub helpers: BTreeMap<u32, HelperFn>,
+    /// Maps by index (`BPF_PSEUDO_MAP_IDX`).
+    pub maps: Vec<JitMap>,
+}
+
+impl JitEnv {
+    /// An env with no helpers and no maps.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds (or replaces) helper `id`.
+    pub fn with_helper(mut self, id: u32, f: HelperFn) -> Self {
+        self.helpers.insert(id, f);
+        self
+    }
+
+    /// Appends a map; its index is the number of maps before it.
+    pub fn with_map(mut self, map: JitMap) -> Self {
+        self.maps.push(map);
+        self
+    }
+
+    /// bpf_conformance's helpers: id 5, "unwind", returns `r1` and, when `r1`
+    /// is 0, ends the program with result 0.
+    pub fn conformance() -> Self {
+        Self::new().with_helper(5, conformance_unwind)
+    }
+}
+
+extern "C" fn conformance_unwind(
+    r1: u64,
+    _: u64,
+    _: u64,
+    _: u64,
+    _: u64,
+    _: *mut c_void,
+) -> HelperRet {
+    HelperRet {
+        value: r1,
+        abort: if r1 == 0 { HELPER_EXIT } else { 0 },
+    }
+}
+
+/// Why a program could not be compiled.
+#[derive(Debug, thiserror::Error)]
+pub enum JitError {
+    /// An instruction the JIT does not run (legacy packet loads, kfuncs).
+    #[error("instruction {pc}: {what} is not supported by the JIT")]
+    Unsupported {
+        /// Slot index.
+        pc: usize,
+        /// What it is.
+        what: &'static str,
+    },
+    /// A call to a helper id the env does not provide.
+    #[error("instruction {pc}: unknown helper {id}")]
+    UnknownHelper {
+        /// Slot index.
+        pc: usize,
+        /// The helper id.
+        id: i32,
+    },
+    /// An `lddw` pseudo form the JIT cannot resolve.
+    #[error("instruction {pc}: lddw pseudo form {kind:?} (imm {imm}) cannot be resolved")]
+    Pseudo {
+        /// Slot index.
+        pc: usize,
+        /// The form.
+        kind: LdPseudo,
+        /// Its immediate.
+        imm: i32,
+    },
+    /// A map index beyond the env's maps.
+    #[error("instruction {pc}: map index {index} out of range ({maps} maps)")]
+    MapIndex {
+        /// Slot index.
+        pc: usize,
+        /// The index.
+        index: i32,
+        /// Number of maps in the env.
+        maps: usize,
+    },
+    /// `map_idx_value` on a map without a value area.
+    #[error("instruction {pc}: map {index} has no direct value area")]
+    NoMapValue {
+        /// Slot index.
+        pc: usize,
+        /// The map index.
+        index: i32,
+    },
+    /// A jump or call whose target is outside the program or inside an lddw.
+    #[error("instruction {pc}: jump target {target} is not an instruction")]
+    BadTarget {
+        /// Slot index.
+        pc: usize,
+        /// The target slot.
+        target: i64,
+    },
+    /// An invalid instruction field.
+    #[error("instruction {pc}: invalid {field} {value}")]
+    Invalid {
+        /// Slot index.
+        pc: usize,
+        /// Which field.
+        field: &'static str,
+        /// Its value.
+        value: i64,
+    },
+    /// The program is empty.
+    #[error("the program is empty")]
+    Empty,
+    /// A helper id too large for the `callx` table.
+    #[error("helper id {id} is too large for callx (at most {max})")]
+    CallxTable {
+        /// The helper id.
+        id: u32,
+        /// The largest id supported.
+        max: usize,
+    },
+    /// The assembler failed (a JIT bug).
+    #[error("assembler error: {reason}")]
+    Assemble {
+        /// dynasm's message.
+        reason: String,
+    },
+    /// A JIT bug caught before it could run.
+    #[error("instruction {pc}: internal JIT error: {what}")]
+    Internal {
+        /// Slot index.
+        pc: usize,
+        /// What went wrong.
+        what: String,
+    },
+    /// Hardening could not remove every gadget.
+    #[error("{first} still present after {attempts} hardening rounds")]
+    GadgetsRemain {
+        /// Rounds tried.
+        attempts: u32,
+        /// The first remaining gadget.
+        first: Gadget,
+    },
+    /// Mapping or protecting the code memory failed.
+    #[error("{op} of code memory failed")]
+    CodeMemory {
+        /// The failing call.
+        op: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why a run ended without reaching `exit`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RunError {
+    /// A helper returned a non-zero abort code other than [`HELPER_EXIT`].
+    #[error("helper aborted the program with code {code:#x}")]
+    HelperAbort {
+        /// The code.
+        code: u64,
+    },
+    /// `callx` with a helper id the env does not have.
+    #[error("callx to an unknown helper id")]
+    BadCallx,
+    /// Execution ran past the last instruction.
+    #[error("execution fell off the end of the program")]
+    FellOff,
+}
+
+/// The run context `r12` points to (layout shared with `codegen`).
+#[repr(C)]
+struct RunCtx {
+    env: *mut c_void,
+    saved_rsp: u64,
+    abort: u64,
+}
+
+type Entry = unsafe extern "C" fn(u64, u64, *mut RunCtx) -> u64;
+
+/// A compiled program: read-execute machine code, freed on drop.
+#[derive(Debug)]
+pub struct JitProgram {
+    code: CodeMemory,
+    /// Start offset of each unit, in order.
+    units: Vec<(usize, Unit)>,
+    /// Helper stub offsets by id.
+    stubs: BTreeMap<u32, usize>,
+    /// Stub addresses by helper id, read by `callx` (its address is in the
+    /// code; boxed so it never moves).
+    _callx_table: Box<[u64]>,
+    /// Emit-and-scan rounds it took.
+    attempts: u32,
+}
+
+impl JitProgram {
+    /// Compiles `insns` (one [`Insn`] per slot, as `decode_program` returns)
+    /// without verifying them.
+    ///
+    /// # Safety
+    ///
+    /// The JIT trusts the verifier: the program must be one the verifier
+    /// accepts (memory accesses in bounds of what the caller passes, no
+    /// falling off the end, call depth at most 8, no reads of uninitialised
+    /// registers that matter), otherwise running it is undefined behaviour.
+    /// Prefer `compile` from a verified program once the verifier exists.
+    pub unsafe fn compile_unchecked(insns: &[Insn], env: &JitEnv) -> Result<JitProgram, JitError> {
+        Self::compile_seeded(insns, env, rand::random())
+    }
+
+    /// Like [`JitProgram::compile_unchecked`] with a fixed blinding seed.
+    pub(crate) fn compile_seeded(
+        insns: &[Insn],
+        env: &JitEnv,
+        seed: u64,
+    ) -> Result<JitProgram, JitError> {
+        if insns.is_empty() {
+            return Err(JitError::Empty);
+        }
+        let has_callx = insns.iter().any(|i| matches!(i, Insn::CallX { .. }));
+        let table_len = if has_callx {
+            let max = env.helpers.keys().next_back().copied().unwrap_or(0);
+            if max as usize >= codegen::MAX_CALLX_TABLE {
+                return Err(JitError::CallxTable {
+                    id: max,
+                    max: codegen::MAX_CALLX_TABLE - 1,
+                });
+            }
+            max as usize + 1
+        } else {
+            0
+        };
+        let mut table = vec![0u64; table_len].into_boxed_slice();
+        let table_addr = table.as_ptr() as u64;
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut hard: HashMap<Unit, u32> = HashMap::new();
+        let mut first = None;
+        for attempt in 1..=MAX_ATTEMPTS {
+            let out = codegen::emit(insns, env, &hard, &mut rng, (table_addr, table_len))?;
+            let hits = scan_gadgets(&out.code);
+            if let Some(&g) = hits.first() {
+                first = Some(g);
+                for h in hits {
+                    for u in out.units_overlapping(h.offset, h.kind.len()) {
+                        *hard.entry(u).or_insert(0) += 1;
+                    }
+                }
+                continue;
+            }
+            let code = CodeMemory::new(&out.code)?;
+            let base = code.base() as u64;
+            for (&id, &off) in &out.stubs {
+                if let Some(slot) = table.get_mut(id as usize) {
+                    *slot = base + off as u64;
+                }
+            }
+            return Ok(JitProgram {
+                code,
+                units: out.units,
+                stubs: out.stubs,
+                _callx_table: table,
+                attempts: attempt,
+            });
+        }
+        Err(JitError::GadgetsRemain {
+            attempts: MAX_ATTEMPTS,
+            first: first.expect("a failed round records its first gadget"),
+        })
+    }
+
+    /// Runs the program with `r1`, `r2` (e.g. the context pointer and its
+    /// length), a null helper env; returns `r0`. A helper abort or a bad
+    /// `callx` gives 0; use [`JitProgram::call_with_env`] to see them.
+    ///
+    /// # Safety
+    ///
+    /// `r1`/`r2` must be what the program was verified for (pointers valid
+    /// for the accesses the verifier allowed), and its helpers must accept a
+    /// null env.
+    pub unsafe fn call(&self, r1: u64, r2: u64) -> u64 {
+        // SAFETY: forwarded contract (see above).
+        unsafe { self.call_with_env(r1, r2, std::ptr::null_mut()) }.unwrap_or(0)
+    }
+
+    /// Runs the program with `r1`, `r2` and `env` passed to every helper.
+    ///
+    /// # Safety
+    ///
+    /// As [`JitProgram::call`]; `env` must be what the env's helpers expect.
+    pub unsafe fn call_with_env(
+        &self,
+        r1: u64,
+        r2: u64,
+        env: *mut c_void,
+    ) -> Result<u64, RunError> {
+        let mut ctx = RunCtx {
+            env,
+            saved_rsp: 0,
+            abort: 0,
+        };
+        // SAFETY: offset 0 of the code is the entry prologue, emitted with
+        // exactly the `Entry` signature (SysV C ABI); the code stays mapped
+        // while `self` is borrowed.
+        let entry: Entry = unsafe { std::mem::transmute::<*const u8, Entry>(self.code.base()) };
+        // SAFETY: the caller guarantees the program is safe to run on these
+        // arguments; `ctx` outlives the call.
+        let r0 = unsafe { entry(r1, r2, &mut ctx) };
+        match ctx.abort {
+            0 | HELPER_EXIT => Ok(r0),
+            ABORT_BAD_CALLX => Err(RunError::BadCallx),
+            ABORT_FELL_OFF => Err(RunError::FellOff),
+            code => Err(RunError::HelperAbort { code }),
+        }
+    }
+
+    /// The machine code (readable as long as the sandbox has not made it
+    /// execute-only).
+    pub fn code(&self) -> &[u8] {
+        self.code.bytes()
+    }
+
+    /// Start and length (whole pages) of the code mapping, for the sandbox
+    /// to `pkey_mprotect` it execute-only.
+    pub fn code_range(&self) -> (*const u8, usize) {
+        self.code.range()
+    }
+
+    /// Offsets of the per-helper stubs (the one place each helper is
+    /// called from), by helper id.
+    pub fn helper_stubs(&self) -> &BTreeMap<u32, usize> {
+        &self.stubs
+    }
+
+    /// How many emit-and-scan rounds compilation took (1 = clean at once).
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// Machine code of slot `pc` (empty for the second half of an `lddw`).
+    pub fn insn_code(&self, pc: usize) -> &[u8] {
+        let code = self.code();
+        let Some(i) = self.units.iter().position(|&(_, u)| u == Unit::Insn(pc)) else {
+            return &[];
+        };
+        let start = self.units[i].0;
+        let end = self.units.get(i + 1).map_or(code.len(), |u| u.0);
+        &code[start..end]
+    }
+
+    /// The machine code disassembled (Intel syntax, iced-x86) under each
+    /// eBPF instruction of `insns` (the program this was compiled from), then
+    /// the prologue, epilogue and helper stubs.
+    pub fn dump(&self, insns: &[Insn]) -> String {
+        dump::dump(self, insns)
+    }
+}
+
+#[cfg(test)]
+mod tests;
