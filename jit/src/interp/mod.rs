@@ -24,6 +24,33 @@
 //!
 //! Every failure is an [`ExecError`] naming the slot index; the interpreter
 //! never panics and never touches memory outside the regions it was given.
+//!
+//! # Example
+//!
+//! ```
+//! use pkbpf_jit::interp::{ExecErrorKind, Interpreter, Memory, NoHelpers, RegionKind};
+//! use pkbpf_verifier::isa::decode_program;
+//!
+//! // r0 = *(u16 *)(r1 + 0); exit
+//! let prog = decode_program(&[
+//!     0x69, 0x10, 0, 0, 0, 0, 0, 0, //
+//!     0x95, 0, 0, 0, 0, 0, 0, 0,
+//! ])?;
+//! let ctx = [0x34, 0x12];
+//! let mut mem = Memory::new();
+//! let addr = mem.add_slice(&ctx, RegionKind::Ctx);
+//! let out = Interpreter::new(&prog).run(&mut mem, &mut NoHelpers, [addr, 0, 0, 0, 0])?;
+//! assert_eq!(out.r0, 0x1234);
+//! assert_eq!(out.stats.insns, 2);
+//!
+//! // One byte further is outside the context: an error naming slot 0.
+//! let err = Interpreter::new(&prog)
+//!     .run(&mut mem, &mut NoHelpers, [addr + 1, 0, 0, 0, 0])
+//!     .unwrap_err();
+//! assert_eq!(err.pc, 0);
+//! assert_eq!(err.kind, ExecErrorKind::OutOfBounds { addr: addr + 1, size: 2, write: false });
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod helpers;
 mod memory;
