@@ -32,6 +32,10 @@ enum Command {
     ConformancePlugin(cli::conformance::PluginArgs),
     /// Run a built-in program and print what it computed.
     Demo(cli::demo::Args),
+    /// Show an object file's programs, maps and globals.
+    Inspect(cli::inspect::Args),
+    /// Disassemble an object file's programs, with source lines.
+    Disasm(cli::disasm::Args),
 }
 
 fn main() {
@@ -41,6 +45,8 @@ fn main() {
         Command::Conformance(a) => cli::conformance::run(a),
         Command::ConformancePlugin(a) => cli::conformance::run_plugin(a),
         Command::Demo(a) => cli::demo::run(a),
+        Command::Inspect(a) => cli::inspect::run(a),
+        Command::Disasm(a) => cli::disasm::run(a),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -2,6 +2,8 @@
 
 pub mod conformance;
 pub mod demo;
+pub mod disasm;
+pub mod inspect;
 
 /// The `--sandbox` flag.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
