@@ -195,7 +195,8 @@ impl RawMap {
     }
 
     /// Userspace lookup: copies the value (all CPUs' for per-CPU maps) with
-    /// no torn read. Refreshes LRU recency as a lookup does.
+    /// no torn read. Like the kernel's syscall lookup, it leaves LRU recency
+    /// alone (monitoring does not keep entries alive).
     ///
     /// # Safety
     /// `key` points to `key_size` readable bytes.
@@ -210,9 +211,6 @@ impl RawMap {
                 unsafe { self.read_value(self.elem_value(e), out) };
             }
             if !seq_read_retry(&b.seq, s) {
-                if e != NIL {
-                    self.touch(e);
-                }
                 return e != NIL;
             }
         }
