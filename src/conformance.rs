@@ -303,12 +303,9 @@ pub enum EngineChoice {
     All,
 }
 
-/// The x86-64 JIT as an [`Engine`].
-///
-/// Until the verifier can vouch for conformance programs, each program first
-/// runs on the interpreter (every access checked) over a copy of the input;
-/// only when that run succeeds does the JIT run the same deterministic
-/// program on the same input.
+/// The x86-64 JIT as an [`Engine`]: the program is verified against the
+/// input size (the JIT compiles only verified programs), then compiled and
+/// run.
 #[derive(Debug, Default)]
 pub struct JitEngine;
 
@@ -323,21 +320,19 @@ impl Engine for JitEngine {
             engine: "jit",
             message,
         };
-        let mut copy = mem.to_vec();
-        InterpEngine::default().run(prog, &mut copy)?;
-        let env = JitEnv::conformance();
-        // SAFETY: the interpreter just ran this program to completion on the
-        // same input with every memory access checked, so it is well-formed,
-        // terminates and stays in bounds; the JIT runs the same path.
-        let jit = unsafe { JitProgram::compile_unchecked(prog, &env) }
+        let size = u32::try_from(mem.len()).map_err(|_| fail("input too large".into()))?;
+        let verified = pkbpf_verifier::verify(prog, &pkbpf_verifier::ProgramEnv::conformance(size))
+            .map_err(|e| fail(format!("verifier: {e}")))?;
+        let jit = JitProgram::compile(&verified, &JitEnv::conformance())
             .map_err(|e| fail(e.to_string()))?;
         let addr = if mem.is_empty() {
             0
         } else {
             mem.as_mut_ptr() as u64
         };
-        // SAFETY: r1/r2 describe `mem`, valid for the whole call; the only
-        // helper (unwind) ignores the null env.
+        // SAFETY: the program was verified for r1 = `size` bytes of memory
+        // and r2 = their size; `mem` is exactly that and stays valid for the
+        // whole call; the only helper (unwind) ignores the null env.
         unsafe { jit.call_with_env(addr, mem.len() as u64, std::ptr::null_mut()) }
             .map_err(|e| fail(e.to_string()))
     }

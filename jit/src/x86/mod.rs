@@ -1,7 +1,7 @@
 //! The x86-64 JIT: eBPF to native code with dynasm, gadget-free, W^X.
 //!
-//! Pipeline of [`JitProgram::compile_unchecked`] (and, once the verifier
-//! lands, `compile` from a verified program):
+//! Pipeline of [`JitProgram::compile`] (the JIT takes only programs the
+//! verifier accepted, as [`VerifiedProgram`]):
 //!
 //! 1. **Emit** (`codegen`): one pass, eBPF registers mapped directly onto
 //!    x86-64 registers (the mapping and frame layout are documented there),
@@ -34,6 +34,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ffi::c_void;
 
 use pkbpf_verifier::isa::{Insn, LdPseudo};
+use pkbpf_verifier::VerifiedProgram;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
@@ -277,21 +278,30 @@ pub struct JitProgram {
 }
 
 impl JitProgram {
-    /// Compiles `insns` (one [`Insn`] per slot, as `decode_program` returns)
-    /// without verifying them.
+    /// Compiles a verified program. `env` gives the helpers the program
+    /// calls (by id) and the addresses of the maps it was verified against
+    /// (by index).
     ///
-    /// # Safety
-    ///
-    /// The JIT trusts the verifier: the program must be one the verifier
-    /// accepts (memory accesses in bounds of what the caller passes, no
-    /// falling off the end, call depth at most 8, no reads of uninitialised
-    /// registers that matter), otherwise running it is undefined behaviour.
-    /// Prefer `compile` from a verified program once the verifier exists.
-    pub unsafe fn compile_unchecked(insns: &[Insn], env: &JitEnv) -> Result<JitProgram, JitError> {
-        Self::compile_seeded(insns, env, rand::random())
+    /// The JIT relies on what the verifier proved: every memory access is in
+    /// bounds (no runtime checks are emitted), execution never falls off the
+    /// end, bpf-to-bpf calls nest at most 8 deep.
+    pub fn compile(prog: &VerifiedProgram, env: &JitEnv) -> Result<JitProgram, JitError> {
+        Self::compile_seeded(prog.insns(), env, rand::random())
     }
 
-    /// Like [`JitProgram::compile_unchecked`] with a fixed blinding seed.
+    /// Compiles a verified program with a fixed blinding seed (reproducible
+    /// code, for tests and benchmarks).
+    pub fn compile_with_seed(
+        prog: &VerifiedProgram,
+        env: &JitEnv,
+        seed: u64,
+    ) -> Result<JitProgram, JitError> {
+        Self::compile_seeded(prog.insns(), env, seed)
+    }
+
+    /// Compiles `insns` (one [`Insn`] per slot) with a fixed blinding seed,
+    /// without verification: running the result is only sound for programs
+    /// the verifier would accept.
     pub(crate) fn compile_seeded(
         insns: &[Insn],
         env: &JitEnv,
