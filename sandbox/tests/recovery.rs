@@ -230,3 +230,16 @@ fn range_table_reuses_slots_and_counts_per_range() {
         drop(r);
     }
 }
+
+unsafe extern "C" fn weighted(a: usize, b: usize) -> u64 {
+    (a as u64) * 1000 + b as u64
+}
+
+#[test]
+fn gate_passes_two_arguments_in_order() {
+    let gate = GateStub::new(Domain::host(), Domain::host()).unwrap();
+    // SAFETY: `weighted` touches no memory.
+    assert_eq!(unsafe { gate.call2(weighted, 7, 3) }, Ok(7003));
+    // SAFETY: as above.
+    assert_eq!(unsafe { gate.call2(weighted, 0, usize::MAX) }, Ok(u64::MAX));
+}

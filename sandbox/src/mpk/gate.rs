@@ -14,14 +14,14 @@
 //! variable-value gadget. The bytes are produced by `pkru.rs`, the one module
 //! that emits `WRPKRU`.
 //!
-//! # The stub (System V ABI: `extern "C" fn(target, arg, frame) -> u64`)
+//! # The stub (System V ABI: `extern "C" fn(target, arg0, arg1, frame) -> u64`)
 //!
 //! ```text
 //!   push rbp, rbx, r12..r15 ; sub rsp, 8      callee-saved, 16-byte aligned
-//!   rbx = target ; r12 = arg ; r13 = frame
+//!   rbx = target ; r12 = arg0 ; r14 = arg1 ; r13 = frame
 //!   frame.saved_rsp = rsp ; frame.landing = &landing
 //!   SWITCH(pkru_in)                            mov eax,C; xor ecx,ecx;
-//!   rax = target(arg)                          xor edx,edx; wrpkru;
+//!   rax = target(arg0, arg1)                   xor edx,edx; wrpkru;
 //!   [rsp] = rax                                cmp eax,C; jne abort
 //! out:
 //!   SWITCH(pkru_out)
@@ -81,7 +81,8 @@ impl GateCode {
         b.extend_from_slice(&[0x48, 0x83, 0xec, 0x08]); // sub rsp, 8
         b.extend_from_slice(&[0x48, 0x89, 0xfb]); // mov rbx, rdi
         b.extend_from_slice(&[0x49, 0x89, 0xf4]); // mov r12, rsi
-        b.extend_from_slice(&[0x49, 0x89, 0xd5]); // mov r13, rdx
+        b.extend_from_slice(&[0x49, 0x89, 0xd6]); // mov r14, rdx
+        b.extend_from_slice(&[0x49, 0x89, 0xcd]); // mov r13, rcx
         b.extend_from_slice(&[0x49, 0x89, 0x65, 0x00]); // mov [r13+0], rsp
         b.extend_from_slice(&[0x48, 0x8d, 0x05]); // lea rax, [rip+landing]
         let lea_field = b.len();
@@ -89,6 +90,7 @@ impl GateCode {
         b.extend_from_slice(&[0x49, 0x89, 0x45, 0x08]); // mov [r13+8], rax
         switch(&mut b, pkru_in);
         b.extend_from_slice(&[0x4c, 0x89, 0xe7]); // mov rdi, r12
+        b.extend_from_slice(&[0x4c, 0x89, 0xf6]); // mov rsi, r14
         b.extend_from_slice(&[0xff, 0xd3]); // call rbx
         b.extend_from_slice(&[0x48, 0x89, 0x04, 0x24]); // mov [rsp], rax
         let out = b.len();
@@ -138,10 +140,13 @@ unsafe impl Send for GateStub {}
 // SAFETY: as above; `call` takes `&self` and shares nothing mutable.
 unsafe impl Sync for GateStub {}
 
-type StubFn = unsafe extern "C" fn(usize, usize, *mut GateFrame) -> u64;
+type StubFn = unsafe extern "C" fn(usize, usize, usize, *mut GateFrame) -> u64;
 
 /// The function a gate calls: one argument (a context pointer), one result.
 pub type GateTarget = unsafe extern "C" fn(usize) -> u64;
+
+/// A gate target of two arguments (e.g. a packet pointer and its length).
+pub type GateTarget2 = unsafe extern "C" fn(usize, usize) -> u64;
 
 impl GateStub {
     /// Emits a gate into `into` and back out to `out` (with `WRPKRU` only when
@@ -229,6 +234,31 @@ impl GateStub {
     /// touch only memory that domain allows (other faults outside registered
     /// ranges go to the host's handler), and must follow the C ABI.
     pub unsafe fn call(&self, target: GateTarget, arg: usize) -> Result<u64, Fault> {
+        // SAFETY: the caller's contract; a one-argument C function ignores
+        // the second argument register.
+        unsafe { self.call_raw(target as *const () as usize, arg, 0) }
+    }
+
+    /// [`GateStub::call`] for a target of two arguments.
+    ///
+    /// # Safety
+    ///
+    /// As [`GateStub::call`], for `target(arg0, arg1)`.
+    pub unsafe fn call2(
+        &self,
+        target: GateTarget2,
+        arg0: usize,
+        arg1: usize,
+    ) -> Result<u64, Fault> {
+        // SAFETY: the caller's contract.
+        unsafe { self.call_raw(target as *const () as usize, arg0, arg1) }
+    }
+
+    /// # Safety
+    ///
+    /// `target` is the address of a C-ABI function of up to two integer
+    /// arguments that may run under the gate's domain.
+    unsafe fn call_raw(&self, target: usize, arg0: usize, arg1: usize) -> Result<u64, Fault> {
         let mut frame = GateFrame::default();
         let frame_ptr: *mut GateFrame = &mut frame;
         let caller = if is_active() {
@@ -239,11 +269,11 @@ impl GateStub {
         };
         let prev = fault::set_frame(frame_ptr);
         // SAFETY: `base` holds the code emitted by GateCode::emit, whose
-        // entry follows the StubFn signature; `frame_ptr` stays valid for the
-        // call; the target's contract is the caller's (this fn's # Safety).
+        // entry follows the StubFn signature.
         let f: StubFn = unsafe { std::mem::transmute::<*mut u8, StubFn>(self.base) };
-        // SAFETY: see above.
-        let r = unsafe { f(target as *const () as usize, arg, frame_ptr) };
+        // SAFETY: `frame_ptr` stays valid for the call; the target's
+        // contract is the caller's (this fn's # Safety).
+        let r = unsafe { f(target, arg0, arg1, frame_ptr) };
         fault::set_frame(prev);
         if let Some(c) = caller {
             // SAFETY: PKU is active (a saved value exists).

@@ -73,7 +73,7 @@ mod sys;
 mod gate;
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-pub use gate::{GateCode, GateStub, GateTarget};
+pub use gate::{GateCode, GateStub, GateTarget, GateTarget2};
 pub use imp::{current_pkru, detect, is_active, protect, Domain, DomainGuard, Keys, ProtectionKey};
 
 /// Number of protection keys x86-64 defines (key 0 is everyone's default).
