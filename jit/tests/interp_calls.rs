@@ -382,3 +382,18 @@ fn unsupported_and_malformed_programs() {
     let e = run(&[mov64(10, 0), Insn::Exit]).unwrap_err();
     assert_eq!((e.pc, e.kind), (0, ExecErrorKind::WriteR10));
 }
+
+#[test]
+fn callx_with_an_id_above_u32_is_an_error() {
+    let mut p = lddw(2, 1 << 32).to_vec();
+    p.extend([Insn::CallX { reg: r(2) }, Insn::Exit]);
+    let e = run(&p).unwrap_err();
+    assert_eq!(e.pc, 2);
+    assert_eq!(
+        e.kind,
+        ExecErrorKind::Invalid {
+            field: "callx helper id",
+            value: 1 << 32
+        }
+    );
+}

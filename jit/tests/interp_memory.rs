@@ -143,6 +143,26 @@ fn out_of_bounds_at_both_ends_of_a_region() {
 }
 
 #[test]
+fn stack_bytes_show_what_the_run_wrote() {
+    let p = [
+        st(MemSize::H, 10, -2, 0x0102),
+        st(MemSize::B, 10, -512, 9),
+        mov64(0, 0),
+        Insn::Exit,
+    ];
+    let mut mem = Memory::new();
+    Interpreter::new(&p)
+        .run(&mut mem, &mut NoHelpers, [0; 5])
+        .unwrap();
+    let bytes = mem.stack_bytes(0);
+    assert_eq!(bytes.len(), 512);
+    assert_eq!(bytes[0], Some(9));
+    assert_eq!(&bytes[510..], &[Some(2), Some(1)]);
+    assert_eq!(bytes.iter().filter(|b| b.is_some()).count(), 3);
+    assert!(mem.stack_bytes(1).iter().all(|b| b.is_none()));
+}
+
+#[test]
 fn memory_is_send() {
     fn assert_send<T: Send>() {}
     assert_send::<Memory<'static>>();

@@ -36,9 +36,11 @@ pub struct Args {
 #[derive(clap::Args, Debug)]
 pub struct PluginArgs {
     /// Input memory as hex bytes (whitespace between bytes allowed).
+    #[arg(allow_hyphen_values = true)]
     pub memory: Option<String>,
     /// Plugin options passed by the bpf_conformance runner (ignored).
-    pub options: Option<String>,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub options: Vec<String>,
 }
 
 /// Runs the conformance suite; exit code 1 when any test failed.

@@ -230,6 +230,24 @@ impl<'a> Memory<'a> {
         r.start + r.len
     }
 
+    /// The bytes of stack frame `frame` as the last run left them, lowest
+    /// address first (`fp-512` .. `fp-1`); `None` for bytes never written in
+    /// that run. For comparing engines.
+    pub fn stack_bytes(&self, frame: usize) -> Vec<Option<u8>> {
+        let frame = frame.min(MAX_CALL_DEPTH - 1);
+        let lo = Stack::frame_lo(frame);
+        let start = self.stack.base() + lo as u64;
+        (0..STACK_SIZE)
+            .map(|i| {
+                self.stack.init[lo + i].then(|| {
+                    // SAFETY: `start + i` lies inside our own stack buffer
+                    // (frame_lo(frame) + i < STACK_TOTAL), valid for reads.
+                    unsafe { *((start + i as u64) as *const u8) }
+                })
+            })
+            .collect()
+    }
+
     /// Resets the stack for a new run: only frame 0 live, nothing initialised.
     pub(crate) fn reset_stack(&mut self) {
         self.depth = 0;

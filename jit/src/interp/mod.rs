@@ -462,11 +462,9 @@ impl<'p> Interpreter<'p> {
             }
             Insn::CallX { reg } => {
                 let id = st.regs[reg.idx()];
-                let id = u32::try_from(id).map_err(|_| ExecErrorKind::Helper {
-                    id: u32::MAX,
-                    source: HelperError::Failed {
-                        reason: format!("callx: helper id {id:#x} out of range"),
-                    },
+                let id = u32::try_from(id).map_err(|_| ExecErrorKind::Invalid {
+                    field: "callx helper id",
+                    value: id as i64,
                 })?;
                 if let Some(r0) = self.call_helper(st, mem, helpers, id)? {
                     return Ok(Some(r0));
