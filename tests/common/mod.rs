@@ -44,6 +44,9 @@ pub fn compile(test: &str, name: &str) -> Option<PathBuf> {
     let dir = obj_dir();
     std::fs::create_dir_all(&dir).expect("create target/bpf-test-objs");
     let out = dir.join(format!("{name}.bpf.o"));
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent).expect("create object dir");
+    }
     // Compile to a unique name, then rename: tests run in parallel.
     let tmp = dir.join(format!(
         "{name}.{}.{:?}.tmp.o",
