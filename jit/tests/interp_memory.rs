@@ -433,6 +433,16 @@ fn raw_regions_and_listing() {
         })
     };
     assert_eq!(mem.regions().len(), 1);
+    // SAFETY: the same region again; registering it twice is a no-op.
+    unsafe {
+        mem.add_region(Region {
+            start,
+            len: 16,
+            writable: true,
+            kind: RegionKind::MapValue { map: 3 },
+        })
+    };
+    assert_eq!(mem.regions().len(), 1);
     let p = [
         st(MemSize::DW, 1, 8, 77),
         ldx(MemSize::DW, 0, 1, 8),

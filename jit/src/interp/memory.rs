@@ -194,6 +194,10 @@ impl<'a> Memory<'a> {
 
     /// Registers a raw region.
     ///
+    /// Registering a region equal to one already there does nothing, so a
+    /// helper may register the same map value on every lookup. Regions stay
+    /// registered across runs.
+    ///
     /// # Safety
     ///
     /// `[region.start, region.start + region.len)` must be memory that is
@@ -201,7 +205,9 @@ impl<'a> Memory<'a> {
     /// this `Memory` is used to run programs, and no Rust reference to it may
     /// be used while a program runs, except through atomics.
     pub unsafe fn add_region(&mut self, region: Region) {
-        self.regions.push(region);
+        if !self.regions.contains(&region) {
+            self.regions.push(region);
+        }
     }
 
     /// The registered regions (stack frames excluded).
@@ -209,8 +215,9 @@ impl<'a> Memory<'a> {
         &self.regions
     }
 
-    /// Turns the uninitialised-stack-read check on (the default) or off.
-    pub fn set_check_uninit(&mut self, on: bool) {
+    /// Turns the uninitialised-stack-read check on (the default) or off; each
+    /// run sets it from its [`Options`](super::Options).
+    pub(crate) fn set_check_uninit(&mut self, on: bool) {
         self.check_uninit = on;
     }
 
