@@ -23,7 +23,8 @@ fn atomic_adds_through_value_pointers_lose_no_update() {
     for ty in [MapType::Array, MapType::Hash, MapType::LruHash] {
         let m = map(MapDef::new("ctr", ty, 4, 8, 16));
         for k in 0..16u32 {
-            m.update(&k.to_ne_bytes(), &0u64.to_ne_bytes(), BPF_ANY).unwrap();
+            m.update(&k.to_ne_bytes(), &0u64.to_ne_bytes(), BPF_ANY)
+                .unwrap();
         }
         let threads: Vec<_> = (0..THREADS)
             .map(|t| {
@@ -35,7 +36,8 @@ fn atomic_adds_through_value_pointers_lose_no_update() {
                         let p = unsafe { m.raw().lookup(k.to_ne_bytes().as_ptr()) };
                         assert!(!p.is_null());
                         // SAFETY: values are 8-aligned and 8 bytes; the element is never deleted here.
-                        unsafe { AtomicU64::from_ptr(p as *mut u64) }.fetch_add(1, Ordering::Relaxed);
+                        unsafe { AtomicU64::from_ptr(p as *mut u64) }
+                            .fetch_add(1, Ordering::Relaxed);
                     }
                 })
             })
@@ -44,7 +46,15 @@ fn atomic_adds_through_value_pointers_lose_no_update() {
             t.join().unwrap();
         }
         let total: u64 = (0..16u32)
-            .map(|k| u64::from_ne_bytes(m.lookup(&k.to_ne_bytes()).unwrap().unwrap().try_into().unwrap()))
+            .map(|k| {
+                u64::from_ne_bytes(
+                    m.lookup(&k.to_ne_bytes())
+                        .unwrap()
+                        .unwrap()
+                        .try_into()
+                        .unwrap(),
+                )
+            })
             .sum();
         assert_eq!(total, OPS * THREADS as u64, "{ty}");
     }
@@ -60,7 +70,8 @@ fn values_are_never_torn() {
         let m = map(MapDef::new("torn", ty, 4, (WORDS * 8) as u32, 4));
         let buf = m.value_buffer_size();
         for k in 0..4u32 {
-            m.update(&k.to_ne_bytes(), &vec![0u8; buf], BPF_ANY).unwrap();
+            m.update(&k.to_ne_bytes(), &vec![0u8; buf], BPF_ANY)
+                .unwrap();
         }
         let stop = Arc::new(AtomicBool::new(false));
         let writers: Vec<_> = (0..2)
@@ -71,14 +82,18 @@ fn values_are_never_torn() {
                     while !stop.load(Ordering::Relaxed) {
                         i += 1;
                         let w = (i << 8) | t as u64;
-                        let v: Vec<u8> = std::iter::repeat_n(w.to_ne_bytes(), buf / 8).flatten().collect();
+                        let v: Vec<u8> = std::iter::repeat_n(w.to_ne_bytes(), buf / 8)
+                            .flatten()
+                            .collect();
                         let k = (i % 4) as u32;
-                        if i % 2 == 0 {
+                        if i.is_multiple_of(2) {
                             m.update(&k.to_ne_bytes(), &v, BPF_ANY).unwrap();
                         } else {
                             // Program-side update (per-CPU: this CPU's slot only).
+                            let key = k.to_ne_bytes();
                             // SAFETY: 4-byte key, value of value_size bytes at least.
-                            assert_eq!(unsafe { m.raw().update(k.to_ne_bytes().as_ptr(), v.as_ptr(), BPF_ANY) }, 0);
+                            let r = unsafe { m.raw().update(key.as_ptr(), v.as_ptr(), BPF_ANY) };
+                            assert_eq!(r, 0);
                         }
                     }
                 })
@@ -92,7 +107,10 @@ fn values_are_never_torn() {
                 let stride = m.raw().value_stride();
                 for slot in v.chunks(stride) {
                     let first = &slot[..8];
-                    assert!(slot.chunks(8).all(|w| w == first), "{ty}: torn value {slot:?}");
+                    assert!(
+                        slot.chunks(8).all(|w| w == first),
+                        "{ty}: torn value {slot:?}"
+                    );
                 }
                 checked += 1;
             }
@@ -159,10 +177,16 @@ fn deletes_and_updates_race_safely() {
         }
         assert_eq!(m.keys().count(), 0);
         for k in 1000..1000 + MAX as u64 {
-            m.update(&k.to_ne_bytes(), &vec![1u8; buf], BPF_NOEXIST).unwrap();
+            m.update(&k.to_ne_bytes(), &vec![1u8; buf], BPF_NOEXIST)
+                .unwrap();
         }
         if ty == MapType::Hash {
-            assert_eq!(m.update(&5000u64.to_ne_bytes(), &vec![1u8; buf], BPF_ANY).unwrap_err().errno(), libc::E2BIG);
+            assert_eq!(
+                m.update(&5000u64.to_ne_bytes(), &vec![1u8; buf], BPF_ANY)
+                    .unwrap_err()
+                    .errno(),
+                libc::E2BIG
+            );
         }
     }
 }
@@ -209,7 +233,10 @@ fn queue_push_pop_race() {
     let mut seen = vec![Vec::new(); 2];
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while seen.iter().map(Vec::len).sum::<usize>() < 10_000 {
-        assert!(std::time::Instant::now() < deadline, "queue consumer timed out");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "queue consumer timed out"
+        );
         if let Some(v) = m.pop().unwrap() {
             let v = u64::from_ne_bytes(v.try_into().unwrap());
             seen[(v >> 32) as usize].push(v & 0xffff_ffff);

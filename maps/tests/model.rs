@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use pkbpf_maps::{Map, MapDef, MapError, MapType, Region, RegionBuilder, BPF_ANY, BPF_EXIST, BPF_NOEXIST};
+use pkbpf_maps::{
+    Map, MapDef, MapError, MapType, Region, RegionBuilder, BPF_ANY, BPF_EXIST, BPF_NOEXIST,
+};
 use proptest::prelude::*;
 
 fn region_with(def: MapDef) -> (Region, Map) {
@@ -96,7 +98,12 @@ fn errno_of(r: Result<(), MapError>) -> i64 {
 fn run_hash(ty: MapType, ops: &[HOp]) -> Result<(), TestCaseError> {
     let max = 8;
     let (_r, m) = region_with(MapDef::new("h", ty, 6, 8, max));
-    let mut model = HashModel { max: max as usize, lru: matches!(ty, MapType::LruHash), vals: HashMap::new(), order: VecDeque::new() };
+    let mut model = HashModel {
+        max: max as usize,
+        lru: matches!(ty, MapType::LruHash),
+        vals: HashMap::new(),
+        order: VecDeque::new(),
+    };
     let raw = m.raw();
     for op in ops {
         match *op {
@@ -115,7 +122,10 @@ fn run_hash(ty: MapType, ops: &[HOp]) -> Result<(), TestCaseError> {
             }
             HOp::Lookup(k) => {
                 // Userspace lookups leave recency alone.
-                let got = m.lookup(&key_of(k)).unwrap().map(|b| u64::from_ne_bytes(b.try_into().unwrap()));
+                let got = m
+                    .lookup(&key_of(k))
+                    .unwrap()
+                    .map(|b| u64::from_ne_bytes(b.try_into().unwrap()));
                 prop_assert_eq!(got, model.vals.get(&k).copied(), "{:?}", op);
             }
             HOp::ProgLookup(k) => {
@@ -360,7 +370,11 @@ proptest! {
 /// others of a new element are zero.
 #[test]
 fn percpu_program_writes_hit_current_cpu() {
-    for ty in [MapType::PerCpuArray, MapType::PerCpuHash, MapType::LruPerCpuHash] {
+    for ty in [
+        MapType::PerCpuArray,
+        MapType::PerCpuHash,
+        MapType::LruPerCpuHash,
+    ] {
         let (_r, m) = region_with(MapDef::new("pc", ty, 4, 8, 4));
         let m2 = m.clone();
         std::thread::spawn(move || {
@@ -372,21 +386,31 @@ fn percpu_program_writes_hit_current_cpu() {
                 libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
             };
             if !pinned {
-                println!("skipped: percpu_program_writes_hit_current_cpu: sched_setaffinity failed");
+                println!(
+                    "skipped: percpu_program_writes_hit_current_cpu: sched_setaffinity failed"
+                );
                 return;
             }
             let key = 1u32.to_ne_bytes();
+            let val = 77u64.to_ne_bytes();
             // SAFETY: 4-byte key, 8-byte value.
-            assert_eq!(unsafe { m2.raw().update(key.as_ptr(), 77u64.to_ne_bytes().as_ptr(), BPF_ANY) }, 0);
+            let r = unsafe { m2.raw().update(key.as_ptr(), val.as_ptr(), BPF_ANY) };
+            assert_eq!(r, 0);
             let cpu = pkbpf_maps::cpu::current_cpu() as usize;
             assert_eq!(cpu, 0);
             let vals = m2.lookup_percpu(&key).unwrap().unwrap();
             assert_eq!(vals.len(), m2.region().ncpus() as usize);
             for (c, v) in vals.iter().enumerate() {
-                assert_eq!(u64::from_ne_bytes(v[..].try_into().unwrap()), if c == cpu { 77 } else { 0 }, "{ty} cpu {c}");
+                assert_eq!(
+                    u64::from_ne_bytes(v[..].try_into().unwrap()),
+                    if c == cpu { 77 } else { 0 },
+                    "{ty} cpu {c}"
+                );
             }
             // SAFETY: 4-byte key; non-null result points to this CPU's 8 bytes.
             let p = unsafe { m2.raw().lookup(key.as_ptr()) };
+            assert!(!p.is_null());
+            // SAFETY: non-null: this CPU's 8-byte value.
             assert_eq!(unsafe { std::ptr::read(p as *const u64) }, 77);
         })
         .join()

@@ -9,9 +9,11 @@ use pkbpf_maps::{MapDef, MapError, MapType, Region, RegionBuilder, RingBufConsum
 
 fn build() -> Region {
     let mut b = RegionBuilder::new();
-    b.add(MapDef::new("flags", MapType::Array, 4, 8, 4)).unwrap();
+    b.add(MapDef::new("flags", MapType::Array, 4, 8, 4))
+        .unwrap();
     b.add(MapDef::new("h", MapType::Hash, 4, 8, 256)).unwrap();
-    b.add(MapDef::new("rb", MapType::RingBuf, 0, 0, 64 * 1024)).unwrap();
+    b.add(MapDef::new("rb", MapType::RingBuf, 0, 0, 64 * 1024))
+        .unwrap();
     b.add(MapDef::new("q", MapType::Queue, 0, 4, 16)).unwrap();
     b.build().unwrap()
 }
@@ -60,10 +62,15 @@ fn child_updates_parent_reads() {
     let region = build();
     let status = fork_run(|| {
         let r = reopen(&region);
-        assert_ne!(r.as_range().addr, region.as_range().addr, "a second mapping");
+        assert_ne!(
+            r.as_range().addr,
+            region.as_range().addr,
+            "a second mapping"
+        );
         let h = r.map("h").unwrap();
         for k in 0..100u32 {
-            h.update(&k.to_ne_bytes(), &(k as u64 * 3).to_ne_bytes(), BPF_ANY).unwrap();
+            h.update(&k.to_ne_bytes(), &(k as u64 * 3).to_ne_bytes(), BPF_ANY)
+                .unwrap();
         }
         r.map("q").unwrap().push(&7u32.to_ne_bytes(), 0).unwrap();
         r.map("h").unwrap().freeze();
@@ -72,12 +79,21 @@ fn child_updates_parent_reads() {
     assert_eq!(status, 0);
     let h = region.map("h").unwrap();
     for k in 0..100u32 {
-        assert_eq!(h.lookup(&k.to_ne_bytes()).unwrap(), Some((k as u64 * 3).to_ne_bytes().to_vec()));
+        assert_eq!(
+            h.lookup(&k.to_ne_bytes()).unwrap(),
+            Some((k as u64 * 3).to_ne_bytes().to_vec())
+        );
     }
     assert_eq!(h.keys().count(), 100);
-    assert_eq!(region.map("q").unwrap().pop().unwrap(), Some(7u32.to_ne_bytes().to_vec()));
+    assert_eq!(
+        region.map("q").unwrap().pop().unwrap(),
+        Some(7u32.to_ne_bytes().to_vec())
+    );
     // The child's freeze is visible here too.
-    assert!(matches!(h.update(&1u32.to_ne_bytes(), &0u64.to_ne_bytes(), BPF_ANY), Err(MapError::Frozen { .. })));
+    assert!(matches!(
+        h.update(&1u32.to_ne_bytes(), &0u64.to_ne_bytes(), BPF_ANY),
+        Err(MapError::Frozen { .. })
+    ));
 }
 
 #[test]
@@ -95,10 +111,13 @@ fn parent_updates_child_reads() {
                 return false;
             }
             let h = r.map("h").unwrap();
-            let all = (0..50u32).all(|k| h.lookup(&k.to_ne_bytes()).unwrap() == Some((k as u64 + 9).to_ne_bytes().to_vec()));
+            let all = (0..50u32).all(|k| {
+                h.lookup(&k.to_ne_bytes()).unwrap() == Some((k as u64 + 9).to_ne_bytes().to_vec())
+            });
             // Program-side pointer access in the child's own mapping.
             // SAFETY: 4-byte key; non-null points to the 8-byte value.
             let p = unsafe { h.raw().lookup(3u32.to_ne_bytes().as_ptr()) };
+            // SAFETY: read only when non-null: the 8-byte value.
             all && !p.is_null() && unsafe { std::ptr::read(p as *const u64) } == 12
         }))
         .unwrap_or(false);
@@ -107,13 +126,21 @@ fn parent_updates_child_reads() {
     }
     let h = region.map("h").unwrap();
     for k in 0..50u32 {
-        h.update(&k.to_ne_bytes(), &(k as u64 + 9).to_ne_bytes(), BPF_ANY).unwrap();
+        h.update(&k.to_ne_bytes(), &(k as u64 + 9).to_ne_bytes(), BPF_ANY)
+            .unwrap();
     }
-    region.map("flags").unwrap().update(&0u32.to_ne_bytes(), &1u64.to_ne_bytes(), BPF_ANY).unwrap();
+    region
+        .map("flags")
+        .unwrap()
+        .update(&0u32.to_ne_bytes(), &1u64.to_ne_bytes(), BPF_ANY)
+        .unwrap();
     let mut status = 0;
     // SAFETY: pid is our child.
     assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child failed: {status:#x}");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child failed: {status:#x}"
+    );
 }
 
 /// A child produces ringbuf records; the parent, blocked in `wait`, gets
@@ -177,8 +204,14 @@ fn memfd_with(bytes: &[u8]) -> OwnedFd {
 
 #[test]
 fn open_rejects_foreign_or_corrupt_regions() {
-    assert!(matches!(Region::open(memfd_with(&[0u8; 16])), Err(MapError::BadRegion { .. })));
-    assert!(matches!(Region::open(memfd_with(&[0xabu8; 8192])), Err(MapError::BadRegion { .. })));
+    assert!(matches!(
+        Region::open(memfd_with(&[0u8; 16])),
+        Err(MapError::BadRegion { .. })
+    ));
+    assert!(matches!(
+        Region::open(memfd_with(&[0xabu8; 8192])),
+        Err(MapError::BadRegion { .. })
+    ));
     // A valid region whose header is then corrupted: the stored layout no
     // longer matches the definitions.
     let region = build();

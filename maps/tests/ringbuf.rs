@@ -3,7 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use pkbpf_maps::{Map, MapDef, MapType, PerfConsumer, RegionBuilder, RingBufConsumer, BPF_F_CURRENT_CPU, BPF_RB_NO_WAKEUP};
+use pkbpf_maps::{
+    Map, MapDef, MapType, PerfConsumer, RegionBuilder, RingBufConsumer, BPF_F_CURRENT_CPU,
+    BPF_RB_NO_WAKEUP,
+};
 
 fn map(def: MapDef) -> Map {
     let mut b = RegionBuilder::new();
@@ -78,7 +81,10 @@ fn producers_at_full_speed_consumer_gets_everything_in_order() {
         consumer.wait(Duration::from_millis(100));
         got += consumer.poll(|d| {
             assert_eq!(d.len(), 12);
-            let w: Vec<u32> = d.chunks(4).map(|c| u32::from_ne_bytes(c.try_into().unwrap())).collect();
+            let w: Vec<u32> = d
+                .chunks(4)
+                .map(|c| u32::from_ne_bytes(c.try_into().unwrap()))
+                .collect();
             let t = w[0] as usize;
             assert_eq!(w[1], next[t], "producer {t} out of order");
             assert_eq!(w[2], !w[1]);
@@ -97,11 +103,17 @@ fn producers_at_full_speed_consumer_gets_everything_in_order() {
 fn reserve_beyond_space_returns_null_and_wait_times_out() {
     let m = map(MapDef::new("rb", MapType::RingBuf, 0, 0, 4096));
     let raw = m.raw();
-    assert!(raw.ringbuf_reserve(4096, 0).is_null(), "record + header larger than the ring");
+    assert!(
+        raw.ringbuf_reserve(4096, 0).is_null(),
+        "record + header larger than the ring"
+    );
     assert!(raw.ringbuf_reserve(8, 1).is_null(), "flags must be 0");
     let a = raw.ringbuf_reserve(4000, 0);
     assert!(!a.is_null());
-    assert!(raw.ringbuf_reserve(100, 0).is_null(), "no room while the first record is unconsumed");
+    assert!(
+        raw.ringbuf_reserve(100, 0).is_null(),
+        "no room while the first record is unconsumed"
+    );
     assert_eq!(raw.ringbuf_query(0), 4008);
     assert_eq!(raw.ringbuf_query(1), 4096);
     let mut c = RingBufConsumer::new(&m).unwrap();
@@ -147,7 +159,9 @@ fn wait_wakes_on_submit_from_another_thread() {
 fn ringbuf_sizes_must_be_power_of_two_pages() {
     for bad in [0u32, 3000, 4096 * 3, 100_000] {
         let mut b = RegionBuilder::new();
-        let err = b.add(MapDef::new("rb", MapType::RingBuf, 0, 0, bad)).unwrap_err();
+        let err = b
+            .add(MapDef::new("rb", MapType::RingBuf, 0, 0, bad))
+            .unwrap_err();
         assert!(err.to_string().contains("power of two"), "{err}");
     }
 }
@@ -167,7 +181,11 @@ fn perf_event_array_per_cpu_rings() {
                 for i in 0..2000u32 {
                     let rec = [t, i];
                     // SAFETY: 8 readable bytes.
-                    while unsafe { m.raw().perf_event_output(BPF_F_CURRENT_CPU, rec.as_ptr() as *const u8, 8) } != 0 {
+                    while unsafe {
+                        m.raw()
+                            .perf_event_output(BPF_F_CURRENT_CPU, rec.as_ptr() as *const u8, 8)
+                    } != 0
+                    {
                         failed += 1;
                         std::thread::yield_now();
                     }
@@ -179,8 +197,14 @@ fn perf_event_array_per_cpu_rings() {
     // Explicit ring index, and an index beyond the map.
     // SAFETY: 8 readable bytes.
     unsafe {
-        assert_eq!(raw.perf_event_output(0, [9u32, 0].as_ptr() as *const u8, 8), 0);
-        assert_eq!(raw.perf_event_output(n as u64, [9u32, 0].as_ptr() as *const u8, 8), -(libc::E2BIG as i64));
+        assert_eq!(
+            raw.perf_event_output(0, [9u32, 0].as_ptr() as *const u8, 8),
+            0
+        );
+        assert_eq!(
+            raw.perf_event_output(n as u64, [9u32, 0].as_ptr() as *const u8, 8),
+            -(libc::E2BIG as i64)
+        );
     }
     let mut next = [0u32; 3];
     let mut extra = 0;
@@ -190,7 +214,10 @@ fn perf_event_array_per_cpu_rings() {
         c.wait(Duration::from_millis(50));
         c.poll(|ring, d| {
             assert!(ring < n);
-            let w: Vec<u32> = d.chunks(4).map(|x| u32::from_ne_bytes(x.try_into().unwrap())).collect();
+            let w: Vec<u32> = d
+                .chunks(4)
+                .map(|x| u32::from_ne_bytes(x.try_into().unwrap()))
+                .collect();
             if w[0] == 9 {
                 assert_eq!(ring, 0);
                 extra += 1;
@@ -213,7 +240,9 @@ fn perf_event_array_per_cpu_rings() {
     let mut lost = 0;
     for _ in 0..64 {
         // SAFETY: 4096 readable bytes.
-        if unsafe { raw.perf_event_output(1 % n as u64, big.as_ptr(), 4096) } == -(libc::ENOSPC as i64) {
+        if unsafe { raw.perf_event_output(1 % n as u64, big.as_ptr(), 4096) }
+            == -(libc::ENOSPC as i64)
+        {
             lost += 1;
         }
     }
