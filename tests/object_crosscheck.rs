@@ -98,6 +98,10 @@ fn relocations_land_where_llvm_objdump_says() {
                             matches!(insn, Insn::LdPseudo { kind, imm, .. } if kind == want && imm as usize == m),
                             "{name}: {sec}+{slot} against {sym}: {insn:?}"
                         );
+                    } else if let Insn::LdPseudo { kind: LdPseudo::Func, .. } = insn {
+                        // A function pointer (bpf_loop callback) into .text.
+                        let t = insn.branch_target(slot).unwrap() as usize;
+                        assert!(t >= p.own_len && t < p.insns.len(), "{name}: {sym}");
                     } else {
                         // A variable in a data section.
                         let Insn::LdPseudo { kind: LdPseudo::MapIdxValue, imm, next_imm, .. } = insn else {

@@ -287,7 +287,11 @@ fn mutation() -> impl Strategy<Value = Mutation> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 768, ..ProptestConfig::default() })]
+    // PKBPF_OBJECT_FUZZ_CASES raises the count for a longer local run.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PKBPF_OBJECT_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(768),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn mutated_objects_never_panic(

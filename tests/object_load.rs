@@ -277,3 +277,71 @@ fn line_info_maps_to_source() {
     assert!(scale.insn as usize >= 27);
     assert!(btf.string(scale.file_name_off).ends_with("calls_globals.bpf.c"));
 }
+
+#[test]
+fn btf_kinds_and_function_pointers() {
+    use pkbpf::btf::BtfType;
+    let Some(obj) = load("btf_kinds_and_function_pointers", "btf_kinds") else {
+        return;
+    };
+    let btf = obj.btf().unwrap();
+    let mut kinds: Vec<&str> = btf.types().map(|(_, t)| t.kind_name()).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    for k in [
+        "INT", "PTR", "ARRAY", "STRUCT", "UNION", "ENUM", "FWD", "TYPEDEF", "VOLATILE", "CONST",
+        "RESTRICT", "FUNC", "FUNC_PROTO", "VAR", "DATASEC", "FLOAT", "DECL_TAG", "TYPE_TAG",
+    ] {
+        assert!(kinds.contains(&k), "kind {k} missing from {kinds:?}");
+    }
+    let rec = btf.find_by_name("record", |t| matches!(t, BtfType::Struct { .. })).unwrap();
+    let members: Vec<(String, String, u32)> = btf
+        .type_by_id(rec)
+        .unwrap()
+        .members()
+        .iter()
+        .map(|m| (btf.string(m.name_off).to_string(), btf.type_name(m.type_id), m.bit_offset))
+        .collect();
+    let names: Vec<(&str, &str)> = members.iter().map(|(n, t, _)| (n.as_str(), t.as_str())).collect();
+    assert_eq!(
+        names,
+        vec![
+            ("color", "enum color"),
+            ("flags", "struct flags"),
+            ("v", "union value"),
+            ("opaque", "struct opaque *"),
+            ("name", "const char *"),
+            ("tagged", "int *"),
+            ("counts", "u32_t[4]"),
+        ]
+    );
+    assert_eq!(btf.size_of(rec).unwrap(), Some(72));
+    // Bitfields: a:3 at bit 0, b:5 at 3, c:12 at 8.
+    let flags = btf.find_by_name("flags", |t| matches!(t, BtfType::Struct { .. })).unwrap();
+    let bits: Vec<(u32, u32)> = btf.type_by_id(flags).unwrap().members()[..3]
+        .iter()
+        .map(|m| (m.bit_offset, m.bitfield_size))
+        .collect();
+    assert_eq!(bits, vec![(0, 3), (3, 5), (8, 12)]);
+    let color = btf.find_by_name("color", |t| matches!(t, BtfType::Enum { .. })).unwrap();
+    let BtfType::Enum { values, .. } = btf.type_by_id(color).unwrap() else { unreachable!() };
+    let vals: Vec<(&str, i64)> = values.iter().map(|v| (btf.string(v.name_off), v.value)).collect();
+    assert_eq!(vals, vec![("RED", 1), ("GREEN", 2), ("BLUE", 4)]);
+    // The bpf_loop callback: an lddw function pointer into appended code.
+    let p = obj.program("btf_kinds").unwrap();
+    let (pc, insn) = p
+        .insns
+        .iter()
+        .enumerate()
+        .find(|(_, i)| matches!(i, Insn::LdPseudo { kind: LdPseudo::Func, .. }))
+        .expect("function pointer");
+    let target = insn.branch_target(pc).unwrap() as usize;
+    assert!(target >= p.own_len);
+    let fname: Vec<&str> = p
+        .func_info
+        .iter()
+        .filter(|f| f.insn as usize == target)
+        .map(|f| btf.name_of(f.type_id))
+        .collect();
+    assert_eq!(fname, vec!["add_index"]);
+}

@@ -75,7 +75,7 @@ pub fn compile(test: &str, name: &str) -> Option<PathBuf> {
 }
 
 /// Every test source's base name.
-pub const ALL: [&str; 9] = [
+pub const ALL: [&str; 10] = [
     "bench_uprobe",
     "bench_probe_rw",
     "bench_maps",
@@ -85,6 +85,7 @@ pub const ALL: [&str; 9] = [
     "calls_globals",
     "core_probe",
     "embedded",
+    "btf_kinds",
 ];
 
 /// Reads a file.
