@@ -386,17 +386,23 @@ pub enum FailReason {
     },
 }
 
+/// An error and its sources, `: `-separated.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
 impl fmt::Display for FailReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FailReason::Setup(e) => {
-                write!(f, "{e}")?;
-                let mut src = std::error::Error::source(e);
-                while let Some(s) = src {
-                    write!(f, ": {s}")?;
-                    src = s.source();
-                }
-                Ok(())
+                write!(f, "{}", chain(e))
             }
             FailReason::WrongResult {
                 engine,
@@ -412,7 +418,11 @@ impl fmt::Display for FailReason {
                 engine,
                 expected,
                 error,
-            } => write!(f, "{engine}: expected {expected:#x}, got error: {error}"),
+            } => write!(
+                f,
+                "{engine}: expected {expected:#x}, got error: {}",
+                chain(error)
+            ),
             FailReason::Disagreement { outcomes } => {
                 write!(f, "engines disagree:")?;
                 for (e, o) in outcomes {
@@ -456,7 +466,7 @@ pub fn run_test(test: &TestFile, engines: &mut [Box<dyn Engine>]) -> Verdict {
                     .map(|(n, r, _)| {
                         let s = match r {
                             Ok(v) => format!("{v:#x}"),
-                            Err(e) => format!("error({e})"),
+                            Err(e) => format!("error({})", chain(e)),
                         };
                         (*n, s)
                     })
@@ -557,7 +567,7 @@ pub fn run_file_negative(path: &Path, engines: &mut [Box<dyn Engine>]) -> Result
     for engine in engines.iter_mut() {
         let mut mem = test.mem.clone();
         match engine.run(&prog, &mut mem) {
-            Err(e) => return Ok(format!("{}: {e}", engine.name())),
+            Err(e) => return Ok(format!("{}: {}", engine.name(), chain(&e))),
             Ok(v) if Some(v) != test.result => {
                 return Ok(format!("{}: returned {v:#x}", engine.name()))
             }

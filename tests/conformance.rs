@@ -195,6 +195,11 @@ fn results_and_errors_are_judged() {
         run("-- raw\n85 01 00 00 00 00 00 00\n95 00 00 00 00 00 00 00\n-- result\n0\n", &mut e),
         "invalid program: invalid instruction 0: reserved field dst is 0x1 for opcode 0x85 (must be 0)"
     );
+    // helper failures show their cause
+    assert_eq!(
+        run("-- asm\ncall 99\nexit\n-- result\n0\n", &mut e),
+        "interp: expected 0x0, got error: instruction 0: helper 99 failed: unknown helper 99"
+    );
     // r1 / r2 are the input memory and its length
     assert_eq!(
         run("-- asm\nmov %r0, %r2\nldxb %r3, [%r1+2]\nadd %r0, %r3\nexit\n-- mem\n01 02 03\n-- result\n0x6\n", &mut e),

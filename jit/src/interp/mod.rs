@@ -86,8 +86,10 @@ impl Default for Options {
 }
 
 /// A run-time error, naming the instruction (slot index).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("instruction {pc}: {kind}")]
+///
+/// Its `Display` is `instruction N: <kind>`; its `source` is the kind's
+/// (e.g. the [`HelperError`] of a failed helper call).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExecError {
     /// Slot index of the failing instruction.
     pub pc: usize,
@@ -95,6 +97,18 @@ pub struct ExecError {
     pub kind: ExecErrorKind,
     /// Instructions executed before the failure (the failing one included).
     pub insns: u64,
+}
+
+impl std::fmt::Display for ExecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "instruction {}: {}", self.pc, self.kind)
+    }
+}
+
+impl std::error::Error for ExecError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.kind)
+    }
 }
 
 /// What went wrong at run time.
