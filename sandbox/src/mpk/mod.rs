@@ -118,6 +118,19 @@ pub enum SandboxError {
         /// Its capacity.
         capacity: usize,
     },
+    /// The seccomp program would not fit classic BPF's limits (4096
+    /// instructions, 255-instruction conditional jumps).
+    #[error("seccomp filter too large ({insns} instructions)")]
+    FilterTooLarge {
+        /// Its size.
+        insns: usize,
+    },
+    /// More protected ranges than one seccomp filter checks.
+    #[error("too many protected ranges for the seccomp filter (at most {max})")]
+    TooManyRanges {
+        /// The limit.
+        max: usize,
+    },
     /// A `--sandbox` value that is not `auto`, `mpk` or `none`.
     #[error("unknown sandbox mode {given:?} (expected auto, mpk or none)")]
     UnknownMode {
