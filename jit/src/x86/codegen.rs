@@ -176,6 +176,8 @@ struct Cg<'a, R: Rng> {
     units: Vec<(usize, Unit)>,
     /// Whether the current unit blinds all constants.
     blind: bool,
+    /// Nops still to emit at the end of the current unit.
+    post_nops: u32,
 }
 
 /// Emits the whole program once.
@@ -231,6 +233,7 @@ pub(crate) fn emit<R: Rng>(
         callx_table,
         units: Vec::new(),
         blind: false,
+        post_nops: 0,
     };
     cg.prologue();
     for pc in 0..insns.len() {
@@ -238,6 +241,7 @@ pub(crate) fn emit<R: Rng>(
     }
     cg.tail();
     let stub_offsets = cg.emit_stubs();
+    cg.end_unit();
     let units = std::mem::take(&mut cg.units);
     let code = cg.ops.finalize().map_err(|e| JitError::Assemble {
         reason: e.to_string(),
@@ -263,13 +267,25 @@ impl<R: Rng> Cg<'_, R> {
         self.ops.offset().0
     }
 
-    /// Starts a unit: records it, applies its hardening.
+    /// Ends the current unit: emits the nops its hardening asks for after
+    /// its code (they lengthen the unit's forward displacements).
+    fn end_unit(&mut self) {
+        for _ in 0..std::mem::take(&mut self.post_nops) {
+            asm!(self.ops; nop);
+        }
+    }
+
+    /// Starts a unit: records it, applies its hardening. `L` nops go before
+    /// the unit (changing backward displacements from it and every
+    /// displacement across it) and `L` after it (changing its forward ones).
     fn unit(&mut self, u: Unit) {
+        self.end_unit();
         let level = self.hard.get(&u).copied().unwrap_or(0);
         for _ in 0..level {
             asm!(self.ops; nop);
         }
         self.blind = level > 0;
+        self.post_nops = level;
         let off = self.offset();
         self.units.push((off, u));
     }

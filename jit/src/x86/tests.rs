@@ -3,6 +3,14 @@
 
 use pkbpf_verifier::asm::assemble;
 
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::c_void;
+
+use pkbpf_verifier::isa::{Insn, LdPseudo};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use super::codegen::Unit;
 use super::*;
 
 #[test]
@@ -37,4 +45,203 @@ fn units_overlapping_finds_neighbours() {
     };
     assert_eq!(out.units_overlapping(5, 2), vec![Unit::Insn(0), Unit::Tail]);
     assert_eq!(out.units_overlapping(0, 2), vec![Unit::Prologue]);
+}
+
+#[test]
+fn hardening_loop_moves_jump_displacements_off_gadgets() {
+    // A conditional jump over `a` 3-byte movs and two 7-byte adds: for some
+    // `a` its rel32 is 0x050f, whose bytes `0f 05` are SYSCALL. No constant
+    // of the program is risky, so only the re-emit loop can fix it.
+    let mut first_hits = 0;
+    for a in 400..460 {
+        let mut src = format!("jeq %r1, 0, +{}\n", a + 2);
+        for _ in 0..a {
+            src.push_str("mov %r0, %r3\n");
+        }
+        src.push_str("add %r0, 1\nadd %r0, 1\nexit");
+        let prog = assemble(&src).unwrap();
+        let mut rng = StdRng::seed_from_u64(3);
+        let first = codegen::emit(&prog, &JitEnv::new(), &HashMap::new(), &mut rng, (0, 0)).unwrap();
+        let jit = JitProgram::compile_seeded(&prog, &JitEnv::new(), 3).unwrap();
+        assert_eq!(scan_gadgets(jit.code()), vec![], "a = {a}");
+        if !scan_gadgets(&first.code).is_empty() {
+            first_hits += 1;
+            assert!(jit.attempts() > 1);
+            // SAFETY: register moves and adds only.
+            assert_eq!(unsafe { jit.call(0, 0) }, 0);
+            // SAFETY: as above.
+            assert_eq!(unsafe { jit.call(1, 0) }, 2);
+        }
+    }
+    assert!(first_hits > 0, "no program of the sweep produced a gadget");
+}
+
+#[test]
+fn unsupported_instructions_are_typed_errors() {
+    let cases = [
+        ("ldabsb 5\nexit", 0, "ldabs"),
+        ("ldindh %r1, 5\nexit", 0, "ldind"),
+    ];
+    for (src, pc, what) in cases {
+        let prog = assemble(src).unwrap();
+        match JitProgram::compile_seeded(&prog, &JitEnv::new(), 0) {
+            Err(JitError::Unsupported { pc: p, what: w }) => assert_eq!((p, w), (pc, what)),
+            other => panic!("{src}: {other:?}"),
+        }
+    }
+    let kfunc = [Insn::Call(pkbpf_verifier::isa::CallTarget::Kfunc(7)), Insn::Exit];
+    assert!(matches!(
+        JitProgram::compile_seeded(&kfunc, &JitEnv::new(), 0),
+        Err(JitError::Unsupported { pc: 0, what: "kfunc call" })
+    ));
+    let unknown = assemble("call 77\nexit").unwrap();
+    assert!(matches!(
+        JitProgram::compile_seeded(&unknown, &JitEnv::conformance(), 0),
+        Err(JitError::UnknownHelper { pc: 0, id: 77 })
+    ));
+    assert!(matches!(
+        JitProgram::compile_seeded(&[], &JitEnv::new(), 0),
+        Err(JitError::Empty)
+    ));
+    let e = JitProgram::compile_seeded(&unknown, &JitEnv::conformance(), 0).unwrap_err();
+    assert_eq!(e.to_string(), "instruction 0: unknown helper 77");
+}
+
+fn map_prog(kind: LdPseudo, imm: i32, next_imm: i32) -> Vec<Insn> {
+    vec![
+        Insn::LdPseudo {
+            dst: pkbpf_verifier::isa::Reg::R0,
+            kind,
+            imm,
+            next_imm,
+        },
+        Insn::LdImm64Hi,
+        Insn::Exit,
+    ]
+}
+
+#[test]
+fn map_pseudo_forms_resolve_to_env_addresses() {
+    let env = JitEnv::new()
+        .with_map(JitMap {
+            object: 0x1000,
+            value: None,
+        })
+        .with_map(JitMap {
+            object: 0x7f00_0f05_0000,
+            value: Some(0x7f00_cd80_0000),
+        });
+    let run = |p: &[Insn]| {
+        let jit = JitProgram::compile_seeded(p, &env, 9).unwrap();
+        assert_eq!(scan_gadgets(jit.code()), vec![]);
+        // SAFETY: the program only loads a constant and exits.
+        unsafe { jit.call(0, 0) }
+    };
+    assert_eq!(run(&map_prog(LdPseudo::MapIdx, 0, 0)), 0x1000);
+    assert_eq!(run(&map_prog(LdPseudo::MapIdx, 1, 0)), 0x7f00_0f05_0000);
+    assert_eq!(
+        run(&map_prog(LdPseudo::MapIdxValue, 1, 24)),
+        0x7f00_cd80_0000 + 24
+    );
+    assert!(matches!(
+        JitProgram::compile_seeded(&map_prog(LdPseudo::MapIdx, 2, 0), &env, 0),
+        Err(JitError::MapIndex {
+            pc: 0,
+            index: 2,
+            maps: 2
+        })
+    ));
+    assert!(matches!(
+        JitProgram::compile_seeded(&map_prog(LdPseudo::MapIdxValue, 0, 0), &env, 0),
+        Err(JitError::NoMapValue { pc: 0, index: 0 })
+    ));
+    assert!(matches!(
+        JitProgram::compile_seeded(&map_prog(LdPseudo::MapFd, 0, 0), &env, 0),
+        Err(JitError::Pseudo {
+            pc: 0,
+            kind: LdPseudo::MapFd,
+            ..
+        })
+    ));
+}
+
+extern "C" fn sum_with_env(a: u64, b: u64, c: u64, d: u64, e: u64, env: *mut c_void) -> HelperRet {
+    HelperRet {
+        value: a + 2 * b + 3 * c + 4 * d + 5 * e + env as u64,
+        abort: 0,
+    }
+}
+
+extern "C" fn abort_with_r1(a: u64, _: u64, _: u64, _: u64, _: u64, _: *mut c_void) -> HelperRet {
+    HelperRet {
+        value: 0,
+        abort: a,
+    }
+}
+
+#[test]
+fn helpers_get_five_args_and_the_env_and_can_abort() {
+    let env = JitEnv::new()
+        .with_helper(1, sum_with_env)
+        .with_helper(2, abort_with_r1);
+    let prog = assemble(
+        "mov %r6, 7\nmov %r1, 1\nmov %r2, 10\nmov %r3, 100\nmov %r4, 1000\nmov %r5, 10000\ncall 1\nadd %r0, %r6\nexit",
+    )
+    .unwrap();
+    let jit = JitProgram::compile_seeded(&prog, &env, 0).unwrap();
+    // SAFETY: no memory access; the helper only adds its arguments.
+    let r = unsafe { jit.call_with_env(0, 0, 0x5000 as *mut c_void) };
+    assert_eq!(r, Ok(1 + 20 + 300 + 4000 + 50000 + 0x5000 + 7));
+    assert_eq!(jit.helper_stubs().keys().copied().collect::<Vec<_>>(), vec![1]);
+
+    // An abort from inside a bpf-to-bpf call unwinds every native frame.
+    let prog = assemble(
+        "mov %r6, 1\ncall local f\nmov %r0, 99\nexit\nf:\nmov %r1, 0x42\ncall 2\nmov %r0, 5\nexit",
+    )
+    .unwrap();
+    let jit = JitProgram::compile_seeded(&prog, &env, 0).unwrap();
+    for _ in 0..3 {
+        // SAFETY: no memory access; helper 2 aborts.
+        let r = unsafe { jit.call_with_env(0, 0, std::ptr::null_mut()) };
+        assert_eq!(r, Err(RunError::HelperAbort { code: 0x42 }));
+    }
+}
+
+#[test]
+fn callx_goes_through_the_stub_table_and_checks_bounds() {
+    let env = JitEnv::new()
+        .with_helper(1, sum_with_env)
+        .with_helper(3, abort_with_r1);
+    let prog = assemble("mov %r1, 5\nmov %r2, 0\nmov %r3, 0\nmov %r4, 0\nmov %r5, 0\ncall %r0\nexit").unwrap();
+    let jit = JitProgram::compile_seeded(&prog, &env, 0).unwrap();
+    assert_eq!(scan_gadgets(jit.code()), vec![]);
+    // r0 starts at 0, so call an id given through r1 instead.
+    let prog = assemble("mov %r6, %r1\nmov %r1, 5\nmov %r2, 0\nmov %r3, 0\nmov %r4, 0\nmov %r5, 0\ncall %r6\nexit").unwrap();
+    let jit = JitProgram::compile_seeded(&prog, &env, 0).unwrap();
+    // SAFETY: no memory access; ids are checked by the dispatcher.
+    unsafe {
+        assert_eq!(jit.call_with_env(1, 0, std::ptr::null_mut()), Ok(5));
+        assert_eq!(
+            jit.call_with_env(3, 0, std::ptr::null_mut()),
+            Err(RunError::HelperAbort { code: 5 })
+        );
+        assert_eq!(jit.call_with_env(2, 0, std::ptr::null_mut()), Err(RunError::BadCallx));
+        assert_eq!(jit.call_with_env(4, 0, std::ptr::null_mut()), Err(RunError::BadCallx));
+        assert_eq!(
+            jit.call_with_env(u64::MAX, 0, std::ptr::null_mut()),
+            Err(RunError::BadCallx)
+        );
+    }
+}
+
+#[test]
+fn dump_shows_each_ebpf_instruction_with_its_machine_code() {
+    let prog = assemble("mov %r0, 1\nlddw %r1, 0x100000000\nadd %r0, %r1\nexit").unwrap();
+    let jit = JitProgram::compile_seeded(&prog, &JitEnv::new(), 0).unwrap();
+    let d = jit.dump(&prog);
+    assert!(d.contains("; prologue"), "{d}");
+    assert!(d.contains("   0: r0 = 1"), "{d}");
+    assert!(d.contains("   3: r0 += r1"), "{d}");
+    assert!(d.contains("add rax,rdi"), "{d}");
+    assert!(!d.contains("   2:"), "lddw's second half has no code: {d}");
 }
