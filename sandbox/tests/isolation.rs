@@ -472,3 +472,59 @@ fn nested_gates_recover_inner_fault_and_restore_outer_domain() {
     assert_eq!(outer.faulted_calls(), 0);
     assert_eq!(current_pkru(), Some(Domain::host().pkru()));
 }
+
+#[test]
+fn hardened_process_cannot_retag_or_remap_protected_pages() {
+    require_pku!("hardened_process_cannot_retag_or_remap_protected_pages");
+    let (key, p) = extension_page(3, 0x11);
+    let got = fault_report(|| {
+        let h = pkbpf_sandbox::harden::Hardening::new()
+            .protect_range(p as usize, 4096)
+            .unwrap();
+        h.apply().expect("seccomp");
+        let rw = libc::PROT_READ | libc::PROT_WRITE;
+        let eperm = |r: i64| r == -1 && common_errno() == libc::EPERM;
+        // SAFETY: each call targets our own page and must be refused; on
+        // any success the child exits with a distinct code.
+        unsafe {
+            if !eperm(libc::syscall(
+                libc::SYS_pkey_mprotect,
+                p as usize,
+                4096,
+                rw,
+                0,
+            )) {
+                libc::_exit(11);
+            }
+            if !eperm(libc::mprotect(p.cast(), 4096, rw) as i64) {
+                libc::_exit(12);
+            }
+            if !eperm(libc::munmap(p.cast(), 4096) as i64) {
+                libc::_exit(13);
+            }
+            if !eperm(libc::syscall(libc::SYS_pkey_free, key.as_u32())) {
+                libc::_exit(14);
+            }
+            let mut byte = 0x99u8;
+            let local = libc::iovec {
+                iov_base: (&mut byte as *mut u8).cast(),
+                iov_len: 1,
+            };
+            let remote = libc::iovec {
+                iov_base: p.cast(),
+                iov_len: 1,
+            };
+            if !eperm(libc::process_vm_writev(libc::getpid(), &local, 1, &remote, 1, 0) as i64) {
+                libc::_exit(15);
+            }
+            // Protection still holds: the host's write faults on the key.
+            std::ptr::write_volatile(p, 0x22);
+            libc::_exit(16);
+        }
+    });
+    assert_eq!(got, Some((SEGV_PKUERR as u32, key.as_u32())));
+}
+
+fn common_errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
