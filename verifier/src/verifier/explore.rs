@@ -25,6 +25,8 @@ use std::collections::HashMap;
 
 /// Most states kept per instruction; further ones are explored, not kept.
 const MAX_STATES_PER_INSN: usize = 64;
+/// Comparisons a kept state may fail before it is dropped from its list.
+const MAX_MISSES: u32 = 8;
 
 /// The verifier with its options.
 ///
@@ -167,6 +169,7 @@ struct Checkpoint {
     state: State,
     parent: Option<usize>,
     branches: u32,
+    misses: u32,
 }
 
 struct Pending {
@@ -231,14 +234,19 @@ impl<'a> Explorer<'a> {
         let live = self.cfg.live[pc] | (1 << 10);
         let list = self.visited.entry(pc).or_default();
         for &i in list.iter() {
-            let c = &self.checkpoints[i];
+            let c = &mut self.checkpoints[i];
             if state.le_live(&c.state, live) {
                 if c.branches == 0 {
                     return Ok(Visit::Pruned);
                 }
                 return Err(VerifyError::new(pc, Reason::InfiniteLoop { insn: pc }));
             }
+            c.misses += 1;
         }
+        // Forget states that keep failing to match (as the kernel does), so a
+        // long loop compares each iteration with a few states, not all.
+        let checkpoints = &self.checkpoints;
+        list.retain(|&i| checkpoints[i].misses <= MAX_MISSES);
         if list.len() >= MAX_STATES_PER_INSN {
             return Ok(Visit::Continue(parent));
         }
@@ -249,6 +257,7 @@ impl<'a> Explorer<'a> {
             state: state.clone(),
             parent,
             branches: 1,
+            misses: 0,
         });
         self.stats.total_states += 1;
         self.stats.peak_states = self.stats.peak_states.max(self.stats.total_states);
