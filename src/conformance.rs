@@ -21,6 +21,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use pkbpf_jit::interp::{HelperTable, Interpreter, Memory, RegionKind};
+use pkbpf_verifier::disasm::insn_to_string;
 use pkbpf_verifier::isa::{decode_program, encode_program, DecodeError, Insn};
 
 /// A parsed `.data` file.
@@ -378,6 +379,8 @@ pub enum FailReason {
         expected: u64,
         /// The failure.
         error: EngineError,
+        /// The failing instruction, disassembled, when the engine names it.
+        insn: Option<String>,
     },
     /// Engines disagree with each other.
     Disagreement {
@@ -418,11 +421,18 @@ impl fmt::Display for FailReason {
                 engine,
                 expected,
                 error,
-            } => write!(
-                f,
-                "{engine}: expected {expected:#x}, got error: {}",
-                chain(error)
-            ),
+                insn,
+            } => {
+                write!(
+                    f,
+                    "{engine}: expected {expected:#x}, got error: {}",
+                    chain(error)
+                )?;
+                match insn {
+                    Some(i) => write!(f, " (`{i}`)"),
+                    None => Ok(()),
+                }
+            }
             FailReason::Disagreement { outcomes } => {
                 write!(f, "engines disagree:")?;
                 for (e, o) in outcomes {
@@ -486,11 +496,16 @@ pub fn run_test(test: &TestFile, engines: &mut [Box<dyn Engine>]) -> Verdict {
             }
             (Err(_), _, Some(_)) => {}
             (Err(error), Some(expected), None) => {
+                let insn = match &error {
+                    EngineError::Interp(e) => prog.get(e.pc).map(|i| insn_to_string(i, e.pc)),
+                    _ => None,
+                };
                 return Verdict::Fail(FailReason::UnexpectedError {
                     engine,
                     expected,
                     error,
-                })
+                    insn,
+                });
             }
             (Err(_), None, None) => {
                 return Verdict::Fail(FailReason::Setup(TestError::NoExpectation))

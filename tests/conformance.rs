@@ -180,7 +180,7 @@ fn results_and_errors_are_judged() {
     let msg = run("-- asm\nldxb %r0, [%r1]\nexit\n-- result\n0\n", &mut e);
     assert_eq!(
         msg,
-        "interp: expected 0x0, got error: instruction 0: read of 1 bytes at 0x0 is outside every region"
+        "interp: expected 0x0, got error: instruction 0: read of 1 bytes at 0x0 is outside every region (`r0 = *(u8 *)(r1 + 0)`)"
     );
     // a program that does not decode is the expected error ...
     assert_eq!(
@@ -195,10 +195,13 @@ fn results_and_errors_are_judged() {
         run("-- raw\n85 01 00 00 00 00 00 00\n95 00 00 00 00 00 00 00\n-- result\n0\n", &mut e),
         "invalid program: invalid instruction 0: reserved field dst is 0x1 for opcode 0x85 (must be 0)"
     );
-    // helper failures show their cause
-    assert_eq!(
-        run("-- asm\ncall 99\nexit\n-- result\n0\n", &mut e),
-        "interp: expected 0x0, got error: instruction 0: helper 99 failed: unknown helper 99"
+    // helper failures show their cause (and the disassembled call)
+    let msg = run("-- asm\ncall 99\nexit\n-- result\n0\n", &mut e);
+    assert!(
+        msg.starts_with(
+            "interp: expected 0x0, got error: instruction 0: helper 99 failed: unknown helper 99 (`call "
+        ),
+        "{msg}"
     );
     // r1 / r2 are the input memory and its length
     assert_eq!(
