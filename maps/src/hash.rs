@@ -105,19 +105,32 @@ impl RawMap {
         unsafe { self.values.add(i as usize * self.p.slot) }
     }
 
-    /// Key word `w` of `key`, zero-padded past `key_size`.
-    #[inline]
+    /// Key word `w` of `key` (little-endian), zero-padded past `key_size`.
+    #[inline(always)]
     fn key_word(&self, key: *const u8, w: usize) -> u64 {
-        let ks = self.key_size as usize;
         let start = w * 8;
-        if start + 8 <= ks {
-            // SAFETY: bytes start..start+8 are within the key.
-            unsafe { std::ptr::read_unaligned(key.add(start) as *const u64) }
-        } else {
-            let mut b = [0u8; 8];
-            // SAFETY: copies the key's remaining ks - start (< 8) bytes.
-            unsafe { std::ptr::copy_nonoverlapping(key.add(start), b.as_mut_ptr(), ks - start) };
-            u64::from_ne_bytes(b)
+        let rem = self.key_size as usize - start;
+        // SAFETY: every read below stays within the key's `key_size` bytes:
+        // a full word when 8 remain, else 4-, 2- and 1-byte pieces of `rem`.
+        unsafe {
+            let p = key.add(start);
+            if rem >= 8 {
+                return u64::from_le(std::ptr::read_unaligned(p as *const u64));
+            }
+            let mut v = 0u64;
+            let mut o = 0;
+            if rem & 4 != 0 {
+                v = u32::from_le(std::ptr::read_unaligned(p as *const u32)) as u64;
+                o = 4;
+            }
+            if rem & 2 != 0 {
+                v |= (u16::from_le(std::ptr::read_unaligned(p.add(o) as *const u16)) as u64) << (8 * o);
+                o += 2;
+            }
+            if rem & 1 != 0 {
+                v |= (*p.add(o) as u64) << (8 * o);
+            }
+            v
         }
     }
 
@@ -381,7 +394,7 @@ impl RawMap {
 
     fn copy_key_out(&self, e: u32, out: &mut [u8]) {
         for w in 0..self.p.key_words {
-            let bytes = self.elem_key(e, w).load(Ordering::Relaxed).to_ne_bytes();
+            let bytes = self.elem_key(e, w).load(Ordering::Relaxed).to_le_bytes();
             let start = w * 8;
             let n = (self.key_size as usize - start).min(8);
             out[start..start + n].copy_from_slice(&bytes[..n]);
