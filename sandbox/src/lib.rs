@@ -12,6 +12,8 @@
 //! - [`Domain`] is a PKRU value (host H, extension Xᵢ, trusted T);
 //!   [`DomainGuard`] is the Rust-level scoped gate and [`GateStub`] the
 //!   assembly entry gate in ERIM form (see [`GateCode`]).
+//! - `gadgets` (x86-64 Linux) finds `WRPKRU`/`XRSTOR` bytes in executable
+//!   memory and tells checked (ERIM) from unchecked ones.
 //! - `harden` (x86-64 Linux) installs the seccomp filter that closes the
 //!   known PKU escapes once initialisation is over.
 //! - [`fault`] holds the SIGSEGV/SIGBUS handler that turns faults in JIT code
@@ -24,6 +26,8 @@
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub mod fault;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+pub mod gadgets;
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub mod harden;
 mod mpk;
