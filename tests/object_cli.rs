@@ -19,7 +19,10 @@ fn pkbpf(args: &[&str]) -> (bool, String, String) {
 
 #[test]
 fn inspect_json_describes_programs_maps_and_globals() {
-    let Some(path) = common::compile("inspect_json_describes_programs_maps_and_globals", "malloc_free") else {
+    let Some(path) = common::compile(
+        "inspect_json_describes_programs_maps_and_globals",
+        "malloc_free",
+    ) else {
         return;
     };
     let (ok, out, err) = pkbpf(&["inspect", "--json", path.to_str().unwrap()]);
@@ -41,7 +44,10 @@ fn inspect_json_describes_programs_maps_and_globals() {
     assert_eq!(maps[0]["type"], "hash");
     assert_eq!(maps[0]["key_type"], "__u32");
     assert_eq!(maps[0]["value_type"], "struct counts");
-    assert_eq!((maps[0]["key_size"].as_u64(), maps[0]["value_size"].as_u64()), (Some(4), Some(16)));
+    assert_eq!(
+        (maps[0]["key_size"].as_u64(), maps[0]["value_size"].as_u64()),
+        (Some(4), Some(16))
+    );
     assert_eq!(maps[0]["max_entries"], 1024);
 }
 
@@ -53,11 +59,26 @@ fn inspect_table_lists_globals() {
     let (ok, out, err) = pkbpf(&["inspect", path.to_str().unwrap()]);
     assert!(ok, "{err}");
     assert!(out.contains("license: Dual MIT/GPL"), "{out}");
-    let prog = out.lines().find(|l| l.trim_start().starts_with("calls_main ")).unwrap();
+    let prog = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("calls_main "))
+        .unwrap();
     let cols: Vec<&str> = prog.split_whitespace().collect();
-    assert_eq!(cols, vec!["calls_main", "uprobe/benchmark/test:__bench_calls", "uprobe", "benchmark/test:__bench_calls", "27"]);
+    assert_eq!(
+        cols,
+        vec![
+            "calls_main",
+            "uprobe/benchmark/test:__bench_calls",
+            "uprobe",
+            "benchmark/test:__bench_calls",
+            "27"
+        ]
+    );
     assert!(out.contains("+0    volatile __u64 hits (8 bytes)"), "{out}");
-    assert!(out.contains("+8    volatile __u32[4] scratch (16 bytes)"), "{out}");
+    assert!(
+        out.contains("+8    volatile __u32[4] scratch (16 bytes)"),
+        "{out}"
+    );
     assert!(out.contains("const volatile __u64 multiplier"), "{out}");
 }
 
@@ -71,15 +92,28 @@ fn disasm_interleaves_source_lines() {
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines[0].starts_with("calls_main (section uprobe/benchmark/test:__bench_calls"));
     // The source line comes right before the first instruction it covers.
-    let i = lines.iter().position(|l| *l == "; hits++;").expect("source line");
-    assert!(lines[i + 1].trim_start().starts_with("4: r1 = "), "{}", lines[i + 1]);
-    assert!(lines.contains(&"<add_scaled>:") && lines.contains(&"<scale>:"), "{out}");
+    let i = lines
+        .iter()
+        .position(|l| *l == "; hits++;")
+        .expect("source line");
+    assert!(
+        lines[i + 1].trim_start().starts_with("4: r1 = "),
+        "{}",
+        lines[i + 1]
+    );
+    assert!(
+        lines.contains(&"<add_scaled>:") && lines.contains(&"<scale>:"),
+        "{out}"
+    );
     // Only the requested program.
     assert!(!out.contains("calls_second"));
     // An unknown program is an error naming the ones that exist.
     let (ok, _, err) = pkbpf(&["disasm", path.to_str().unwrap(), "nope"]);
     assert!(!ok);
-    assert!(err.contains("no program `nope`") && err.contains("calls_second"), "{err}");
+    assert!(
+        err.contains("no program `nope`") && err.contains("calls_second"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -31,9 +31,9 @@ fn objdump_counts(text: &str) -> HashMap<String, usize> {
             counts.insert(cur.clone().unwrap(), 0);
         } else if let Some(sec) = &cur {
             let t = line.trim_start();
-            let is_insn = t
-                .split_once(':')
-                .is_some_and(|(n, rest)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && rest.starts_with('\t'));
+            let is_insn = t.split_once(':').is_some_and(|(n, rest)| {
+                !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && rest.starts_with('\t')
+            });
             if is_insn {
                 *counts.get_mut(sec).unwrap() += 1;
             }
@@ -45,14 +45,23 @@ fn objdump_counts(text: &str) -> HashMap<String, usize> {
 #[test]
 fn instruction_counts_match_llvm_objdump() {
     if !common::have("llvm-objdump") {
-        return common::skip("instruction_counts_match_llvm_objdump", "llvm-objdump not found");
+        return common::skip(
+            "instruction_counts_match_llvm_objdump",
+            "llvm-objdump not found",
+        );
     }
     for (name, path, obj) in objects("instruction_counts_match_llvm_objdump") {
-        let counts = objdump_counts(&common::run("llvm-objdump", &["-d", "--no-show-raw-insn"], &path));
+        let counts = objdump_counts(&common::run(
+            "llvm-objdump",
+            &["-d", "--no-show-raw-insn"],
+            &path,
+        ));
         let mut ours: HashMap<&str, usize> = HashMap::new();
         for p in obj.programs() {
-            *ours.entry(p.section.as_str()).or_default() +=
-                p.insns[..p.own_len].iter().filter(|i| **i != Insn::LdImm64Hi).count();
+            *ours.entry(p.section.as_str()).or_default() += p.insns[..p.own_len]
+                .iter()
+                .filter(|i| **i != Insn::LdImm64Hi)
+                .count();
         }
         for (sec, n) in &counts {
             if sec == ".text" {
@@ -60,14 +69,21 @@ fn instruction_counts_match_llvm_objdump() {
             }
             assert_eq!(ours.get(sec.as_str()), Some(n), "{name}: section {sec}");
         }
-        assert_eq!(ours.len(), counts.keys().filter(|s| *s != ".text").count(), "{name}");
+        assert_eq!(
+            ours.len(),
+            counts.keys().filter(|s| *s != ".text").count(),
+            "{name}"
+        );
     }
 }
 
 #[test]
 fn relocations_land_where_llvm_objdump_says() {
     if !common::have("llvm-objdump") {
-        return common::skip("relocations_land_where_llvm_objdump_says", "llvm-objdump not found");
+        return common::skip(
+            "relocations_land_where_llvm_objdump_says",
+            "llvm-objdump not found",
+        );
     }
     let mut checked = 0;
     for (name, path, obj) in objects("relocations_land_where_llvm_objdump_says") {
@@ -93,22 +109,40 @@ fn relocations_land_where_llvm_objdump_says() {
                 ("R_BPF_64_64", sym) => {
                     if let Some(m) = obj.maps().iter().position(|m| m.name == sym) {
                         let regular = obj.maps()[m].kind == MapKind::Regular;
-                        let want = if regular { LdPseudo::MapIdx } else { LdPseudo::MapIdxValue };
+                        let want = if regular {
+                            LdPseudo::MapIdx
+                        } else {
+                            LdPseudo::MapIdxValue
+                        };
                         assert!(
                             matches!(insn, Insn::LdPseudo { kind, imm, .. } if kind == want && imm as usize == m),
                             "{name}: {sec}+{slot} against {sym}: {insn:?}"
                         );
-                    } else if let Insn::LdPseudo { kind: LdPseudo::Func, .. } = insn {
+                    } else if let Insn::LdPseudo {
+                        kind: LdPseudo::Func,
+                        ..
+                    } = insn
+                    {
                         // A function pointer (bpf_loop callback) into .text.
                         let t = insn.branch_target(slot).unwrap() as usize;
                         assert!(t >= p.own_len && t < p.insns.len(), "{name}: {sym}");
                     } else {
                         // A variable in a data section.
-                        let Insn::LdPseudo { kind: LdPseudo::MapIdxValue, imm, next_imm, .. } = insn else {
+                        let Insn::LdPseudo {
+                            kind: LdPseudo::MapIdxValue,
+                            imm,
+                            next_imm,
+                            ..
+                        } = insn
+                        else {
                             panic!("{name}: {sec}+{slot} against {sym}: {insn:?}");
                         };
                         let map = &obj.maps()[imm as usize];
-                        let var = obj.globals(map).into_iter().find(|g| g.name == sym).unwrap();
+                        let var = obj
+                            .globals(map)
+                            .into_iter()
+                            .find(|g| g.name == sym)
+                            .unwrap();
                         assert_eq!(next_imm as u32, var.offset, "{name}: {sym}");
                     }
                 }
@@ -117,7 +151,10 @@ fn relocations_land_where_llvm_objdump_says() {
                         panic!("{name}: {sec}+{slot}: {insn:?}");
                     };
                     let t = insn.branch_target(slot).unwrap() as usize;
-                    assert!(t >= p.own_len && t < p.insns.len(), "{name}: call into appended code");
+                    assert!(
+                        t >= p.own_len && t < p.insns.len(),
+                        "{name}: call into appended code"
+                    );
                 }
                 (other, _) => panic!("{name}: unexpected relocation {other} in {sec}"),
             }
@@ -131,7 +168,12 @@ fn relocations_land_where_llvm_objdump_says() {
 
 #[test]
 fn btf_matches_bpftool() {
-    if !common::have("bpftool") && std::process::Command::new("bpftool").arg("version").output().is_err() {
+    if !common::have("bpftool")
+        && std::process::Command::new("bpftool")
+            .arg("version")
+            .output()
+            .is_err()
+    {
         return common::skip("btf_matches_bpftool", "bpftool not found");
     }
     for (name, path, obj) in objects("btf_matches_bpftool") {

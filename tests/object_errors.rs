@@ -40,7 +40,10 @@ fn truncated_elf_is_an_error() {
     let (off, _) = section(&b, ".BTF");
     let e = Object::parse(&b[..off + 8]).unwrap_err();
     assert!(
-        matches!(e, ObjectError::Elf { .. } | ObjectError::SectionOutOfBounds { .. }),
+        matches!(
+            e,
+            ObjectError::Elf { .. } | ObjectError::SectionOutOfBounds { .. }
+        ),
         "{e}"
     );
 }
@@ -67,14 +70,23 @@ fn corrupted_btf_is_an_error() {
     b[off] = 0;
     assert!(matches!(
         Object::parse(&b).unwrap_err(),
-        ObjectError::Btf { section: ".BTF", source: BtfError::BadMagic { .. } }
+        ObjectError::Btf {
+            section: ".BTF",
+            source: BtfError::BadMagic { .. }
+        }
     ));
     // A string section that runs past the end of .BTF.
     let mut b = orig.clone();
     b[off + 20..off + 24].copy_from_slice(&(size as u32 * 2).to_le_bytes());
     assert!(matches!(
         Object::parse(&b).unwrap_err(),
-        ObjectError::Btf { section: ".BTF", source: BtfError::BadRange { what: "string section", .. } }
+        ObjectError::Btf {
+            section: ".BTF",
+            source: BtfError::BadRange {
+                what: "string section",
+                ..
+            }
+        }
     ));
     // First type's kind set to 31 (undefined).
     let mut b = orig.clone();
@@ -82,7 +94,10 @@ fn corrupted_btf_is_an_error() {
     b[off + hdr + 7] = 31;
     assert!(matches!(
         Object::parse(&b).unwrap_err(),
-        ObjectError::Btf { section: ".BTF", source: BtfError::UnknownKind { id: 1, kind: 31 } }
+        ObjectError::Btf {
+            section: ".BTF",
+            source: BtfError::UnknownKind { id: 1, kind: 31 }
+        }
     ));
     // .BTF.ext with a bad magic.
     let (xoff, _) = section(&orig, ".BTF.ext");
@@ -90,7 +105,10 @@ fn corrupted_btf_is_an_error() {
     b[xoff + 1] = 0;
     assert!(matches!(
         Object::parse(&b).unwrap_err(),
-        ObjectError::Btf { section: ".BTF.ext", source: BtfError::BadMagic { .. } }
+        ObjectError::Btf {
+            section: ".BTF.ext",
+            source: BtfError::BadMagic { .. }
+        }
     ));
 }
 
@@ -110,7 +128,9 @@ fn relocation_against_missing_symbol() {
         return;
     };
     let sec = "uprobe/benchmark/test:__bench_array_map";
-    patch_first_reloc(&mut b, sec, |o, info| (o, (9999 << 32) | (info & 0xffff_ffff)));
+    patch_first_reloc(&mut b, sec, |o, info| {
+        (o, (9999 << 32) | (info & 0xffff_ffff))
+    });
     match Object::parse(&b).unwrap_err() {
         ObjectError::MissingSymbol { section, index, .. } => {
             assert_eq!((section.as_str(), index), (sec, 9999));
@@ -129,7 +149,12 @@ fn relocation_in_the_wrong_place() {
     let (_, size) = section(&b, sec);
     patch_first_reloc(&mut b, sec, |_, info| (size as u64 - 8, info));
     match Object::parse(&b).unwrap_err() {
-        ObjectError::BadRelocation { section, symbol, reason, .. } => {
+        ObjectError::BadRelocation {
+            section,
+            symbol,
+            reason,
+            ..
+        } => {
             assert_eq!(section, sec);
             assert_eq!(symbol, "bench_array");
             assert!(reason.contains("not lddw"), "{reason}");
@@ -162,7 +187,10 @@ fn unsupported_map_type_names_the_map() {
             type_num: 99
         }
     );
-    assert_eq!(e.to_string(), "map `legacy_counts`: unsupported map type 99");
+    assert_eq!(
+        e.to_string(),
+        "map `legacy_counts`: unsupported map type 99"
+    );
 }
 
 #[test]
@@ -204,21 +232,43 @@ fn kconfig_extern_is_rejected() {
 
 #[test]
 fn unsatisfiable_core_relocation_names_program_and_access() {
-    let Some(b) = bytes("unsatisfiable_core_relocation_names_program_and_access", "bad/core_unknown_type") else {
+    let Some(b) = bytes(
+        "unsatisfiable_core_relocation_names_program_and_access",
+        "bad/core_unknown_type",
+    ) else {
         return;
     };
     let e = Object::parse(&b).unwrap_err();
-    match &e {
-        ObjectError::Core { program, section, source: CoreError::Unresolved { insn, access, type_name, .. } } => {
-            assert_eq!((program.as_str(), section.as_str()), ("read_task", "uprobe"));
+    let ObjectError::Core {
+        program,
+        section,
+        source,
+    } = &e
+    else {
+        panic!("unexpected {e}");
+    };
+    assert_eq!(
+        (program.as_str(), section.as_str()),
+        ("read_task", "uprobe")
+    );
+    match source.as_ref() {
+        CoreError::Unresolved {
+            insn,
+            access,
+            type_name,
+            ..
+        } => {
             assert_eq!(*insn, 0);
             assert_eq!(access, "0:1");
             assert_eq!(type_name, "struct task_struct");
         }
-        e => panic!("unexpected {e}"),
+        other => panic!("unexpected {other}"),
     }
     let msg = e.to_string();
-    assert!(msg.contains("read_task") && msg.contains("\"0:1\"") && msg.contains("insn 0"), "{msg}");
+    assert!(
+        msg.contains("read_task") && msg.contains("\"0:1\"") && msg.contains("insn 0"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -265,7 +315,9 @@ fn hot_ranges(b: &[u8]) -> Vec<(usize, usize)> {
         .iter()
         .filter(|s| {
             let n = elf.shdr_strtab.get_at(s.sh_name).unwrap_or("");
-            s.sh_size > 0 && s.sh_type != goblin::elf::section_header::SHT_NOBITS && !n.contains("debug")
+            s.sh_size > 0
+                && s.sh_type != goblin::elf::section_header::SHT_NOBITS
+                && !n.contains("debug")
         })
         .map(|s| (s.sh_offset as usize, s.sh_size as usize))
         .collect()

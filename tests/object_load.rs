@@ -40,15 +40,38 @@ fn bench_uprobe_kinds_and_targets() {
             offset: 0,
         })
     };
-    let kinds: Vec<(&str, &ProgramKind)> =
-        obj.programs().iter().map(|p| (p.name.as_str(), &p.kind)).collect();
+    let kinds: Vec<(&str, &ProgramKind)> = obj
+        .programs()
+        .iter()
+        .map(|p| (p.name.as_str(), &p.kind))
+        .collect();
     assert_eq!(
         kinds,
         vec![
-            ("bench_uprobe", &ProgramKind::Uprobe { target: t("__bench_uprobe") }),
-            ("bench_uretprobe", &ProgramKind::Uretprobe { target: t("__bench_uretprobe") }),
-            ("bench_uprobe_both_entry", &ProgramKind::Uprobe { target: t("__bench_uprobe_uretprobe") }),
-            ("bench_uprobe_both_exit", &ProgramKind::Uretprobe { target: t("__bench_uprobe_uretprobe") }),
+            (
+                "bench_uprobe",
+                &ProgramKind::Uprobe {
+                    target: t("__bench_uprobe")
+                }
+            ),
+            (
+                "bench_uretprobe",
+                &ProgramKind::Uretprobe {
+                    target: t("__bench_uretprobe")
+                }
+            ),
+            (
+                "bench_uprobe_both_entry",
+                &ProgramKind::Uprobe {
+                    target: t("__bench_uprobe_uretprobe")
+                }
+            ),
+            (
+                "bench_uprobe_both_exit",
+                &ProgramKind::Uretprobe {
+                    target: t("__bench_uprobe_uretprobe")
+                }
+            ),
         ]
     );
     assert_eq!(obj.license(), "GPL");
@@ -71,7 +94,10 @@ fn bench_maps_btf_definitions() {
     for (m, (name, ty, flags)) in obj.maps().iter().zip(expect) {
         assert_eq!(m.name, name);
         assert_eq!(m.map_type, ty);
-        assert_eq!((m.key_size, m.value_size, m.max_entries, m.flags), (4, 8, 1024, flags));
+        assert_eq!(
+            (m.key_size, m.value_size, m.max_entries, m.flags),
+            (4, 8, 1024, flags)
+        );
         assert_eq!(m.kind, MapKind::Regular);
         assert_eq!(btf.type_name(m.key_type_id.unwrap()), "__u32");
         assert_eq!(btf.type_name(m.value_type_id.unwrap()), "__u64");
@@ -79,11 +105,26 @@ fn bench_maps_btf_definitions() {
     // Each program references exactly its own map.
     for (i, p) in obj.programs().iter().enumerate() {
         assert_eq!(p.map_refs(), vec![i], "{}", p.name);
-        assert!(p.insns.iter().any(|x| matches!(x, Insn::Call(CallTarget::Helper(2)))), "update_elem");
-        assert!(p.insns.iter().any(|x| matches!(x, Insn::Call(CallTarget::Helper(1)))), "lookup_elem");
+        assert!(
+            p.insns
+                .iter()
+                .any(|x| matches!(x, Insn::Call(CallTarget::Helper(2)))),
+            "update_elem"
+        );
+        assert!(
+            p.insns
+                .iter()
+                .any(|x| matches!(x, Insn::Call(CallTarget::Helper(1)))),
+            "lookup_elem"
+        );
     }
     let hash = obj.program("bench_hash_map").unwrap();
-    assert!(hash.insns.iter().any(|x| matches!(x, Insn::Call(CallTarget::Helper(3)))), "delete_elem");
+    assert!(
+        hash.insns
+            .iter()
+            .any(|x| matches!(x, Insn::Call(CallTarget::Helper(3)))),
+        "delete_elem"
+    );
 }
 
 #[test]
@@ -92,14 +133,21 @@ fn malloc_free_struct_value() {
         return;
     };
     let m = obj.map("malloc_counts").unwrap();
-    assert_eq!((m.map_type, m.key_size, m.value_size, m.max_entries), (MapType::Hash, 4, 16, 1024));
+    assert_eq!(
+        (m.map_type, m.key_size, m.value_size, m.max_entries),
+        (MapType::Hash, 4, 16, 1024)
+    );
     let btf = obj.btf().unwrap();
     assert_eq!(btf.type_name(m.value_type_id.unwrap()), "struct counts");
     let p = obj.program("count_malloc").unwrap();
     assert_eq!(
         p.kind,
         ProgramKind::Uprobe {
-            target: Some(AttachTarget { path: "libc.so.6".into(), symbol: Some("malloc".into()), offset: 0 })
+            target: Some(AttachTarget {
+                path: "libc.so.6".into(),
+                symbol: Some("malloc".into()),
+                offset: 0
+            })
         }
     );
     // The counter update is an atomic add.
@@ -113,11 +161,16 @@ fn syscount_tracepoint_kinds() {
     };
     assert_eq!(
         obj.program("count_syscalls").unwrap().kind,
-        ProgramKind::RawTracepoint { name: "sys_enter".into() }
+        ProgramKind::RawTracepoint {
+            name: "sys_enter".into()
+        }
     );
     assert_eq!(
         obj.program("count_openat").unwrap().kind,
-        ProgramKind::Tracepoint { category: "syscalls".into(), name: "sys_enter_openat".into() }
+        ProgramKind::Tracepoint {
+            category: "syscalls".into(),
+            name: "sys_enter_openat".into()
+        }
     );
     assert_eq!(obj.map("syscall_counts").unwrap().max_entries, 512);
 }
@@ -128,10 +181,16 @@ fn ringbuf_map_and_tp_alias() {
         return;
     };
     let m = obj.map("events").unwrap();
-    assert_eq!((m.map_type, m.max_entries, m.key_size, m.value_size), (MapType::RingBuf, 256 * 1024, 0, 0));
+    assert_eq!(
+        (m.map_type, m.max_entries, m.key_size, m.value_size),
+        (MapType::RingBuf, 256 * 1024, 0, 0)
+    );
     assert_eq!(
         obj.program("trace_openat_exit").unwrap().kind,
-        ProgramKind::Tracepoint { category: "syscalls".into(), name: "sys_exit_openat".into() }
+        ProgramKind::Tracepoint {
+            category: "syscalls".into(),
+            name: "sys_exit_openat".into()
+        }
     );
 }
 
@@ -167,7 +226,11 @@ fn calls_are_statically_linked() {
     let starts: Vec<u32> = main.func_info.iter().map(|f| f.insn).collect();
     assert_eq!(starts, vec![0, 23, 27]);
     let btf = obj.btf().unwrap();
-    let names: Vec<&str> = main.func_info.iter().map(|f| btf.name_of(f.type_id)).collect();
+    let names: Vec<&str> = main
+        .func_info
+        .iter()
+        .map(|f| btf.name_of(f.type_id))
+        .collect();
     assert_eq!(names, vec!["calls_main", "add_scaled", "scale"]);
 }
 
@@ -179,7 +242,12 @@ fn global_data_maps_and_offsets() {
     let names: Vec<&str> = obj.maps().iter().map(|m| m.name.as_str()).collect();
     assert_eq!(names, vec![".data", ".rodata", ".bss"]);
     let data = obj.map(".data").unwrap();
-    assert_eq!(data.kind, MapKind::Data { section: ".data".into() });
+    assert_eq!(
+        data.kind,
+        MapKind::Data {
+            section: ".data".into()
+        }
+    );
     assert_eq!(data.initial_data.as_deref(), Some(&7u64.to_le_bytes()[..]));
     let rodata = obj.map(".rodata").unwrap();
     assert!(matches!(rodata.kind, MapKind::Rodata { .. }));
@@ -189,9 +257,15 @@ fn global_data_maps_and_offsets() {
     assert_eq!(&ro[8..15], b"r=%llu\0");
     let bss = obj.map(".bss").unwrap();
     assert_eq!((bss.value_size, bss.initial_data.is_none()), (24, true));
-    let globals: Vec<(String, u32)> =
-        obj.globals(bss).into_iter().map(|g| (g.name, g.offset)).collect();
-    assert_eq!(globals, vec![("last_value".into(), 0), ("scratch".into(), 8)]);
+    let globals: Vec<(String, u32)> = obj
+        .globals(bss)
+        .into_iter()
+        .map(|g| (g.name, g.offset))
+        .collect();
+    assert_eq!(
+        globals,
+        vec![("last_value".into(), 0), ("scratch".into(), 8)]
+    );
     // Relocations: hits at .data+0, last_value at .bss+0, scratch at .bss+8,
     // the printk format at .rodata+8 (section symbol + addend).
     let main = obj.program("calls_main").unwrap();
@@ -200,13 +274,23 @@ fn global_data_maps_and_offsets() {
         .iter()
         .enumerate()
         .filter_map(|(pc, i)| match i {
-            Insn::LdPseudo { kind: LdPseudo::MapIdxValue, imm, next_imm, .. } => Some((pc, *imm, *next_imm)),
+            Insn::LdPseudo {
+                kind: LdPseudo::MapIdxValue,
+                imm,
+                next_imm,
+                ..
+            } => Some((pc, *imm, *next_imm)),
             _ => None,
         })
         .collect();
     assert_eq!(
         loads,
-        vec![(4, idx(".data"), 0), (9, idx(".bss"), 0), (12, idx(".bss"), 8), (15, idx(".rodata"), 8)]
+        vec![
+            (4, idx(".data"), 0),
+            (9, idx(".bss"), 0),
+            (12, idx(".bss"), 8),
+            (15, idx(".rodata"), 8)
+        ]
     );
 }
 
@@ -221,27 +305,64 @@ fn core_pt_regs_offsets_are_relocated() {
         .insns
         .iter()
         .filter_map(|i| match i {
-            Insn::Load { size: MemSize::DW, src, off, .. } if *src == Reg::R1 || *src == Reg::new(6).unwrap() => Some(*off),
+            Insn::Load {
+                size: MemSize::DW,
+                src,
+                off,
+                ..
+            } if *src == Reg::R1 || *src == Reg::new(6).unwrap() => Some(*off),
             _ => None,
         })
         .collect();
     // PARM1 = di (112), PARM2 = si (104), IP (128), SP (152), bx (40).
     for off in [112, 104, 128, 152, 40] {
-        assert!(ctx_loads.contains(&off), "offset {off} missing in {ctx_loads:?}");
+        assert!(
+            ctx_loads.contains(&off),
+            "offset {off} missing in {ctx_loads:?}"
+        );
     }
     // None of the header's (wrong) offsets survive: di was at 24, si at 32.
     for off in [24, 32, 0, 8] {
-        assert!(!ctx_loads.contains(&off), "unrelocated offset {off} in {ctx_loads:?}");
+        assert!(
+            !ctx_loads.contains(&off),
+            "unrelocated offset {off} in {ctx_loads:?}"
+        );
     }
     // bpf_core_type_size(struct pt_regs) = 168 on x86-64 (72 in the header).
-    assert!(p.insns.iter().any(|i| matches!(i, Insn::Alu { src: pkbpf::verifier::isa::Source::Imm(168), .. })));
+    assert!(p.insns.iter().any(|i| matches!(
+        i,
+        Insn::Alu {
+            src: pkbpf::verifier::isa::Source::Imm(168),
+            ..
+        }
+    )));
     let ret = obj.program("core_uretprobe").unwrap();
-    assert!(ret.insns.iter().any(|i| matches!(i, Insn::Load { off: 80, .. })), "RC = ax at 80");
+    assert!(
+        ret.insns
+            .iter()
+            .any(|i| matches!(i, Insn::Load { off: 80, .. })),
+        "RC = ax at 80"
+    );
     let enter = obj.program("core_sys_enter").unwrap();
-    let offs: Vec<i16> = enter.insns.iter().filter_map(|i| match i { Insn::Load { off, .. } => Some(*off), _ => None }).collect();
-    assert!(offs.contains(&8) && offs.contains(&32), "id at 8, args[2] at 32: {offs:?}");
+    let offs: Vec<i16> = enter
+        .insns
+        .iter()
+        .filter_map(|i| match i {
+            Insn::Load { off, .. } => Some(*off),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        offs.contains(&8) && offs.contains(&32),
+        "id at 8, args[2] at 32: {offs:?}"
+    );
     let exit = obj.program("core_sys_exit").unwrap();
-    assert!(exit.insns.iter().any(|i| matches!(i, Insn::Load { off: 16, .. })), "ret at 16");
+    assert!(
+        exit.insns
+            .iter()
+            .any(|i| matches!(i, Insn::Load { off: 16, .. })),
+        "ret at 16"
+    );
 }
 
 #[test]
@@ -249,13 +370,22 @@ fn embedded_and_legacy_maps() {
     let Some(obj) = load("embedded_and_legacy_maps", "embedded") else {
         return;
     };
-    assert_eq!(obj.program("add_inputs").unwrap().kind, ProgramKind::Embedded);
+    assert_eq!(
+        obj.program("add_inputs").unwrap().kind,
+        ProgramKind::Embedded
+    );
     assert_eq!(obj.program("add_inputs").unwrap().section, "extension");
     assert_eq!(obj.program("custom").unwrap().kind, ProgramKind::Embedded);
     let a = obj.map("legacy_counts").unwrap();
-    assert_eq!((a.map_type, a.key_size, a.value_size, a.max_entries, a.flags), (MapType::Array, 4, 8, 16, 0));
+    assert_eq!(
+        (a.map_type, a.key_size, a.value_size, a.max_entries, a.flags),
+        (MapType::Array, 4, 8, 16, 0)
+    );
     let h = obj.map("legacy_hash").unwrap();
-    assert_eq!((h.map_type, h.key_size, h.value_size, h.max_entries, h.flags), (MapType::Hash, 8, 16, 64, 1));
+    assert_eq!(
+        (h.map_type, h.key_size, h.value_size, h.max_entries, h.flags),
+        (MapType::Hash, 8, 16, 64, 1)
+    );
     assert_eq!(obj.program("add_inputs").unwrap().map_refs(), vec![0]);
     assert_eq!(obj.program("custom").unwrap().map_refs(), vec![1]);
     assert_eq!(obj.kernel_version(), Some(0x050a00));
@@ -273,9 +403,15 @@ fn line_info_maps_to_source() {
     let texts: Vec<&str> = p.line_info.iter().map(|l| btf.string(l.line_off)).collect();
     assert!(texts.iter().any(|t| t.contains("hits++")), "{texts:?}");
     // Lines of the appended subprogram `scale` point past the program's own code.
-    let scale = p.line_info.iter().find(|l| btf.string(l.line_off).contains("x * multiplier")).unwrap();
+    let scale = p
+        .line_info
+        .iter()
+        .find(|l| btf.string(l.line_off).contains("x * multiplier"))
+        .unwrap();
     assert!(scale.insn as usize >= 27);
-    assert!(btf.string(scale.file_name_off).ends_with("calls_globals.bpf.c"));
+    assert!(btf
+        .string(scale.file_name_off)
+        .ends_with("calls_globals.bpf.c"));
 }
 
 #[test]
@@ -289,20 +425,47 @@ fn btf_kinds_and_function_pointers() {
     kinds.sort_unstable();
     kinds.dedup();
     for k in [
-        "INT", "PTR", "ARRAY", "STRUCT", "UNION", "ENUM", "FWD", "TYPEDEF", "VOLATILE", "CONST",
-        "RESTRICT", "FUNC", "FUNC_PROTO", "VAR", "DATASEC", "FLOAT", "DECL_TAG", "TYPE_TAG",
+        "INT",
+        "PTR",
+        "ARRAY",
+        "STRUCT",
+        "UNION",
+        "ENUM",
+        "FWD",
+        "TYPEDEF",
+        "VOLATILE",
+        "CONST",
+        "RESTRICT",
+        "FUNC",
+        "FUNC_PROTO",
+        "VAR",
+        "DATASEC",
+        "FLOAT",
+        "DECL_TAG",
+        "TYPE_TAG",
     ] {
         assert!(kinds.contains(&k), "kind {k} missing from {kinds:?}");
     }
-    let rec = btf.find_by_name("record", |t| matches!(t, BtfType::Struct { .. })).unwrap();
+    let rec = btf
+        .find_by_name("record", |t| matches!(t, BtfType::Struct { .. }))
+        .unwrap();
     let members: Vec<(String, String, u32)> = btf
         .type_by_id(rec)
         .unwrap()
         .members()
         .iter()
-        .map(|m| (btf.string(m.name_off).to_string(), btf.type_name(m.type_id), m.bit_offset))
+        .map(|m| {
+            (
+                btf.string(m.name_off).to_string(),
+                btf.type_name(m.type_id),
+                m.bit_offset,
+            )
+        })
         .collect();
-    let names: Vec<(&str, &str)> = members.iter().map(|(n, t, _)| (n.as_str(), t.as_str())).collect();
+    let names: Vec<(&str, &str)> = members
+        .iter()
+        .map(|(n, t, _)| (n.as_str(), t.as_str()))
+        .collect();
     assert_eq!(
         names,
         vec![
@@ -317,15 +480,24 @@ fn btf_kinds_and_function_pointers() {
     );
     assert_eq!(btf.size_of(rec).unwrap(), Some(72));
     // Bitfields: a:3 at bit 0, b:5 at 3, c:12 at 8.
-    let flags = btf.find_by_name("flags", |t| matches!(t, BtfType::Struct { .. })).unwrap();
+    let flags = btf
+        .find_by_name("flags", |t| matches!(t, BtfType::Struct { .. }))
+        .unwrap();
     let bits: Vec<(u32, u32)> = btf.type_by_id(flags).unwrap().members()[..3]
         .iter()
         .map(|m| (m.bit_offset, m.bitfield_size))
         .collect();
     assert_eq!(bits, vec![(0, 3), (3, 5), (8, 12)]);
-    let color = btf.find_by_name("color", |t| matches!(t, BtfType::Enum { .. })).unwrap();
-    let BtfType::Enum { values, .. } = btf.type_by_id(color).unwrap() else { unreachable!() };
-    let vals: Vec<(&str, i64)> = values.iter().map(|v| (btf.string(v.name_off), v.value)).collect();
+    let color = btf
+        .find_by_name("color", |t| matches!(t, BtfType::Enum { .. }))
+        .unwrap();
+    let BtfType::Enum { values, .. } = btf.type_by_id(color).unwrap() else {
+        unreachable!()
+    };
+    let vals: Vec<(&str, i64)> = values
+        .iter()
+        .map(|v| (btf.string(v.name_off), v.value))
+        .collect();
     assert_eq!(vals, vec![("RED", 1), ("GREEN", 2), ("BLUE", 4)]);
     // The bpf_loop callback: an lddw function pointer into appended code.
     let p = obj.program("btf_kinds").unwrap();
@@ -333,7 +505,15 @@ fn btf_kinds_and_function_pointers() {
         .insns
         .iter()
         .enumerate()
-        .find(|(_, i)| matches!(i, Insn::LdPseudo { kind: LdPseudo::Func, .. }))
+        .find(|(_, i)| {
+            matches!(
+                i,
+                Insn::LdPseudo {
+                    kind: LdPseudo::Func,
+                    ..
+                }
+            )
+        })
         .expect("function pointer");
     let target = insn.branch_target(pc).unwrap() as usize;
     assert!(target >= p.own_len);

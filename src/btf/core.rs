@@ -114,7 +114,9 @@ pub enum CoreError {
         len: usize,
     },
     /// The access string is malformed or does not fit the local type.
-    #[error("CO-RE relocation at insn {insn}: bad access string \"{access}\" for {type_name}: {reason}")]
+    #[error(
+        "CO-RE relocation at insn {insn}: bad access string \"{access}\" for {type_name}: {reason}"
+    )]
     BadAccess {
         /// Slot index.
         insn: usize,
@@ -328,7 +330,9 @@ fn local_spec(
     root: u32,
     access: &[u32],
 ) -> Result<(Vec<Option<String>>, FieldPos), String> {
-    let root = btf.skip_mods_and_typedefs(root).map_err(|e| e.to_string())?;
+    let root = btf
+        .skip_mods_and_typedefs(root)
+        .map_err(|e| e.to_string())?;
     let root_size = btf
         .size_of(root)
         .map_err(|e| e.to_string())?
@@ -402,9 +406,8 @@ fn target_spec(
                 if name.is_empty() {
                     return Err("anonymous member in access path".into());
                 }
-                let (off, m) = find_member(target, cur, name, 0).ok_or_else(|| {
-                    format!("{} has no field `{name}`", target.type_name(cur))
-                })?;
+                let (off, m) = find_member(target, cur, name, 0)
+                    .ok_or_else(|| format!("{} has no field `{name}`", target.type_name(cur)))?;
                 pos.bit_offset += off;
                 pos.bitfield_size = m.bitfield_size;
                 pos.type_id = m.type_id;
@@ -455,7 +458,7 @@ fn field_value(btf: &Btf, kind: CoreRelocKind, pos: FieldPos) -> Result<u64, Str
         .ok_or("field has no size")?;
     let bit_off = pos.bit_offset;
     let (byte_off, bit_sz) = if pos.bitfield_size == 0 {
-        if bit_off % 8 != 0 {
+        if !bit_off.is_multiple_of(8) {
             return Err("unaligned field".into());
         }
         (bit_off / 8, byte_sz * 8)
@@ -675,13 +678,15 @@ fn resolve(
             } else {
                 ev.value as u64
             };
-            let found = candidates.iter().find_map(|id| match target.type_by_id(*id) {
-                Some(BtfType::Enum { values, .. } | BtfType::Enum64 { values, .. }) => values
-                    .iter()
-                    .find(|v| target.string(v.name_off) == ev_name)
-                    .map(|v| v.value),
-                _ => None,
-            });
+            let found = candidates
+                .iter()
+                .find_map(|id| match target.type_by_id(*id) {
+                    Some(BtfType::Enum { values, .. } | BtfType::Enum64 { values, .. }) => values
+                        .iter()
+                        .find(|v| target.string(v.name_off) == ev_name)
+                        .map(|v| v.value),
+                    _ => None,
+                });
             let target_val = match (kind, found) {
                 (CoreRelocKind::EnumvalExists, f) => u64::from(f.is_some()),
                 (_, Some(v)) => v as u64,

@@ -238,8 +238,7 @@ impl Btf {
                 size: data.len(),
             });
         }
-        let body = sub(data, S, "header", 0, hdr_len.into())
-            .map(|_| &data[hdr_len as usize..])?;
+        let body = sub(data, S, "header", 0, hdr_len.into()).map(|_| &data[hdr_len as usize..])?;
         let type_data = sub(body, S, "type section", type_off.into(), type_len.into())?;
         let strings = sub(body, S, "string section", str_off.into(), str_len.into())?;
         if !strings.is_empty() && strings[strings.len() - 1] != 0 {
@@ -447,7 +446,9 @@ impl Btf {
                     return Ok(Some(mult.saturating_mul(u64::from(*size))))
                 }
                 BtfType::Ptr { .. } => return Ok(Some(mult.saturating_mul(8))),
-                BtfType::Array { elem_type, nelems, .. } => {
+                BtfType::Array {
+                    elem_type, nelems, ..
+                } => {
                     mult = mult.saturating_mul(u64::from(*nelems));
                     cur = *elem_type;
                 }

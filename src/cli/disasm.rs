@@ -66,7 +66,11 @@ pub fn run(args: Args) -> Result<i32> {
             Some(p) => vec![p],
             None => {
                 let names: Vec<&str> = obj.programs().iter().map(|p| p.name.as_str()).collect();
-                bail!("no program `{name}` in {} (has: {})", args.object.display(), names.join(", "));
+                bail!(
+                    "no program `{name}` in {} (has: {})",
+                    args.object.display(),
+                    names.join(", ")
+                );
             }
         },
         None => obj.programs().iter().collect(),

@@ -144,7 +144,10 @@ pub fn to_text(obj: &Object) -> String {
             ]
         })
         .collect();
-    out.push_str(&table(&["NAME", "SECTION", "KIND", "TARGET", "INSNS"], &rows));
+    out.push_str(&table(
+        &["NAME", "SECTION", "KIND", "TARGET", "INSNS"],
+        &rows,
+    ));
     out.push_str(&format!("\nmaps ({}):\n", obj.maps().len()));
     let rows: Vec<Vec<String>> = obj
         .maps()

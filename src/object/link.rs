@@ -155,7 +155,7 @@ pub(super) fn build_programs(ctx: &Ctx<'_, '_>) -> Result<Vec<ProgramDef>, Objec
                 return Err(ObjectError::Core {
                     program: code.func_at(insn).2,
                     section: code.name.clone(),
-                    source,
+                    source: Box::new(source),
                 });
             }
         }
@@ -246,7 +246,9 @@ pub(super) fn build_programs(ctx: &Ctx<'_, '_>) -> Result<Vec<ProgramDef>, Objec
                     }
                     if !codes.contains_key(&shndx) {
                         let secname = ctx.sections.get(shndx).map(|x| x.name).unwrap_or("?");
-                        return Err(bad(format!("call target is in non-code section `{secname}`")));
+                        return Err(bad(format!(
+                            "call target is in non-code section `{secname}`"
+                        )));
                     }
                     let t = (s.st_value / INSN_SIZE as u64) as i64 + i64::from(insn.imm) + 1;
                     if t < 0 || t as usize >= codes[&shndx].slots.len() {

@@ -110,7 +110,10 @@ fn parse_btf_map(btf: &Btf, name: &str, var_type: u32) -> Result<MapDef, ObjectE
         .skip_mods_and_typedefs(var_type)
         .map_err(|e| bad(e.to_string()))?;
     let Some(BtfType::Struct { members, .. }) = btf.type_by_id(sid) else {
-        return Err(bad(format!("definition is {}, not a struct", btf.type_name(sid))));
+        return Err(bad(format!(
+            "definition is {}, not a struct",
+            btf.type_name(sid)
+        )));
     };
     let mut type_num = None;
     let (mut key_size, mut value_size, mut max_entries, mut flags, mut pinning) =
@@ -157,7 +160,9 @@ fn parse_btf_map(btf: &Btf, name: &str, var_type: u32) -> Result<MapDef, ObjectE
                 let t = pointee()?;
                 let s = size_of(t)?;
                 if key_size.is_some_and(|k| k != s) {
-                    return Err(bad(format!("key_size {key_size:?} disagrees with key type size {s}")));
+                    return Err(bad(format!(
+                        "key_size {key_size:?} disagrees with key type size {s}"
+                    )));
                 }
                 key_size = Some(s);
                 key_type_id = Some(t);
@@ -206,7 +211,8 @@ pub(super) fn parse_legacy_map(name: &str, def: &[u8]) -> Result<MapDef, ObjectE
             reason: format!("legacy map definition is {} bytes, need 20", def.len()),
         });
     }
-    let f = |i: usize| u32::from_le_bytes([def[i * 4], def[i * 4 + 1], def[i * 4 + 2], def[i * 4 + 3]]);
+    let f =
+        |i: usize| u32::from_le_bytes([def[i * 4], def[i * 4 + 1], def[i * 4 + 2], def[i * 4 + 3]]);
     Ok(MapDef {
         name: name.to_string(),
         map_type: map_type(name, f(0))?,
@@ -223,12 +229,7 @@ pub(super) fn parse_legacy_map(name: &str, def: &[u8]) -> Result<MapDef, ObjectE
 }
 
 /// A global data section as a single-entry array map.
-pub(super) fn data_map(
-    section: &str,
-    size: u32,
-    data: Option<&[u8]>,
-    btf: Option<&Btf>,
-) -> MapDef {
+pub(super) fn data_map(section: &str, size: u32, data: Option<&[u8]>, btf: Option<&Btf>) -> MapDef {
     let kind = if section.starts_with(".rodata") {
         MapKind::Rodata {
             section: section.into(),
@@ -260,7 +261,10 @@ pub(super) fn data_map(
         value_type_id,
         initial_data: match kind {
             MapKind::Bss { .. } => None,
-            _ => Some(data.map(<[u8]>::to_vec).unwrap_or_else(|| vec![0; size as usize])),
+            _ => Some(
+                data.map(<[u8]>::to_vec)
+                    .unwrap_or_else(|| vec![0; size as usize]),
+            ),
         },
         kind,
     }

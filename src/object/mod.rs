@@ -156,9 +156,10 @@ pub enum ObjectError {
         program: String,
         /// Section name.
         section: String,
-        /// The CO-RE problem (names the instruction and access string).
+        /// The CO-RE problem (names the instruction and access string);
+        /// boxed to keep `ObjectError` small.
         #[source]
-        source: CoreError,
+        source: Box<CoreError>,
     },
     /// A linked program does not decode.
     #[error("program `{program}` (section {section}): {source}")]
@@ -328,10 +329,12 @@ impl Object {
         }
 
         let mut btf = match find(".BTF") {
-            Some(i) => Some(Btf::parse(sections[i].data).map_err(|source| ObjectError::Btf {
-                section: ".BTF",
-                source,
-            })?),
+            Some(i) => Some(
+                Btf::parse(sections[i].data).map_err(|source| ObjectError::Btf {
+                    section: ".BTF",
+                    source,
+                })?,
+            ),
             None => None,
         };
         if let Some(btf) = btf.as_mut() {
@@ -353,12 +356,14 @@ impl Object {
             }
         }
         let btf_ext = match (find(".BTF.ext"), &btf) {
-            (Some(i), Some(_)) => Some(BtfExt::parse(sections[i].data).map_err(|source| {
-                ObjectError::Btf {
-                    section: ".BTF.ext",
-                    source,
-                }
-            })?),
+            (Some(i), Some(_)) => {
+                Some(
+                    BtfExt::parse(sections[i].data).map_err(|source| ObjectError::Btf {
+                        section: ".BTF.ext",
+                        source,
+                    })?,
+                )
+            }
             _ => None,
         };
 
@@ -420,10 +425,12 @@ impl Object {
             }
         }
         if let Some(mi) = find(".maps") {
-            let btf = btf.as_ref().ok_or_else(|| ObjectError::UnsupportedSection {
-                section: ".maps".into(),
-                reason: "BTF-defined maps need a .BTF section".into(),
-            })?;
+            let btf = btf
+                .as_ref()
+                .ok_or_else(|| ObjectError::UnsupportedSection {
+                    section: ".maps".into(),
+                    reason: "BTF-defined maps need a .BTF section".into(),
+                })?;
             for def in maps::parse_btf_maps(btf)? {
                 let s = syms
                     .iter()

@@ -70,9 +70,8 @@ impl ProgramKind {
     /// The attach target as text (`-` when none).
     pub fn target_string(&self) -> String {
         match self {
-            ProgramKind::Uprobe { target: Some(t) } | ProgramKind::Uretprobe { target: Some(t) } => {
-                t.to_string()
-            }
+            ProgramKind::Uprobe { target: Some(t) }
+            | ProgramKind::Uretprobe { target: Some(t) } => t.to_string(),
             ProgramKind::Tracepoint { category, name } => format!("{category}/{name}"),
             ProgramKind::RawTracepoint { name } => name.clone(),
             _ => "-".into(),
