@@ -525,3 +525,48 @@ fn btf_kinds_and_function_pointers() {
         .collect();
     assert_eq!(fname, vec!["add_index"]);
 }
+
+#[test]
+fn core_and_uapi_builds_read_the_same_registers() {
+    // bench_uprobe uses the UAPI pt_regs (no CO-RE); core_probe's vmlinux.h
+    // has a wrong layout that CO-RE fixes. Both must read PARM1 from di (112)
+    // and the uretprobe's return value from ax (80).
+    let (Some(uapi), Some(core)) = (
+        load(
+            "core_and_uapi_builds_read_the_same_registers",
+            "bench_uprobe",
+        ),
+        load("core_and_uapi_builds_read_the_same_registers", "core_probe"),
+    ) else {
+        return;
+    };
+    let first_ctx_load = |p: &pkbpf::object::ProgramDef| {
+        p.insns.iter().find_map(|i| match i {
+            Insn::Load { src, off, .. } if *src == Reg::R1 => Some(*off),
+            _ => None,
+        })
+    };
+    assert_eq!(
+        first_ctx_load(uapi.program("bench_uprobe").unwrap()),
+        Some(112)
+    );
+    assert_eq!(
+        first_ctx_load(uapi.program("bench_uretprobe").unwrap()),
+        Some(80)
+    );
+    let core_offs: Vec<i16> = core
+        .program("core_uprobe")
+        .unwrap()
+        .insns
+        .iter()
+        .filter_map(|i| match i {
+            Insn::Load { off, .. } => Some(*off),
+            _ => None,
+        })
+        .collect();
+    assert!(core_offs.contains(&112));
+    assert_eq!(
+        first_ctx_load(core.program("core_uretprobe").unwrap()),
+        Some(80)
+    );
+}

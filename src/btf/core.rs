@@ -820,6 +820,236 @@ mod tests {
         assert_eq!(essential_name("pt_regs"), "pt_regs");
     }
 
+    use crate::btf::CoreReloc;
+
+    /// A local BTF builder for tests.
+    struct Local {
+        btf: Btf,
+        ulong: u32,
+        uint: u32,
+    }
+
+    impl Local {
+        fn new() -> Local {
+            let mut btf = Btf::new();
+            let n = btf.add_string("unsigned long");
+            let ulong = btf.add_type(BtfType::Int {
+                name_off: n,
+                size: 8,
+                encoding: IntEncoding::default(),
+                offset: 0,
+                bits: 64,
+            });
+            let n = btf.add_string("unsigned int");
+            let uint = btf.add_type(BtfType::Int {
+                name_off: n,
+                size: 4,
+                encoding: IntEncoding::default(),
+                offset: 0,
+                bits: 32,
+            });
+            Local { btf, ulong, uint }
+        }
+
+        /// `(name, type, bit offset, bitfield size)` members.
+        fn strukt(&mut self, name: &str, size: u32, fields: &[(&str, u32, u32, u32)]) -> u32 {
+            let members = fields
+                .iter()
+                .map(|(n, t, off, bits)| Member {
+                    name_off: self.btf.add_string(n),
+                    type_id: *t,
+                    bit_offset: *off,
+                    bitfield_size: *bits,
+                })
+                .collect();
+            let name_off = self.btf.add_string(name);
+            self.btf.add_type(BtfType::Struct {
+                name_off,
+                size,
+                members,
+            })
+        }
+
+        fn reloc(&mut self, insn: u32, type_id: u32, access: &str, kind: u32) -> CoreReloc {
+            CoreReloc {
+                insn,
+                type_id,
+                access_str_off: self.btf.add_string(access),
+                kind,
+            }
+        }
+    }
+
+    const LDX_DW: u8 = 0x79;
+    const LDX_W: u8 = 0x61;
+    const MOV64_K: u8 = 0xb7;
+
+    #[test]
+    fn pt_regs_flavor_fields_move_to_x86_offsets() {
+        let mut l = Local::new();
+        let (ul, ui) = (l.ulong, l.uint);
+        let regs = l.strukt(
+            "pt_regs___test",
+            24,
+            &[("di", ul, 0, 0), ("si", ui, 64, 0), ("nothere", ul, 128, 0)],
+        );
+        let relos = [
+            l.reloc(0, regs, "0:0", 0), // di
+            l.reloc(1, regs, "0:1", 0), // si, declared 4 bytes locally
+            l.reloc(2, regs, "0:2", 2), // exists(nothere)
+            l.reloc(3, regs, "0:0", 2), // exists(di)
+            l.reloc(4, regs, "0", 9),   // sizeof
+            l.reloc(5, regs, "0", 8),   // type exists
+        ];
+        let mut slots = vec![
+            RawInsn::new(LDX_DW, 2, 1, 0, 0),
+            RawInsn::new(LDX_W, 3, 1, 8, 0),
+            RawInsn::new(MOV64_K, 4, 0, 0, 1),
+            RawInsn::new(MOV64_K, 5, 0, 0, 1),
+            RawInsn::new(MOV64_K, 6, 0, 0, 24),
+            RawInsn::new(MOV64_K, 7, 0, 0, 1),
+        ];
+        apply_core_relocations(&l.btf, &target_btf(), &relos, &mut slots).unwrap();
+        assert_eq!(slots[0], RawInsn::new(LDX_DW, 2, 1, 112, 0));
+        // The 4-byte local load of an 8-byte target field becomes 8 bytes.
+        assert_eq!(slots[1], RawInsn::new(LDX_DW, 3, 1, 104, 0));
+        assert_eq!(slots[2].imm, 0);
+        assert_eq!(slots[3].imm, 1);
+        assert_eq!(slots[4].imm, 168);
+        assert_eq!(slots[5].imm, 1);
+    }
+
+    #[test]
+    fn missing_field_offset_is_an_error() {
+        let mut l = Local::new();
+        let ul = l.ulong;
+        let regs = l.strukt("pt_regs", 8, &[("rdi", ul, 0, 0)]);
+        let relos = [l.reloc(0, regs, "0:0", 0)];
+        let mut slots = vec![RawInsn::new(LDX_DW, 2, 1, 0, 0)];
+        let e = apply_core_relocations(&l.btf, &target_btf(), &relos, &mut slots).unwrap_err();
+        match e {
+            CoreError::Unresolved {
+                insn,
+                access,
+                reason,
+                ..
+            } => {
+                assert_eq!((insn, access.as_str()), (0, "0:0"));
+                assert!(reason.contains("rdi"), "{reason}");
+            }
+            e => panic!("unexpected {e}"),
+        }
+    }
+
+    #[test]
+    fn mismatched_instruction_is_an_error() {
+        let mut l = Local::new();
+        let ul = l.ulong;
+        let regs = l.strukt("pt_regs", 16, &[("ax", ul, 0, 0), ("bx", ul, 64, 0)]);
+        let relos = [l.reloc(0, regs, "0:1", 0)];
+        // The compiler would have put 8 here; 4 means the record is not ours.
+        let mut slots = vec![RawInsn::new(LDX_DW, 2, 1, 4, 0)];
+        assert!(matches!(
+            apply_core_relocations(&l.btf, &target_btf(), &relos, &mut slots),
+            Err(CoreError::BadInstruction { insn: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn tracepoint_array_element() {
+        let mut l = Local::new();
+        let ul = l.ulong;
+        let ent = l.strukt("trace_entry", 8, &[]);
+        let arr = l.btf.add_type(BtfType::Array {
+            elem_type: ul,
+            index_type: l.uint,
+            nelems: 6,
+        });
+        // Locally `args` sits at 24 (a made-up layout); the target has 16.
+        let enter = l.strukt(
+            "trace_event_raw_sys_enter",
+            72,
+            &[
+                ("ent", ent, 0, 0),
+                ("id", ul, 128, 0),
+                ("args", arr, 192, 0),
+            ],
+        );
+        let relos = [l.reloc(0, enter, "0:2:3", 0), l.reloc(1, enter, "0:1", 0)];
+        let mut slots = vec![
+            RawInsn::new(LDX_DW, 2, 1, 24 + 24, 0),
+            RawInsn::new(LDX_DW, 3, 1, 16, 0),
+        ];
+        apply_core_relocations(&l.btf, &target_btf(), &relos, &mut slots).unwrap();
+        assert_eq!(slots[0].off, 16 + 24);
+        assert_eq!(slots[1].off, 8);
+    }
+
+    #[test]
+    fn bitfield_shifts_follow_the_target() {
+        // Target: struct bits { u32 pad; u32 a:5 (bit 35), ... }.
+        let mut t = Local::new();
+        let tu = t.uint;
+        t.strukt("bits", 8, &[("pad", tu, 0, 0), ("a", tu, 35, 5)]);
+        let mut l = Local::new();
+        let lu = l.uint;
+        let local = l.strukt("bits___v1", 4, &[("a", lu, 2, 5)]);
+        let relos = [
+            l.reloc(0, local, "0:0", 0), // byte offset of the containing word
+            l.reloc(1, local, "0:0", 1), // its size
+            l.reloc(2, local, "0:0", 4), // lshift
+            l.reloc(3, local, "0:0", 5), // rshift
+        ];
+        // Local values: offset 0, size 4, lshift 64-(2+5)=57, rshift 59.
+        let mut slots = vec![
+            RawInsn::new(LDX_W, 2, 1, 0, 0),
+            RawInsn::new(MOV64_K, 3, 0, 0, 4),
+            RawInsn::new(MOV64_K, 4, 0, 0, 57),
+            RawInsn::new(MOV64_K, 5, 0, 0, 59),
+        ];
+        apply_core_relocations(&l.btf, &t.btf, &relos, &mut slots).unwrap();
+        assert_eq!(slots[0].off, 4);
+        assert_eq!(slots[1].imm, 4);
+        assert_eq!(slots[2].imm, 64 - (35 + 5 - 32));
+        assert_eq!(slots[3].imm, 59);
+    }
+
+    #[test]
+    fn enum_values_relocate_by_name() {
+        let enm = |b: &mut Btf, vals: &[(&str, i64)]| {
+            let values = vals
+                .iter()
+                .map(|(n, v)| super::super::EnumValue {
+                    name_off: b.add_string(n),
+                    value: *v,
+                })
+                .collect();
+            let name_off = b.add_string("mode");
+            b.add_type(BtfType::Enum {
+                name_off,
+                size: 4,
+                signed: false,
+                values,
+            })
+        };
+        let mut t = Btf::new();
+        enm(&mut t, &[("OFF", 0), ("ON", 7)]);
+        let mut l = Local::new();
+        let e = enm(&mut l.btf, &[("ON", 1), ("GONE", 2)]);
+        let relos = [
+            l.reloc(0, e, "0", 11),
+            l.reloc(1, e, "1", 10),
+            l.reloc(2, e, "0", 10),
+        ];
+        let mut slots = vec![
+            RawInsn::new(MOV64_K, 1, 0, 0, 1),
+            RawInsn::new(MOV64_K, 2, 0, 0, 1),
+            RawInsn::new(MOV64_K, 3, 0, 0, 1),
+        ];
+        apply_core_relocations(&l.btf, &t, &relos, &mut slots).unwrap();
+        assert_eq!((slots[0].imm, slots[1].imm, slots[2].imm), (7, 0, 1));
+    }
+
     #[test]
     fn access_strings_parse() {
         assert_eq!(parse_access("0:14"), Some(vec![0, 14]));
