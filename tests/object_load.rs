@@ -387,6 +387,24 @@ fn embedded_and_legacy_maps() {
         (MapType::Hash, 8, 16, 64, 1)
     );
     assert_eq!(obj.program("add_inputs").unwrap().map_refs(), vec![0]);
+    // Two programs in one section, each with only its own code.
+    let names: Vec<(&str, &str)> = obj
+        .programs()
+        .iter()
+        .map(|p| (p.name.as_str(), p.section.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            ("add_inputs", "extension"),
+            ("mul_inputs", "extension"),
+            ("custom", "my_custom_hook")
+        ]
+    );
+    let mul = obj.program("mul_inputs").unwrap();
+    assert_eq!(mul.insns.last(), Some(&Insn::Exit));
+    assert!(mul.insns.len() < 8, "{:?}", mul.insns);
+    assert!(mul.map_refs().is_empty());
     assert_eq!(obj.program("custom").unwrap().map_refs(), vec![1]);
     assert_eq!(obj.kernel_version(), Some(0x050a00));
 }

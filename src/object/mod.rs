@@ -551,6 +551,13 @@ impl Object {
 }
 
 impl ProgramDef {
+    /// The line_info record that covers slot `pc` (the last one at or before
+    /// it), for `; <source line>` annotations.
+    pub fn line_at(&self, pc: usize) -> Option<&LineInfo> {
+        let i = self.line_info.partition_point(|l| l.insn as usize <= pc);
+        i.checked_sub(1).map(|i| &self.line_info[i])
+    }
+
     /// The map indices this program references (`MapIdx`/`MapIdxValue`), sorted.
     pub fn map_refs(&self) -> Vec<usize> {
         let mut v: Vec<usize> = self

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
-// Purpose: programs for the embedding API (no hook): SEC("extension") and an
-// unknown section name, plus a legacy `maps` section (struct bpf_map_def, as
-// pre-BTF objects declared them) and a `version` section.
+// Purpose: programs for the embedding API (no hook): SEC("extension") (two
+// programs in one section) and an unknown section name, plus a legacy `maps`
+// section (struct bpf_map_def, as pre-BTF objects declared them) and a
+// `version` section.
 // Used by: object tests (Embedded kind, legacy maps), JIT and runtime tests.
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -42,6 +43,13 @@ int add_inputs(struct input *in)
 	if (v)
 		*v += 1;
 	return in->a + in->b;
+}
+
+/* A second program in the same section. */
+SEC("extension")
+int mul_inputs(struct input *in)
+{
+	return in->a * in->b;
 }
 
 SEC("my_custom_hook")
