@@ -5,9 +5,7 @@
 mod jit_support;
 
 use jit_support::both;
-use pkbpf_verifier::isa::{
-    AluOp, AtomicOp, Insn, JmpCond, MemSize, Reg, Source, Width,
-};
+use pkbpf_verifier::isa::{AluOp, AtomicOp, Insn, JmpCond, MemSize, Reg, Source, Width};
 
 fn r(n: u8) -> Reg {
     Reg::new(n).unwrap()
@@ -47,7 +45,11 @@ fn division_and_modulo_by_zero() {
 #[test]
 fn signed_min_divided_by_minus_one_wraps() {
     let cases = [
-        ("sdiv", "lddw %r0, 0x8000000000000000", 0x8000_0000_0000_0000u64),
+        (
+            "sdiv",
+            "lddw %r0, 0x8000000000000000",
+            0x8000_0000_0000_0000u64,
+        ),
         ("smod", "lddw %r0, 0x8000000000000000", 0),
         ("sdiv32", "lddw %r0, 0xdead000080000000", 0x8000_0000),
         ("smod32", "lddw %r0, 0xdead000080000000", 0),
@@ -162,7 +164,11 @@ fn atomics_return_and_store_what_the_rfc_says() {
     let old = 0x1100_1100_1100_1100u64;
     let opnd = 0x0011_0011_0011_0011u64;
     let ops = [
-        ("add", old.wrapping_add(opnd), (old as u32).wrapping_add(opnd as u32)),
+        (
+            "add",
+            old.wrapping_add(opnd),
+            (old as u32).wrapping_add(opnd as u32),
+        ),
         ("or", old | opnd, (old | opnd) as u32),
         ("and", old & opnd, (old & opnd) as u32),
         ("xor", old ^ opnd, (old ^ opnd) as u32),
@@ -303,12 +309,36 @@ fn alu_register_sweep() {
         ],
         [13, 0, 0, 5, 3, 0, 1 << 40, 0, 2, 0x80],
         [
-            u64::MAX, 0, 0x8000_0000, u64::MAX, 0xffff_ffff, 0x1_0000_0000, 3, 2, 63, 64,
+            u64::MAX,
+            0,
+            0x8000_0000,
+            u64::MAX,
+            0xffff_ffff,
+            0x1_0000_0000,
+            3,
+            2,
+            63,
+            64,
         ],
     ];
     let ops = [
-        Add, Sub, Mul, Div, SDiv, Or, And, Lsh, Rsh, Mod, SMod, Xor, Mov, Arsh, MovSx(8),
-        MovSx(16), MovSx(32),
+        Add,
+        Sub,
+        Mul,
+        Div,
+        SDiv,
+        Or,
+        And,
+        Lsh,
+        Rsh,
+        Mod,
+        SMod,
+        Xor,
+        Mov,
+        Arsh,
+        MovSx(8),
+        MovSx(16),
+        MovSx(32),
     ];
     let mem = vec![0u8; 80];
     for values in &sets {
@@ -348,8 +378,22 @@ fn alu_immediate_sweep() {
         0x0f05_0f34_cd80_01ef,
         0x7fff_ffff_ffff_fffe,
     ];
-    let imms = [0, 1, -1, 7, i32::MIN, i32::MAX, 0x050f, 0x0f01_ef00, -0x7f33_0000, 31, 63];
-    let ops = [Add, Sub, Mul, Div, SDiv, Or, And, Lsh, Rsh, Mod, SMod, Xor, Mov, Arsh];
+    let imms = [
+        0,
+        1,
+        -1,
+        7,
+        i32::MIN,
+        i32::MAX,
+        0x050f,
+        0x0f01_ef00,
+        -0x7f33_0000,
+        31,
+        63,
+    ];
+    let ops = [
+        Add, Sub, Mul, Div, SDiv, Or, And, Lsh, Rsh, Mod, SMod, Xor, Mov, Arsh,
+    ];
     let mem = vec![0u8; 80];
     for op in ops {
         for width in [Width::W64, Width::W32] {

@@ -48,6 +48,7 @@ proptest! {
         let jit = compile(&v);
         prop_assert_eq!(scan_gadgets(jit.code()), vec![]);
         let mem = fill(mem_len(0x4000), seed);
-        both(&prog, &mem);
+        let (r0, _) = both(&prog, &mem);
+        prop_assert!(r0.is_ok(), "interpreter failed: {r0:?}");
     }
 }

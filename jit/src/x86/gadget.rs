@@ -35,7 +35,7 @@ pub enum GadgetKind {
 
 impl GadgetKind {
     /// Number of bytes the pattern covers.
-    pub const fn len(self) -> usize {
+    pub const fn pattern_len(self) -> usize {
         match self {
             GadgetKind::Wrpkru | GadgetKind::Xrstor => 3,
             GadgetKind::Syscall | GadgetKind::Sysenter | GadgetKind::Int80 => 2,

@@ -334,7 +334,7 @@ impl JitProgram {
             if let Some(&g) = hits.first() {
                 first = Some(g);
                 for h in hits {
-                    for u in out.units_overlapping(h.offset, h.kind.len()) {
+                    for u in out.units_overlapping(h.offset, h.kind.pattern_len()) {
                         *hard.entry(u).or_insert(0) += 1;
                     }
                 }

@@ -27,7 +27,10 @@ fn every_insn_has_its_own_unit_and_hi_halves_are_empty() {
 #[test]
 fn risky_constants_are_blinded_at_first_emission() {
     // 0x050f is SYSCALL's bytes; 0xef01_0f00 contains WRPKRU.
-    let prog = assemble("mov %r0, 0x050f\nadd %r0, 0x00ef010f\nlddw %r1, 0xcd80cd80050f0f05\nxor %r0, %r1\nexit").unwrap();
+    let prog = assemble(
+        "mov %r0, 0x050f\nadd %r0, 0x00ef010f\nlddw %r1, 0xcd80cd80050f0f05\nxor %r0, %r1\nexit",
+    )
+    .unwrap();
     let jit = JitProgram::compile_seeded(&prog, &JitEnv::new(), 7).unwrap();
     assert_eq!(scan_gadgets(jit.code()), vec![]);
     assert_eq!(jit.attempts(), 1);
@@ -61,7 +64,8 @@ fn hardening_loop_moves_jump_displacements_off_gadgets() {
         src.push_str("add %r0, 1\nadd %r0, 1\nexit");
         let prog = assemble(&src).unwrap();
         let mut rng = StdRng::seed_from_u64(3);
-        let first = codegen::emit(&prog, &JitEnv::new(), &HashMap::new(), &mut rng, (0, 0)).unwrap();
+        let first =
+            codegen::emit(&prog, &JitEnv::new(), &HashMap::new(), &mut rng, (0, 0)).unwrap();
         let jit = JitProgram::compile_seeded(&prog, &JitEnv::new(), 3).unwrap();
         assert_eq!(scan_gadgets(jit.code()), vec![], "a = {a}");
         if !scan_gadgets(&first.code).is_empty() {
@@ -89,10 +93,16 @@ fn unsupported_instructions_are_typed_errors() {
             other => panic!("{src}: {other:?}"),
         }
     }
-    let kfunc = [Insn::Call(pkbpf_verifier::isa::CallTarget::Kfunc(7)), Insn::Exit];
+    let kfunc = [
+        Insn::Call(pkbpf_verifier::isa::CallTarget::Kfunc(7)),
+        Insn::Exit,
+    ];
     assert!(matches!(
         JitProgram::compile_seeded(&kfunc, &JitEnv::new(), 0),
-        Err(JitError::Unsupported { pc: 0, what: "kfunc call" })
+        Err(JitError::Unsupported {
+            pc: 0,
+            what: "kfunc call"
+        })
     ));
     let unknown = assemble("call 77\nexit").unwrap();
     assert!(matches!(
@@ -173,10 +183,7 @@ extern "C" fn sum_with_env(a: u64, b: u64, c: u64, d: u64, e: u64, env: *mut c_v
 }
 
 extern "C" fn abort_with_r1(a: u64, _: u64, _: u64, _: u64, _: u64, _: *mut c_void) -> HelperRet {
-    HelperRet {
-        value: 0,
-        abort: a,
-    }
+    HelperRet { value: 0, abort: a }
 }
 
 #[test]
@@ -192,7 +199,10 @@ fn helpers_get_five_args_and_the_env_and_can_abort() {
     // SAFETY: no memory access; the helper only adds its arguments.
     let r = unsafe { jit.call_with_env(0, 0, 0x5000 as *mut c_void) };
     assert_eq!(r, Ok(1 + 20 + 300 + 4000 + 50000 + 0x5000 + 7));
-    assert_eq!(jit.helper_stubs().keys().copied().collect::<Vec<_>>(), vec![1]);
+    assert_eq!(
+        jit.helper_stubs().keys().copied().collect::<Vec<_>>(),
+        vec![1]
+    );
 
     // An abort from inside a bpf-to-bpf call unwinds every native frame.
     let prog = assemble(
@@ -212,11 +222,16 @@ fn callx_goes_through_the_stub_table_and_checks_bounds() {
     let env = JitEnv::new()
         .with_helper(1, sum_with_env)
         .with_helper(3, abort_with_r1);
-    let prog = assemble("mov %r1, 5\nmov %r2, 0\nmov %r3, 0\nmov %r4, 0\nmov %r5, 0\ncall %r0\nexit").unwrap();
+    let prog =
+        assemble("mov %r1, 5\nmov %r2, 0\nmov %r3, 0\nmov %r4, 0\nmov %r5, 0\ncall %r0\nexit")
+            .unwrap();
     let jit = JitProgram::compile_seeded(&prog, &env, 0).unwrap();
     assert_eq!(scan_gadgets(jit.code()), vec![]);
     // r0 starts at 0, so call an id given through r1 instead.
-    let prog = assemble("mov %r6, %r1\nmov %r1, 5\nmov %r2, 0\nmov %r3, 0\nmov %r4, 0\nmov %r5, 0\ncall %r6\nexit").unwrap();
+    let prog = assemble(
+        "mov %r6, %r1\nmov %r1, 5\nmov %r2, 0\nmov %r3, 0\nmov %r4, 0\nmov %r5, 0\ncall %r6\nexit",
+    )
+    .unwrap();
     let jit = JitProgram::compile_seeded(&prog, &env, 0).unwrap();
     // SAFETY: no memory access; ids are checked by the dispatcher.
     unsafe {
@@ -225,8 +240,14 @@ fn callx_goes_through_the_stub_table_and_checks_bounds() {
             jit.call_with_env(3, 0, std::ptr::null_mut()),
             Err(RunError::HelperAbort { code: 5 })
         );
-        assert_eq!(jit.call_with_env(2, 0, std::ptr::null_mut()), Err(RunError::BadCallx));
-        assert_eq!(jit.call_with_env(4, 0, std::ptr::null_mut()), Err(RunError::BadCallx));
+        assert_eq!(
+            jit.call_with_env(2, 0, std::ptr::null_mut()),
+            Err(RunError::BadCallx)
+        );
+        assert_eq!(
+            jit.call_with_env(4, 0, std::ptr::null_mut()),
+            Err(RunError::BadCallx)
+        );
         assert_eq!(
             jit.call_with_env(u64::MAX, 0, std::ptr::null_mut()),
             Err(RunError::BadCallx)

@@ -10,9 +10,7 @@
 
 use proptest::prelude::*;
 
-use pkbpf_verifier::isa::{
-    AluOp, AtomicOp, ByteOrder, Insn, JmpCond, MemSize, Reg, Source, Width,
-};
+use pkbpf_verifier::isa::{AluOp, AtomicOp, ByteOrder, Insn, JmpCond, MemSize, Reg, Source, Width};
 
 /// Registers the generator writes (r1 holds the memory pointer).
 pub const SCALARS: [u8; 9] = [0, 2, 3, 4, 5, 6, 7, 8, 9];
@@ -31,19 +29,73 @@ pub enum Src {
 /// One generated operation (lowered to one or two instructions).
 #[derive(Clone, Debug)]
 pub enum Op {
-    Alu { w64: bool, op: AluOp, dst: u8, src: Src },
-    Neg { w64: bool, dst: u8 },
-    Endian { order: ByteOrder, bits: u8, dst: u8 },
-    Lddw { dst: u8, imm: u64 },
-    StackLoad { size: MemSize, signed: bool, dst: u8, slot: u8, byte: u8 },
-    StackStore { size: MemSize, slot: u8, byte: u8, src: Src },
-    MemLoad { size: MemSize, signed: bool, dst: u8, off: u16 },
-    MemStore { size: MemSize, off: u16, src: Src },
-    Atomic { dw: bool, op: AtomicOp, fetch: bool, stack: bool, at: u16, src: u8 },
-    Jmp { w64: bool, cond: JmpCond, dst: u8, src: Src, skip: u8 },
+    Alu {
+        w64: bool,
+        op: AluOp,
+        dst: u8,
+        src: Src,
+    },
+    Neg {
+        w64: bool,
+        dst: u8,
+    },
+    Endian {
+        order: ByteOrder,
+        bits: u8,
+        dst: u8,
+    },
+    Lddw {
+        dst: u8,
+        imm: u64,
+    },
+    StackLoad {
+        size: MemSize,
+        signed: bool,
+        dst: u8,
+        slot: u8,
+        byte: u8,
+    },
+    StackStore {
+        size: MemSize,
+        slot: u8,
+        byte: u8,
+        src: Src,
+    },
+    MemLoad {
+        size: MemSize,
+        signed: bool,
+        dst: u8,
+        off: u16,
+    },
+    MemStore {
+        size: MemSize,
+        off: u16,
+        src: Src,
+    },
+    Atomic {
+        dw: bool,
+        op: AtomicOp,
+        fetch: bool,
+        stack: bool,
+        at: u16,
+        src: u8,
+    },
+    Jmp {
+        w64: bool,
+        cond: JmpCond,
+        dst: u8,
+        src: Src,
+        skip: u8,
+    },
     /// `if !guard goto +1; goto +skip ops` (the guard keeps the next op
     /// reachable: the verifier rejects unreachable code).
-    Ja { skip: u8, w64: bool, cond: JmpCond, dst: u8, src: Src },
+    Ja {
+        skip: u8,
+        w64: bool,
+        cond: JmpCond,
+        dst: u8,
+        src: Src,
+    },
 }
 
 /// A whole generated program before lowering.
@@ -102,7 +154,11 @@ fn imm64(patterns: bool) -> BoxedStrategy<u64> {
 }
 
 fn src(patterns: bool) -> BoxedStrategy<Src> {
-    prop_oneof![scalar().prop_map(Src::Reg), imm32(patterns).prop_map(Src::Imm)].boxed()
+    prop_oneof![
+        scalar().prop_map(Src::Reg),
+        imm32(patterns).prop_map(Src::Imm)
+    ]
+    .boxed()
 }
 
 fn alu_op() -> impl Strategy<Value = AluOp> {
@@ -118,9 +174,7 @@ fn cond() -> impl Strategy<Value = JmpCond> {
 
 /// One operation; `data_len` bounds data-area offsets.
 fn op(patterns: bool, data_len: u16) -> BoxedStrategy<Op> {
-    let off = move |align: u16| {
-        (0..data_len / align).prop_map(move |o| o * align)
-    };
+    let off = move |align: u16| (0..data_len / align).prop_map(move |o| o * align);
     let pat_off = move || {
         // Offsets whose bytes form gadget patterns, kept inside the area.
         proptest::array::uniform2(proptest::sample::select(PATTERN_BYTES.to_vec()))
@@ -396,7 +450,10 @@ pub fn lower(p: &GenProgram, data_len: u16) -> Vec<Insn> {
                     off: 1,
                 });
                 jumps.push((out.len(), i + 1 + skip as usize));
-                out.push(Insn::Ja { off: 0, long: false });
+                out.push(Insn::Ja {
+                    off: 0,
+                    long: false,
+                });
             }
         }
     }

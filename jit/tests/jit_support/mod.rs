@@ -16,9 +16,8 @@ use pkbpf_verifier::{verify, ProgramEnv, VerifiedProgram};
 /// Verifies `prog` for the conformance context (r1 = `mem_len` bytes, r2 =
 /// their size, helper 5 = unwind); panics with the verifier's reason.
 pub fn verified(prog: &[Insn], mem_len: usize) -> VerifiedProgram {
-    verify(prog, &ProgramEnv::conformance(mem_len as u32)).unwrap_or_else(|e| {
-        panic!("verifier rejected the program: {e}\n{}", disassemble(prog))
-    })
+    verify(prog, &ProgramEnv::conformance(mem_len as u32))
+        .unwrap_or_else(|e| panic!("verifier rejected the program: {e}\n{}", disassemble(prog)))
 }
 
 /// Runs `prog` on the interpreter over `mem`.
