@@ -162,7 +162,9 @@ impl MapError {
             e if e == libc::E2BIG as i64 || e == libc::ENOSPC as i64 => {
                 Err(MapError::Full { map, max_entries })
             }
-            e if e == libc::EINVAL as i64 => Err(MapError::InvalidFlags { map, flags }),
+            e if e == libc::EINVAL as i64 && flags > crate::BPF_EXIST => {
+                Err(MapError::InvalidFlags { map, flags })
+            }
             e if e == libc::EPERM as i64 => Err(MapError::Frozen { map }),
             e => Err(MapError::Errno {
                 map,

@@ -13,6 +13,9 @@
 //! kernel's preallocated hash maps, a value pointer handed to a program stays
 //! valid memory but may be reused by a later insert after a delete.
 //!
+//! Elements are always preallocated (`BPF_F_NO_PREALLOC` is accepted and
+//! ignored), so a full map answers `-E2BIG` without allocating.
+//!
 //! LRU maps stamp elements from a per-map clock on lookup and update; when
 //! the free list is empty an insert evicts the element with the oldest stamp
 //! (exact LRU; the scan is O(max_entries) and only happens when full).
@@ -51,8 +54,38 @@ struct Bucket {
     head: AtomicU32,
 }
 
+/// The little-endian word at `p`, reading only `min(rem, 8)` bytes (the
+/// rest zero).
+///
+/// # Safety
+/// `p` points to at least `min(rem, 8)` readable bytes.
+#[inline(always)]
+pub(crate) unsafe fn le_word(p: *const u8, rem: usize) -> u64 {
+    // SAFETY: every read stays within the first min(rem, 8) bytes: a full
+    // word when 8 remain, else 4-, 2- and 1-byte pieces of `rem`.
+    unsafe {
+        if rem >= 8 {
+            return u64::from_le(std::ptr::read_unaligned(p as *const u64));
+        }
+        let mut v = 0u64;
+        let mut o = 0;
+        if rem & 4 != 0 {
+            v = u32::from_le(std::ptr::read_unaligned(p as *const u32)) as u64;
+            o = 4;
+        }
+        if rem & 2 != 0 {
+            v |= (u16::from_le(std::ptr::read_unaligned(p.add(o) as *const u16)) as u64) << (8 * o);
+            o += 2;
+        }
+        if rem & 1 != 0 {
+            v |= (*p.add(o) as u64) << (8 * o);
+        }
+        v
+    }
+}
+
 #[inline]
-fn mix(mut h: u64, w: u64) -> u64 {
+pub(crate) fn mix(mut h: u64, w: u64) -> u64 {
     h = (h ^ w).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     h ^ (h >> 29)
 }
@@ -109,29 +142,8 @@ impl RawMap {
     #[inline(always)]
     fn key_word(&self, key: *const u8, w: usize) -> u64 {
         let start = w * 8;
-        let rem = self.key_size as usize - start;
-        // SAFETY: every read below stays within the key's `key_size` bytes:
-        // a full word when 8 remain, else 4-, 2- and 1-byte pieces of `rem`.
-        unsafe {
-            let p = key.add(start);
-            if rem >= 8 {
-                return u64::from_le(std::ptr::read_unaligned(p as *const u64));
-            }
-            let mut v = 0u64;
-            let mut o = 0;
-            if rem & 4 != 0 {
-                v = u32::from_le(std::ptr::read_unaligned(p as *const u32)) as u64;
-                o = 4;
-            }
-            if rem & 2 != 0 {
-                v |= (u16::from_le(std::ptr::read_unaligned(p.add(o) as *const u16)) as u64) << (8 * o);
-                o += 2;
-            }
-            if rem & 1 != 0 {
-                v |= (*p.add(o) as u64) << (8 * o);
-            }
-            v
-        }
+        // SAFETY: the key has key_size bytes, start < key_size.
+        unsafe { le_word(key.add(start), self.key_size as usize - start) }
     }
 
     #[inline]

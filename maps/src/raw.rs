@@ -43,6 +43,9 @@ pub(crate) struct Params {
     pub elem_stride: usize,
     pub buckets_off: usize,
     pub elems_off: usize,
+    pub lens_off: usize,
+    pub bitmap_off: usize,
+    pub free_off: usize,
     pub ring_size: u64,
     pub nrings: u32,
     pub ring_stride: usize,
@@ -121,6 +124,10 @@ impl RawMap {
         ) {
             // SAFETY: forwarded.
             unsafe { self.hash_init() }
+        }
+        if self.ty == MapType::LpmTrie {
+            // SAFETY: forwarded.
+            unsafe { self.lpm_init() }
         }
     }
 

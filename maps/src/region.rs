@@ -215,12 +215,23 @@ pub(crate) fn compute_layout(def: &MapDef, ncpus: u32, page: usize) -> Result<La
                 vs > 0 && max > 0,
                 "lpm_trie needs value_size > 0 and max_entries > 0",
             )?;
-            p.key_words = (ks as usize - 4).div_ceil(8);
+            let ds = ks as usize - 4;
+            let nlen = ds * 8 + 1;
+            p.key_words = ds.div_ceil(8);
             p.elem_stride = 8 + 8 * p.key_words;
-            p.elems_off = 64;
+            p.lens_off = 64;
+            p.bitmap_off = round_up(64 + 4 * nlen, 8).ok_or_else(too_big)?;
+            p.buckets_off = p.bitmap_off + 8 * nlen.div_ceil(64);
+            p.nbuckets = (max as usize)
+                .checked_mul(2)
+                .and_then(usize::checked_next_power_of_two)
+                .ok_or_else(too_big)?;
+            p.free_off = add(p.buckets_off, mul(4, p.nbuckets)?)?;
+            p.elems_off =
+                round_up(add(p.free_off, mul(4, max as usize)?)?, 64).ok_or_else(too_big)?;
             (
                 mul(slot, max as usize)?,
-                add(64, mul(p.elem_stride, max as usize)?)?,
+                add(p.elems_off, mul(p.elem_stride, max as usize)?)?,
             )
         }
         Queue | Stack => {
@@ -620,6 +631,16 @@ impl Region {
     /// Map `index`'s internals pages (to carry the runtime key).
     pub fn internals_range(&self, index: usize) -> Option<MemRange> {
         self.inner.maps.get(index).map(|m| m.internals)
+    }
+
+    /// The index of the map whose values pages hold `[addr, addr + len)`,
+    /// for helpers that must check a pointer a program passed (a value
+    /// pointer, a ringbuf record) before using it.
+    pub fn map_containing(&self, addr: usize, len: usize) -> Option<usize> {
+        self.inner
+            .maps
+            .iter()
+            .position(|m| m.values.len > 0 && m.values.contains(addr, len))
     }
 
     /// The userspace handle of map `index`.

@@ -70,7 +70,10 @@ pub(crate) fn seq_write_lock(s: &AtomicU32) {
 /// Leaves the write side of the sequence lock `s`.
 #[inline]
 pub(crate) fn seq_write_unlock(s: &AtomicU32) {
-    s.fetch_add(1, Ordering::Release);
+    // Only the holder changes an odd count, so a plain release store (no
+    // locked instruction) publishes the new even count.
+    let v = s.load(Ordering::Relaxed);
+    s.store(v.wrapping_add(1), Ordering::Release);
 }
 
 /// Starts a read section: waits out a writer and returns the count to check.

@@ -225,6 +225,15 @@ fn layout_ranges_are_page_aligned_and_disjoint() {
     let rec = rb.raw().ringbuf_reserve(16, 0) as usize;
     assert!(rb.values_range().contains(rec, 16));
     assert_eq!(r.map("pe").unwrap().values_range().len, 0);
+    assert_eq!(r.map_containing(p, 40), r.index_of("h"));
+    assert_eq!(r.map_containing(rec, 16), r.index_of("rb"));
+    assert_eq!(r.map_containing(r.as_range().addr, 1), None);
+    let hv = h.values_range();
+    assert_eq!(
+        r.map_containing(hv.addr + hv.len - 8, 16),
+        None,
+        "straddles the end"
+    );
 }
 
 #[test]

@@ -417,3 +417,72 @@ fn percpu_program_writes_hit_current_cpu() {
         .unwrap();
     }
 }
+
+/// Masks `d` to its first `plen` bits (network bit order).
+fn mask_bytes(plen: u32, d: &[u8]) -> Vec<u8> {
+    d.iter()
+        .enumerate()
+        .map(|(j, b)| {
+            let bits = (plen as usize).saturating_sub(j * 8).min(8);
+            if bits == 0 {
+                0
+            } else {
+                b & (0xffu16 << (8 - bits)) as u8
+            }
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// Wide keys (17 data bytes: three words, the last partial), many
+    /// lengths, enough deletes to rebuild the index.
+    #[test]
+    fn wide_lpm_matches_model(ops in proptest::collection::vec(
+        (0u8..4, 0u32..=140, any::<[u8; 17]>(), any::<u16>()), 1..200),
+        base in any::<[u8; 17]>())
+    {
+        const DS: usize = 17;
+        let (_r, m) = region_with(MapDef::new("lpm6", MapType::LpmTrie, 4 + DS as u32, 2, 40));
+        let mut model: BTreeMap<(u32, Vec<u8>), u16> = BTreeMap::new();
+        // Keys near `base` so that prefixes nest.
+        let near = |d: [u8; 17]| -> Vec<u8> {
+            let flip = d[0] as usize % (DS * 8);
+            let mut v = base.to_vec();
+            v[flip / 8] ^= 0x80 >> (flip % 8);
+            v
+        };
+        for (kind, p, d, v) in ops {
+            let data = near(d);
+            let key = [p.to_ne_bytes().to_vec(), data.clone()].concat();
+            match kind {
+                0 | 1 => {
+                    let k = (p, mask_bytes(p, &data));
+                    let want = if p > (DS * 8) as u32 { -(libc::EINVAL as i64) }
+                        else if !model.contains_key(&k) && model.len() == 40 { -(libc::ENOSPC as i64) }
+                        else { model.insert(k, v); 0 };
+                    // SAFETY: key of key_size bytes, 2-byte value.
+                    let got = unsafe { m.raw().update(key.as_ptr(), v.to_ne_bytes().as_ptr(), BPF_ANY) };
+                    prop_assert_eq!(got, want);
+                }
+                2 => {
+                    let want = if p > (DS * 8) as u32 { -(libc::EINVAL as i64) }
+                        else if model.remove(&(p, mask_bytes(p, &data))).is_some() { 0 } else { -(libc::ENOENT as i64) };
+                    // SAFETY: key of key_size bytes.
+                    prop_assert_eq!(unsafe { m.raw().delete(key.as_ptr()) }, want);
+                }
+                _ => {
+                    let kp = p.min((DS * 8) as u32);
+                    let want = model.iter()
+                        .filter(|((pl, pre), _)| *pl <= kp && mask_bytes(*pl, &data) == *pre)
+                        .max_by_key(|((pl, _), _)| *pl)
+                        .map(|(_, v)| *v);
+                    let got = m.lookup(&key).unwrap().map(|b| u16::from_ne_bytes(b.try_into().unwrap()));
+                    prop_assert_eq!(got, want, "lookup /{} {:?}", p, data);
+                }
+            }
+        }
+        prop_assert_eq!(m.keys().count(), model.len());
+    }
+}
