@@ -142,3 +142,21 @@ fn domain_guard_without_pku_is_a_no_op() {
     assert_eq!(g.saved(), None);
     assert_eq!(pkbpf_sandbox::current_pkru(), None);
 }
+
+#[test]
+fn sandbox_mode_from_the_environment() {
+    use std::ffi::OsStr;
+    let v = |s: &str| Sandbox::from_env_value(Some(OsStr::new(s)));
+    assert_eq!(Sandbox::from_env_value(None), Ok(Sandbox::Auto));
+    assert_eq!(v(""), Ok(Sandbox::Auto));
+    assert_eq!(v("none"), Ok(Sandbox::None));
+    assert_eq!(v("mpk"), Ok(Sandbox::Mpk));
+    assert_eq!(
+        v("off"),
+        Err(SandboxError::UnknownMode {
+            given: "off".into()
+        })
+    );
+    // Whatever the test runner's environment holds parses or errors, never panics.
+    let _ = Sandbox::from_env();
+}

@@ -226,6 +226,32 @@ pub enum Sandbox {
     None,
 }
 
+impl Sandbox {
+    /// The environment variable the preload agent reads the mode from.
+    pub const ENV: &'static str = "PKBPF_SANDBOX";
+
+    /// The mode from [`Sandbox::ENV`] (see [`Sandbox::from_env_value`]).
+    pub fn from_env() -> Result<Sandbox, SandboxError> {
+        Sandbox::from_env_value(std::env::var_os(Sandbox::ENV).as_deref())
+    }
+
+    /// The mode for a value of [`Sandbox::ENV`]: `auto` when unset or
+    /// empty, an error for anything but `auto`, `mpk` or `none` (never a
+    /// silent default).
+    pub fn from_env_value(value: Option<&std::ffi::OsStr>) -> Result<Sandbox, SandboxError> {
+        match value {
+            None => Ok(Sandbox::Auto),
+            Some(v) if v.is_empty() => Ok(Sandbox::Auto),
+            Some(v) => match v.to_str() {
+                Some(s) => s.parse(),
+                None => Err(SandboxError::UnknownMode {
+                    given: v.to_string_lossy().into_owned(),
+                }),
+            },
+        }
+    }
+}
+
 impl FromStr for Sandbox {
     type Err = SandboxError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
