@@ -185,6 +185,10 @@ impl RawMap {
         }
     }
 
+    /// Links every element into the free list and empties the buckets.
+    ///
+    /// # Safety
+    /// Only on fresh memory no other thread or process uses yet.
     pub(crate) unsafe fn hash_init(&self) {
         for i in 0..self.max_entries {
             let next = if i + 1 < self.max_entries { i + 1 } else { NIL };

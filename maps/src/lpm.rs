@@ -106,6 +106,10 @@ impl RawMap {
         (h ^ (h >> 32)) as usize & (self.p.nbuckets - 1)
     }
 
+    /// Fills the free stack with every entry.
+    ///
+    /// # Safety
+    /// Only on fresh memory no other thread or process uses yet.
     pub(crate) unsafe fn lpm_init(&self) {
         for i in 0..self.max_entries {
             self.lw32(self.p.free_off + 4 * i as usize)
@@ -141,6 +145,9 @@ impl RawMap {
     }
 
     /// Longest match for the key (lock-free, inside a read section).
+    ///
+    /// # Safety
+    /// `key` points to `key_size` readable bytes.
     unsafe fn lpm_find_longest(&self, key: *const u8) -> u32 {
         let kp = read_u32(key).min(self.max_plen());
         // SAFETY: key has key_size = 4 + data_size bytes.

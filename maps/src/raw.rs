@@ -339,6 +339,8 @@ impl RawMap {
         unsafe { &*(self.internals as *const AtomicU32).add(idx as usize) }
     }
 
+    /// # Safety
+    /// `key` points to 4 readable bytes; `v` describes a valid source.
     unsafe fn array_update(&self, key: *const u8, v: Val, flags: u64) -> i64 {
         let idx = read_u32(key);
         if idx >= self.max_entries {

@@ -67,6 +67,23 @@ fn full_array_like_maps() {
     assert_eq!(a.lookup(&2u32.to_ne_bytes()).unwrap(), None);
     // SAFETY: 4-byte key.
     assert!(unsafe { a.raw().lookup(5u32.to_ne_bytes().as_ptr()) }.is_null());
+    let pa = map(MapDef::new("pa", MapType::PerCpuArray, 4, 4, 2));
+    let buf = vec![0u8; pa.value_buffer_size()];
+    assert_eq!(
+        errno(pa.update(&2u32.to_ne_bytes(), &buf, BPF_ANY)),
+        libc::E2BIG
+    );
+    assert_eq!(
+        errno(pa.update(&1u32.to_ne_bytes(), &buf, BPF_NOEXIST)),
+        libc::EEXIST
+    );
+    assert_eq!(pa.lookup_percpu(&2u32.to_ne_bytes()).unwrap(), None);
+    // SAFETY: 4-byte key, 4-byte value.
+    let r = unsafe {
+        pa.raw()
+            .update(2u32.to_ne_bytes().as_ptr(), [0u8; 4].as_ptr(), BPF_ANY)
+    };
+    assert_eq!(r, -(libc::E2BIG as i64));
     let p = map(MapDef::new("p", MapType::ProgArray, 4, 4, 2));
     assert_eq!(
         errno(p.update(&2u32.to_ne_bytes(), &1u32.to_ne_bytes(), BPF_ANY)),

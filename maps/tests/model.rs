@@ -41,14 +41,14 @@ fn key_of(k: u8) -> [u8; 6] {
 }
 
 /// The model of a hash map: values plus recency order (front = least recent).
-struct HashModel {
+struct HashModel<V> {
     max: usize,
     lru: bool,
-    vals: HashMap<u8, u64>,
+    vals: HashMap<u8, V>,
     order: VecDeque<u8>,
 }
 
-impl HashModel {
+impl<V> HashModel<V> {
     fn touch(&mut self, k: u8) {
         if self.lru {
             self.order.retain(|&x| x != k);
@@ -56,7 +56,7 @@ impl HashModel {
         }
     }
     /// Returns the errno the map must answer.
-    fn update(&mut self, k: u8, v: u64, flags: u64) -> i64 {
+    fn update(&mut self, k: u8, v: V, flags: u64) -> i64 {
         if flags > BPF_EXIST {
             return -(libc::EINVAL as i64);
         }
@@ -484,5 +484,92 @@ proptest! {
             }
         }
         prop_assert_eq!(m.keys().count(), model.len());
+    }
+}
+
+/// Pins the calling thread to CPU 0, so program-side per-CPU operations hit
+/// slot 0 deterministically.
+fn pin_cpu0() -> bool {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes inside it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    }
+}
+
+fn run_percpu_hash(ty: MapType, ops: &[HOp]) -> Result<(), TestCaseError> {
+    let max = 8;
+    let (_r, m) = region_with(MapDef::new("h", ty, 6, 8, max));
+    let n = m.region().ncpus() as usize;
+    let mut model: HashModel<Vec<u64>> = HashModel {
+        max: max as usize,
+        lru: ty == MapType::LruPerCpuHash,
+        vals: HashMap::new(),
+        order: VecDeque::new(),
+    };
+    let raw = m.raw();
+    for op in ops {
+        match *op {
+            HOp::Update(k, v, f) => {
+                let vals: Vec<u64> = (0..n as u64).map(|c| v.wrapping_add(c)).collect();
+                let bufs: Vec<[u8; 8]> = vals.iter().map(|x| x.to_ne_bytes()).collect();
+                let refs: Vec<&[u8]> = bufs.iter().map(|b| &b[..]).collect();
+                let got = errno_of(m.update_percpu(&key_of(k), &refs, f));
+                prop_assert_eq!(got, model.update(k, vals, f), "{:?}", op);
+            }
+            HOp::ProgUpdate(k, v, f) => {
+                // SAFETY: key and value buffers have the map's sizes.
+                let got = unsafe { raw.update(key_of(k).as_ptr(), v.to_ne_bytes().as_ptr(), f) };
+                // A program writes its CPU's slot (0, pinned); a new element's
+                // other slots are zero.
+                let prev = model.vals.get(&k).cloned();
+                let mut fresh = vec![0; n];
+                fresh[0] = v;
+                let want = model.update(k, fresh, f);
+                if let (0, Some(mut p)) = (want, prev) {
+                    p[0] = v;
+                    model.vals.insert(k, p);
+                }
+                prop_assert_eq!(got, want, "{:?}", op);
+            }
+            HOp::Delete(k) => {
+                let got = errno_of(m.delete(&key_of(k)));
+                prop_assert_eq!(got, model.delete(k), "{:?}", op);
+            }
+            HOp::Lookup(k) => {
+                let got = m.lookup_percpu(&key_of(k)).unwrap().map(|vs| {
+                    vs.iter()
+                        .map(|b| u64::from_ne_bytes(b[..].try_into().unwrap()))
+                        .collect::<Vec<_>>()
+                });
+                prop_assert_eq!(got, model.vals.get(&k).cloned(), "{:?}", op);
+            }
+            HOp::ProgLookup(k) => {
+                // SAFETY: key buffer has key_size bytes.
+                let p = unsafe { raw.lookup(key_of(k).as_ptr()) };
+                // SAFETY: a non-null lookup result points to this CPU's 8-byte value.
+                let got = (!p.is_null()).then(|| unsafe { std::ptr::read(p as *const u64) });
+                prop_assert_eq!(got, model.vals.get(&k).map(|v| v[0]), "{:?}", op);
+                if got.is_some() {
+                    model.touch(k);
+                }
+            }
+        }
+    }
+    prop_assert_eq!(m.keys().count(), model.vals.len());
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    #[test]
+    fn percpu_and_lru_percpu_hash_match_model(lru in any::<bool>(), ops in proptest::collection::vec(hop(), 1..100)) {
+        if !pin_cpu0() {
+            println!("skipped: percpu_and_lru_percpu_hash_match_model: sched_setaffinity failed");
+            return Ok(());
+        }
+        run_percpu_hash(if lru { MapType::LruPerCpuHash } else { MapType::PerCpuHash }, &ops)?;
     }
 }
