@@ -49,7 +49,10 @@ use pkbpf_verifier::isa::{
 use rand::Rng;
 
 use super::gadget::risky;
-use super::{JitEnv, JitError, ABORT_BAD_CALLX, ABORT_FELL_OFF};
+use super::{ArrayLayout, JitEnv, JitError, ABORT_BAD_CALLX, ABORT_FELL_OFF};
+
+/// `bpf_map_lookup_elem`'s helper id.
+const MAP_LOOKUP_ELEM: i32 = 1;
 
 /// eBPF register number → x86-64 register number.
 const MAP: [u8; 11] = [0, 7, 6, 2, 1, 8, 3, 13, 14, 15, 5];
@@ -173,6 +176,8 @@ struct Cg<'a, R: Rng> {
     stubs: BTreeMap<u32, DynamicLabel>,
     callx: Option<DynamicLabel>,
     callx_table: (u64, usize),
+    /// `map_lookup_elem` call sites that may be inlined: slot → map index.
+    inline: &'a BTreeMap<usize, u32>,
     units: Vec<(usize, Unit)>,
     /// Whether the current unit blinds all constants.
     blind: bool,
@@ -190,6 +195,7 @@ pub(crate) fn emit<R: Rng>(
     hard: &Hardening,
     rng: &mut R,
     callx_table: (u64, usize),
+    inline: &BTreeMap<usize, u32>,
 ) -> Result<Output, JitError> {
     let mut ops = VecAssembler::<X64Relocation>::new(0);
     let labels: Vec<DynamicLabel> = insns.iter().map(|_| ops.new_dynamic_label()).collect();
@@ -231,6 +237,7 @@ pub(crate) fn emit<R: Rng>(
         stubs: BTreeMap::new(),
         callx: None,
         callx_table,
+        inline,
         units: Vec::new(),
         blind: false,
         post_nops: 0,
@@ -570,6 +577,10 @@ impl<R: Rng> Cg<'_, R> {
                 let t = self.labels[target(self.insns, pc, &insn)?];
                 self.jmp(width == Width::W64, cond, x(dst), src, t);
             }
+            Insn::Call(CallTarget::Helper(MAP_LOOKUP_ELEM)) if self.inline_lookup(pc).is_some() => {
+                let layout = self.inline_lookup(pc).expect("checked by the guard");
+                self.array_lookup(layout);
+            }
             Insn::Call(CallTarget::Helper(id)) => {
                 let id = u32::try_from(id)
                     .ok()
@@ -622,6 +633,33 @@ impl<R: Rng> Cg<'_, R> {
             }
         }
         Ok(())
+    }
+
+    /// The array layout for an inlinable `map_lookup_elem` at `pc`.
+    fn inline_lookup(&self, pc: usize) -> Option<ArrayLayout> {
+        let &map = self.inline.get(&pc)?;
+        self.env.maps.get(map as usize)?.array
+    }
+
+    /// `r0 = key < max_entries ? values + key * stride : NULL` with the u32
+    /// key at `[r2]`: what `map_lookup_elem` returns for an array map,
+    /// without the call. r1–r5 are dead after a call, as after the helper.
+    fn array_lookup(&mut self, l: ArrayLayout) {
+        let null = self.ops.new_dynamic_label();
+        let done = self.ops.new_dynamic_label();
+        asm!(self.ops; mov eax, DWORD [rsi]);
+        self.mov_imm32(false, S11, l.max_entries as i32);
+        asm!(self.ops; cmp eax, r11d ; jae =>null);
+        self.mov_imm32(false, S11, l.stride as i32);
+        asm!(self.ops; imul rax, r11);
+        self.mov_imm64(S11, l.values);
+        asm!(self.ops
+            ; add rax, r11
+            ; jmp =>done
+            ; =>null
+            ; xor eax, eax
+            ; =>done
+        );
     }
 
     fn pseudo(&self, pc: usize, kind: LdPseudo, imm: i32, next_imm: i32) -> Result<u64, JitError> {

@@ -76,6 +76,21 @@ pub struct JitMap {
     /// Address of the value area (`map_idx_value N + off` yields this plus
     /// `off`); `None` for maps without a direct value area.
     pub value: Option<u64>,
+    /// For array maps whose values are one contiguous area: its layout, so
+    /// that `map_lookup_elem` calls the verifier marks inlinable become a
+    /// bounds check and a multiply-add. `None`: always call the helper.
+    pub array: Option<ArrayLayout>,
+}
+
+/// Layout of an array map's values: element `i` is at `values + i * stride`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArrayLayout {
+    /// Address of element 0.
+    pub values: u64,
+    /// Bytes from one element to the next (at least the value size).
+    pub stride: u32,
+    /// Number of elements.
+    pub max_entries: u32,
 }
 
 /// What the JIT needs from the loader: helpers by id and maps by index.
@@ -286,7 +301,7 @@ impl JitProgram {
     /// bounds (no runtime checks are emitted), execution never falls off the
     /// end, bpf-to-bpf calls nest at most 8 deep.
     pub fn compile(prog: &VerifiedProgram, env: &JitEnv) -> Result<JitProgram, JitError> {
-        Self::compile_seeded(prog.insns(), env, rand::random())
+        Self::compile_with_seed(prog, env, rand::random())
     }
 
     /// Compiles a verified program with a fixed blinding seed (reproducible
@@ -296,16 +311,29 @@ impl JitProgram {
         env: &JitEnv,
         seed: u64,
     ) -> Result<JitProgram, JitError> {
-        Self::compile_seeded(prog.insns(), env, seed)
+        let inline: BTreeMap<usize, u32> = prog.inlinable_lookups().iter().copied().collect();
+        Self::compile_inner(prog.insns(), env, seed, &inline)
     }
 
     /// Compiles `insns` (one [`Insn`] per slot) with a fixed blinding seed,
     /// without verification: running the result is only sound for programs
     /// the verifier would accept.
+    #[cfg(test)]
     pub(crate) fn compile_seeded(
         insns: &[Insn],
         env: &JitEnv,
         seed: u64,
+    ) -> Result<JitProgram, JitError> {
+        Self::compile_inner(insns, env, seed, &BTreeMap::new())
+    }
+
+    /// [`JitProgram::compile_seeded`] with the `map_lookup_elem` call sites
+    /// (slot → map index) that may be inlined.
+    pub(crate) fn compile_inner(
+        insns: &[Insn],
+        env: &JitEnv,
+        seed: u64,
+        inline: &BTreeMap<usize, u32>,
     ) -> Result<JitProgram, JitError> {
         if insns.is_empty() {
             return Err(JitError::Empty);
@@ -329,7 +357,7 @@ impl JitProgram {
         let mut hard: HashMap<Unit, u32> = HashMap::new();
         let mut first = None;
         for attempt in 1..=MAX_ATTEMPTS {
-            let out = codegen::emit(insns, env, &hard, &mut rng, (table_addr, table_len))?;
+            let out = codegen::emit(insns, env, &hard, &mut rng, (table_addr, table_len), inline)?;
             let hits = scan_gadgets(&out.code);
             if let Some(&g) = hits.first() {
                 first = Some(g);

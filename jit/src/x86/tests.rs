@@ -64,8 +64,15 @@ fn hardening_loop_moves_jump_displacements_off_gadgets() {
         src.push_str("add %r0, 1\nadd %r0, 1\nexit");
         let prog = assemble(&src).unwrap();
         let mut rng = StdRng::seed_from_u64(3);
-        let first =
-            codegen::emit(&prog, &JitEnv::new(), &HashMap::new(), &mut rng, (0, 0)).unwrap();
+        let first = codegen::emit(
+            &prog,
+            &JitEnv::new(),
+            &HashMap::new(),
+            &mut rng,
+            (0, 0),
+            &BTreeMap::new(),
+        )
+        .unwrap();
         let jit = JitProgram::compile_seeded(&prog, &JitEnv::new(), 3).unwrap();
         assert_eq!(scan_gadgets(jit.code()), vec![], "a = {a}");
         if !scan_gadgets(&first.code).is_empty() {
@@ -136,10 +143,12 @@ fn map_pseudo_forms_resolve_to_env_addresses() {
         .with_map(JitMap {
             object: 0x1000,
             value: None,
+            array: None,
         })
         .with_map(JitMap {
             object: 0x7f00_0f05_0000,
             value: Some(0x7f00_cd80_0000),
+            array: None,
         });
     let run = |p: &[Insn]| {
         let jit = JitProgram::compile_seeded(p, &env, 9).unwrap();
@@ -265,4 +274,37 @@ fn dump_shows_each_ebpf_instruction_with_its_machine_code() {
     assert!(d.contains("   3: r0 += r1"), "{d}");
     assert!(d.contains("add rax,rdi"), "{d}");
     assert!(!d.contains("   2:"), "lddw's second half has no code: {d}");
+}
+
+#[repr(align(16))]
+struct Aligned16(#[allow(dead_code)] [u8; 16]);
+
+extern "C" fn stack_misalignment(
+    _: u64,
+    _: u64,
+    _: u64,
+    _: u64,
+    _: u64,
+    _: *mut c_void,
+) -> HelperRet {
+    let x = std::hint::black_box(Aligned16([0; 16]));
+    let addr = std::hint::black_box(&x as *const Aligned16 as usize);
+    HelperRet {
+        value: (addr % 16) as u64,
+        abort: 0,
+    }
+}
+
+#[test]
+fn helpers_are_called_with_a_16_byte_aligned_stack() {
+    let env = JitEnv::new().with_helper(1, stack_misalignment);
+    // From the main function and from inside two nested local calls; the
+    // misalignments are summed.
+    let prog = assemble(
+        "call 1\nmov %r6, %r0\ncall local f\nadd %r0, %r6\nexit\nf:\ncall 1\nmov %r6, %r0\ncall local g\nadd %r0, %r6\nexit\ng:\ncall 1\nexit",
+    )
+    .unwrap();
+    let jit = JitProgram::compile_seeded(&prog, &env, 0).unwrap();
+    // SAFETY: no memory access; the helper only inspects its own stack.
+    assert_eq!(unsafe { jit.call(0, 0) }, 0);
 }
