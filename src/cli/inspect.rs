@@ -110,6 +110,9 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
             .collect();
         format!("  {}\n", s.join("  ").trim_end())
     };
+    if rows.is_empty() {
+        return "  (none)\n".into();
+    }
     let mut out = line(header.to_vec());
     for r in rows {
         out.push_str(&line(r.iter().map(String::as_str).collect()));

@@ -253,6 +253,17 @@ pub(crate) struct Section<'a> {
 
 impl Object {
     /// Parses an object file from its bytes.
+    ///
+    /// ```no_run
+    /// use pkbpf::object::Object;
+    ///
+    /// let bytes = std::fs::read("prog.bpf.o")?;
+    /// let obj = Object::parse(&bytes)?;
+    /// for p in obj.programs() {
+    ///     println!("{}: {} ({} slots)", p.name, p.kind.name(), p.insns.len());
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn parse(bytes: &[u8]) -> Result<Object, ObjectError> {
         let elf = Elf::parse(bytes).map_err(|e| ObjectError::Elf {
             reason: e.to_string(),
