@@ -17,8 +17,10 @@
 //! ignored), so a full map answers `-E2BIG` without allocating.
 //!
 //! LRU maps stamp elements from a per-map clock on lookup and update; when
-//! the free list is empty an insert evicts the element with the oldest stamp
-//! (exact LRU; the scan is O(max_entries) and only happens when full).
+//! the free list is empty an insert evicts the elements with the oldest
+//! stamps: exactly the least recently used one for maps below 128 entries,
+//! the [`lru_batch`] least recently used ones for larger maps (as the
+//! kernel, which also shrinks its LRU lists in batches).
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -32,6 +34,16 @@ use crate::MapType;
 pub(crate) const NIL: u32 = u32::MAX;
 /// Offset of the bucket array in the internals.
 pub(crate) const BUCKETS_OFF: usize = 128;
+
+/// Most elements one eviction scan frees.
+const MAX_LRU_BATCH: usize = 64;
+
+/// How many elements a full LRU map of `max_entries` evicts at once: one
+/// per 64 entries, 1 to 64. The scan that finds them is O(max_entries), so
+/// evicting a batch keeps an insert into a full map amortised O(64).
+pub fn lru_batch(max_entries: u32) -> usize {
+    (max_entries as usize / 64).clamp(1, MAX_LRU_BATCH)
+}
 
 const FREE_LOCK: usize = 0;
 const FREE_HEAD: usize = 4;
@@ -297,33 +309,61 @@ impl RawMap {
         false
     }
 
-    /// Evicts the least recently used element and returns it, unlinked and
-    /// owned by the caller; NIL when nothing is linked.
+    /// Evicts the [`lru_batch`] least recently used elements: returns one,
+    /// unlinked and owned by the caller, and frees the others; NIL when
+    /// nothing is linked. An element used again since the scan is spared.
     fn lru_evict(&self) -> u32 {
+        let k = lru_batch(self.max_entries);
         loop {
-            let (mut best, mut best_stamp) = (NIL, u64::MAX);
+            // The k oldest (stamp, index), ascending.
+            let mut old = [(u64::MAX, NIL); MAX_LRU_BATCH];
+            let mut n = 0;
             for i in 0..self.max_entries {
                 let e = self.elem(i);
-                if e.state.load(Ordering::Acquire) == 1 {
-                    let s = e.stamp.load(Ordering::Relaxed);
-                    if s < best_stamp {
-                        (best, best_stamp) = (i, s);
+                if e.state.load(Ordering::Acquire) != 1 {
+                    continue;
+                }
+                let s = e.stamp.load(Ordering::Relaxed);
+                if n == k && s >= old[k - 1].0 {
+                    continue;
+                }
+                let mut j = if n < k {
+                    n += 1;
+                    n - 1
+                } else {
+                    k - 1
+                };
+                while j > 0 && old[j - 1].0 > s {
+                    old[j] = old[j - 1];
+                    j -= 1;
+                }
+                old[j] = (s, i);
+            }
+            if n == 0 {
+                return NIL;
+            }
+            let mut got = NIL;
+            for &(s, i) in &old[..n] {
+                let e = self.elem(i);
+                let b = self.bucket(e.hash.load(Ordering::Relaxed));
+                seq_write_lock(&b.seq);
+                let ok = e.state.load(Ordering::Relaxed) == 1
+                    && e.stamp.load(Ordering::Relaxed) == s
+                    && self.unlink(b, i);
+                if ok {
+                    e.state.store(0, Ordering::Release);
+                }
+                seq_write_unlock(&b.seq);
+                if ok {
+                    if got == NIL {
+                        got = i;
+                    } else {
+                        self.free_push(i);
                     }
                 }
             }
-            if best == NIL {
-                return NIL;
-            }
-            let e = self.elem(best);
-            let b = self.bucket(e.hash.load(Ordering::Relaxed));
-            seq_write_lock(&b.seq);
-            let ok = e.state.load(Ordering::Relaxed) == 1 && self.unlink(b, best);
-            if ok {
-                e.state.store(0, Ordering::Release);
-            }
-            seq_write_unlock(&b.seq);
-            if ok {
-                return best;
+            if got != NIL {
+                return got;
             }
         }
     }

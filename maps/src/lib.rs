@@ -41,6 +41,7 @@ pub mod typed;
 pub mod types;
 
 pub use error::MapError;
+pub use hash::lru_batch;
 pub use map::{Keys, Map, PerfConsumer, RingBufConsumer};
 pub use raw::{RawMap, BPF_ANY, BPF_EXIST, BPF_F_CURRENT_CPU, BPF_NOEXIST};
 pub use region::{

@@ -372,3 +372,33 @@ fn typed_views_check_sizes_and_types() {
         })
     ));
 }
+
+/// A full 256-entry LRU map evicts its 4 least recently used entries at
+/// once; entries a program looked up are spared.
+#[test]
+fn large_lru_evicts_oldest_batch() {
+    let m = map(MapDef::new("lru", MapType::LruHash, 4, 4, 256));
+    assert_eq!(pkbpf_maps::lru_batch(256), 4);
+    for k in 0..256u32 {
+        m.update(&k.to_ne_bytes(), &k.to_ne_bytes(), BPF_NOEXIST)
+            .unwrap();
+    }
+    for k in 0..10u32 {
+        // SAFETY: 4-byte key.
+        assert!(!unsafe { m.raw().lookup(k.to_ne_bytes().as_ptr()) }.is_null());
+    }
+    // A userspace lookup does not refresh recency.
+    assert!(m.lookup(&10u32.to_ne_bytes()).unwrap().is_some());
+    m.update(&1000u32.to_ne_bytes(), &[0; 4], BPF_ANY).unwrap();
+    let gone: Vec<u32> = (0..256u32)
+        .filter(|k| m.lookup(&k.to_ne_bytes()).unwrap().is_none())
+        .collect();
+    assert_eq!(gone, vec![10, 11, 12, 13]);
+    assert_eq!(m.keys().count(), 253);
+    // The freed slots are reused before another eviction.
+    for k in 2000..2003u32 {
+        m.update(&k.to_ne_bytes(), &[0; 4], BPF_NOEXIST).unwrap();
+    }
+    assert_eq!(m.keys().count(), 256);
+    assert!(m.lookup(&14u32.to_ne_bytes()).unwrap().is_some());
+}

@@ -26,12 +26,18 @@ enum HOp {
 }
 
 fn hop() -> impl Strategy<Value = HOp> {
+    hop_in(24)
+}
+
+/// Operations on keys `0..keys`.
+fn hop_in(keys: u16) -> impl Strategy<Value = HOp> {
+    let k = move |x: u16| (x % keys) as u8;
     prop_oneof![
-        4 => (any::<u8>(), any::<u64>(), 0u64..4).prop_map(|(k, v, f)| HOp::Update(k % 24, v, f)),
-        2 => any::<u8>().prop_map(|k| HOp::Delete(k % 24)),
-        2 => any::<u8>().prop_map(|k| HOp::Lookup(k % 24)),
-        2 => any::<u8>().prop_map(|k| HOp::ProgLookup(k % 24)),
-        2 => (any::<u8>(), any::<u64>(), 0u64..4).prop_map(|(k, v, f)| HOp::ProgUpdate(k % 24, v, f)),
+        4 => (any::<u16>(), any::<u64>(), 0u64..4).prop_map(move |(x, v, f)| HOp::Update(k(x), v, f)),
+        2 => any::<u16>().prop_map(move |x| HOp::Delete(k(x))),
+        2 => any::<u16>().prop_map(move |x| HOp::Lookup(k(x))),
+        2 => any::<u16>().prop_map(move |x| HOp::ProgLookup(k(x))),
+        2 => (any::<u16>(), any::<u64>(), 0u64..4).prop_map(move |(x, v, f)| HOp::ProgUpdate(k(x), v, f)),
     ]
 }
 
@@ -71,8 +77,10 @@ impl<V> HashModel<V> {
             if !self.lru {
                 return -(libc::E2BIG as i64);
             }
-            let victim = self.order.pop_front().unwrap();
-            self.vals.remove(&victim);
+            for _ in 0..pkbpf_maps::lru_batch(self.max as u32) {
+                let victim = self.order.pop_front().unwrap();
+                self.vals.remove(&victim);
+            }
         }
         self.vals.insert(k, v);
         self.touch(k);
@@ -96,7 +104,10 @@ fn errno_of(r: Result<(), MapError>) -> i64 {
 }
 
 fn run_hash(ty: MapType, ops: &[HOp]) -> Result<(), TestCaseError> {
-    let max = 8;
+    run_hash_sized(ty, ops, 8)
+}
+
+fn run_hash_sized(ty: MapType, ops: &[HOp], max: u32) -> Result<(), TestCaseError> {
     let (_r, m) = region_with(MapDef::new("h", ty, 6, 8, max));
     let mut model = HashModel {
         max: max as usize,
@@ -191,6 +202,12 @@ proptest! {
     #[test]
     fn hash_matches_model(ops in proptest::collection::vec(hop(), 1..120)) {
         run_hash(MapType::Hash, &ops)?;
+    }
+
+    /// 130 entries: full inserts evict the 2 least recently used at once.
+    #[test]
+    fn large_lru_hash_evicts_in_batches(ops in proptest::collection::vec(hop_in(256), 1..600)) {
+        run_hash_sized(MapType::LruHash, &ops, 130)?;
     }
 
     #[test]
