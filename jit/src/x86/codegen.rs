@@ -35,8 +35,8 @@
 //! loads the env into `r9`, calls the helper, and on a non-zero `abort`
 //! (returned in `rdx`) unwinds to the entry frame. That stub is the one place
 //! the sandbox turns into a gate. `callx` bounds-checks the id against a
-//! table of stub addresses and jumps to the stub, so it goes through the same
-//! gate.
+//! jump table (in the code: one `jmp stub` per id, so execute-only pages
+//! work) and lands in the same stub, so it goes through the same gate.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -73,7 +73,9 @@ const MAIN_FRAME: i32 = STACK_SIZE as i32 + 8;
 const SUB_FRAME: i32 = STACK_SIZE as i32;
 
 /// Most helper ids a `callx` table may cover.
-pub(crate) const MAX_CALLX_TABLE: usize = 1 << 16;
+pub(crate) const MAX_CALLX_TABLE: usize = 4096;
+/// Bytes per `callx` jump-table entry.
+const CALLX_ENTRY: usize = 8;
 
 fn x(r: Reg) -> u8 {
     MAP[r.idx()]
@@ -175,7 +177,7 @@ struct Cg<'a, R: Rng> {
     abort: DynamicLabel,
     stubs: BTreeMap<u32, DynamicLabel>,
     callx: Option<DynamicLabel>,
-    callx_table: (u64, usize),
+    callx_len: usize,
     /// `map_lookup_elem` call sites that may be inlined: slot → map index.
     inline: &'a BTreeMap<usize, u32>,
     units: Vec<(usize, Unit)>,
@@ -187,14 +189,14 @@ struct Cg<'a, R: Rng> {
 
 /// Emits the whole program once.
 ///
-/// `callx_table` is the address and length of the table of stub addresses
-/// `callx` indexes (filled by the caller once the code is mapped).
+/// `callx_len` is the number of helper ids `callx` may reach (largest id
+/// in the env + 1; 0 when the program has no `callx`).
 pub(crate) fn emit<R: Rng>(
     insns: &[Insn],
     env: &JitEnv,
     hard: &Hardening,
     rng: &mut R,
-    callx_table: (u64, usize),
+    callx_len: usize,
     inline: &BTreeMap<usize, u32>,
 ) -> Result<Output, JitError> {
     let mut ops = VecAssembler::<X64Relocation>::new(0);
@@ -236,7 +238,7 @@ pub(crate) fn emit<R: Rng>(
         abort,
         stubs: BTreeMap::new(),
         callx: None,
-        callx_table,
+        callx_len,
         inline,
         units: Vec::new(),
         blind: false,
@@ -247,7 +249,7 @@ pub(crate) fn emit<R: Rng>(
         cg.insn(pc)?;
     }
     cg.tail();
-    let stub_offsets = cg.emit_stubs();
+    let stub_offsets = cg.emit_stubs()?;
     cg.end_unit();
     let units = std::mem::take(&mut cg.units);
     let code = cg.ops.finalize().map_err(|e| JitError::Assemble {
@@ -440,7 +442,7 @@ impl<R: Rng> Cg<'_, R> {
 
     /// Emits the per-helper stubs and the callx dispatcher; returns the stub
     /// offsets by helper id.
-    fn emit_stubs(&mut self) -> BTreeMap<u32, usize> {
+    fn emit_stubs(&mut self) -> Result<BTreeMap<u32, usize>, JitError> {
         if let Some(callx) = self.callx {
             // callx may reach any helper of the env.
             let ids: Vec<u32> = self.env.helpers.keys().copied().collect();
@@ -448,8 +450,9 @@ impl<R: Rng> Cg<'_, R> {
                 self.stub_label(id);
             }
             self.unit(Unit::Callx);
-            let (table, len) = self.callx_table;
+            let len = self.callx_len;
             let bad = self.ops.new_dynamic_label();
+            let table = self.ops.new_dynamic_label();
             let abort = self.abort;
             // r11 = helper id (set by the call site); keep it in r9, which
             // the stub overwrites anyway.
@@ -458,19 +461,32 @@ impl<R: Rng> Cg<'_, R> {
             asm!(self.ops
                 ; cmp r9, r10
                 ; jae =>bad
-            );
-            self.mov_imm64(S10, table);
-            asm!(self.ops
-                ; mov r11, [r10 + r9 * 8]
-                ; test r11, r11
-                ; jz =>bad
-                ; jmp r11
+                ; lea r10, [=>table]
+                ; lea r10, [r10 + r9 * 8]
+                ; jmp r10
                 ; =>bad
                 ; add rsp, 8
                 ; xor eax, eax
                 ; mov Rq(RDX), QWORD ABORT_BAD_CALLX as i64
                 ; jmp =>abort
+                ; =>table
             );
+            // The jump table: one 8-byte entry per id, `jmp stub` or `jmp
+            // bad`. Code, not data, so it works on execute-only pages.
+            for id in 0..len as u32 {
+                let start = self.offset();
+                let to = self.stubs.get(&id).copied().unwrap_or(bad);
+                asm!(self.ops; jmp =>to);
+                while self.offset() < start + CALLX_ENTRY {
+                    asm!(self.ops; int3);
+                }
+                if self.offset() != start + CALLX_ENTRY {
+                    return Err(JitError::Internal {
+                        pc: self.insns.len(),
+                        what: format!("callx table entry of {} bytes", self.offset() - start),
+                    });
+                }
+            }
         }
         let mut offsets = BTreeMap::new();
         let stubs: Vec<(u32, DynamicLabel)> = self.stubs.iter().map(|(&i, &l)| (i, l)).collect();
@@ -493,7 +509,7 @@ impl<R: Rng> Cg<'_, R> {
                 ; ret
             );
         }
-        offsets
+        Ok(offsets)
     }
 
     fn insn(&mut self, pc: usize) -> Result<(), JitError> {

@@ -19,7 +19,7 @@
 //!    once; unmapped on drop.
 //!
 //! Helpers: every helper id has **one stub** at the end of the code; all
-//! `call N` (and `callx` via a bounds-checked table of stub addresses) go
+//! `call N` (and `callx` via a bounds-checked jump table in the code) go
 //! through it. The stub is where the sandbox inserts its gate. A helper is a
 //! [`HelperFn`]: `extern "C" fn(r1, r2, r3, r4, r5, env) -> HelperRet`; a
 //! non-zero [`HelperRet::abort`] ends the program at once (with
@@ -285,9 +285,6 @@ pub struct JitProgram {
     units: Vec<(usize, Unit)>,
     /// Helper stub offsets by id.
     stubs: BTreeMap<u32, usize>,
-    /// Stub addresses by helper id, read by `callx` (its address is in the
-    /// code; boxed so it never moves).
-    _callx_table: Box<[u64]>,
     /// Emit-and-scan rounds it took.
     attempts: u32,
 }
@@ -351,13 +348,11 @@ impl JitProgram {
         } else {
             0
         };
-        let mut table = vec![0u64; table_len].into_boxed_slice();
-        let table_addr = table.as_ptr() as u64;
         let mut rng = StdRng::seed_from_u64(seed);
         let mut hard: HashMap<Unit, u32> = HashMap::new();
         let mut first = None;
         for attempt in 1..=MAX_ATTEMPTS {
-            let out = codegen::emit(insns, env, &hard, &mut rng, (table_addr, table_len), inline)?;
+            let out = codegen::emit(insns, env, &hard, &mut rng, table_len, inline)?;
             let hits = scan_gadgets(&out.code);
             if let Some(&g) = hits.first() {
                 first = Some(g);
@@ -369,17 +364,10 @@ impl JitProgram {
                 continue;
             }
             let code = CodeMemory::new(&out.code)?;
-            let base = code.base() as u64;
-            for (&id, &off) in &out.stubs {
-                if let Some(slot) = table.get_mut(id as usize) {
-                    *slot = base + off as u64;
-                }
-            }
             return Ok(JitProgram {
                 code,
                 units: out.units,
                 stubs: out.stubs,
-                _callx_table: table,
                 attempts: attempt,
             });
         }

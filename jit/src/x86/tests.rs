@@ -69,7 +69,7 @@ fn hardening_loop_moves_jump_displacements_off_gadgets() {
             &JitEnv::new(),
             &HashMap::new(),
             &mut rng,
-            (0, 0),
+            0,
             &BTreeMap::new(),
         )
         .unwrap();
