@@ -80,6 +80,11 @@ fn inspect_table_lists_globals() {
         "{out}"
     );
     assert!(out.contains("const volatile __u64 multiplier"), "{out}");
+    // --btf adds the type table, with the loader's DATASEC fix-ups.
+    let (ok, out, err) = pkbpf(&["inspect", "--btf", path.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("DATASEC '.bss' size=24 vlen=2"), "{out}");
+    assert!(out.contains("offset=8 size=16 (VAR 'scratch')"), "{out}");
 }
 
 #[test]

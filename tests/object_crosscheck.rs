@@ -191,3 +191,35 @@ fn btf_matches_bpftool() {
         }
     }
 }
+
+#[test]
+fn btf_dump_matches_bpftool_line_for_line() {
+    if std::process::Command::new("bpftool")
+        .arg("version")
+        .output()
+        .is_err()
+    {
+        return common::skip(
+            "btf_dump_matches_bpftool_line_for_line",
+            "bpftool not found",
+        );
+    }
+    for (name, path, _) in objects("btf_dump_matches_bpftool_line_for_line") {
+        // bpftool shows the file's BTF as written (DATASEC sizes still 0), so
+        // compare the raw section, not the loader's fixed-up copy.
+        let bytes = common::read(&path);
+        let elf = goblin::elf::Elf::parse(&bytes).unwrap();
+        let sh = elf
+            .section_headers
+            .iter()
+            .find(|s| elf.shdr_strtab.get_at(s.sh_name) == Some(".BTF"))
+            .unwrap();
+        let raw = &bytes[sh.sh_offset as usize..(sh.sh_offset + sh.sh_size) as usize];
+        let ours = pkbpf::btf::Btf::parse(raw).unwrap().dump_raw();
+        let theirs = common::run("bpftool", &["btf", "dump", "file"], &path);
+        for (i, (a, b)) in ours.lines().zip(theirs.lines()).enumerate() {
+            assert_eq!(a, b, "{name}: line {}", i + 1);
+        }
+        assert_eq!(ours.lines().count(), theirs.lines().count(), "{name}");
+    }
+}

@@ -14,6 +14,7 @@
 //! ```
 
 mod core;
+mod dump;
 mod ext;
 mod types;
 

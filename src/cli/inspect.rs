@@ -16,6 +16,10 @@ pub struct Args {
     /// Print JSON instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// Also print the BTF type table (bpftool's raw format; DATASEC sizes and
+    /// offsets as the loader fixed them up).
+    #[arg(long)]
+    pub btf: bool,
 }
 
 /// Loads the object at `path` (with the path in the error).
@@ -202,6 +206,12 @@ pub fn run(args: Args) -> Result<i32> {
         println!("{}", serde_json::to_string_pretty(&to_json(&obj))?);
     } else {
         print!("{}", to_text(&obj));
+    }
+    if args.btf {
+        match obj.btf() {
+            Some(b) => print!("\nbtf ({} types):\n{}", b.len(), b.dump_raw()),
+            None => println!("\nbtf: none"),
+        }
     }
     Ok(0)
 }
