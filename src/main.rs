@@ -41,6 +41,19 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     cli::init_logging(cli.verbose);
+    // `--sandbox`: `mpk` without PKU fails closed on every command; `auto`
+    // says on stderr which mode it chose for commands that run programs.
+    let mode = match pkbpf_sandbox::select(cli.sandbox.into()) {
+        Ok(mode) => mode,
+        Err(e) => {
+            eprintln!("pkbpf: error: {e}");
+            std::process::exit(1);
+        }
+    };
+    let runs_programs = matches!(cli.command, Command::Conformance(_) | Command::Demo(_));
+    if cli.sandbox == cli::SandboxArg::Auto && runs_programs {
+        eprintln!("{mode}");
+    }
     let result: Result<i32> = match cli.command {
         Command::Conformance(a) => cli::conformance::run(a),
         Command::ConformancePlugin(a) => cli::conformance::run_plugin(a),

@@ -16,6 +16,16 @@ pub enum SandboxArg {
     None,
 }
 
+impl From<SandboxArg> for pkbpf_sandbox::Sandbox {
+    fn from(a: SandboxArg) -> Self {
+        match a {
+            SandboxArg::Auto => pkbpf_sandbox::Sandbox::Auto,
+            SandboxArg::Mpk => pkbpf_sandbox::Sandbox::Mpk,
+            SandboxArg::None => pkbpf_sandbox::Sandbox::None,
+        }
+    }
+}
+
 /// Sets up `tracing` output on stderr; `RUST_LOG` overrides the level.
 pub fn init_logging(verbose: u8) {
     let level = match verbose {
