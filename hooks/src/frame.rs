@@ -79,8 +79,10 @@ const _: () = assert!(std::mem::size_of::<HookFrame>() == off::FRAME_SIZE as usi
 const _: () = assert!(std::mem::offset_of!(PtRegs, ax) == off::AX as usize);
 const _: () = assert!(std::mem::offset_of!(PtRegs, ip) == off::IP as usize);
 const _: () = assert!(std::mem::offset_of!(PtRegs, sp) == off::SP as usize);
-const _: () = assert!(std::mem::offset_of!(HookFrame, override_active) == off::OVERRIDE_ACTIVE as usize);
-const _: () = assert!(std::mem::offset_of!(HookFrame, override_value) == off::OVERRIDE_VALUE as usize);
+const _: () =
+    assert!(std::mem::offset_of!(HookFrame, override_active) == off::OVERRIDE_ACTIVE as usize);
+const _: () =
+    assert!(std::mem::offset_of!(HookFrame, override_value) == off::OVERRIDE_VALUE as usize);
 
 impl HookFrame {
     /// A frame with the given registers and no override (for tests and for

@@ -10,15 +10,16 @@
 //! A numeric `OFFSET` without a symbol is a **file offset**, as in the
 //! kernel's uprobe interface and `perf probe -x`.
 //!
-//! Resolution has two halves: [`find_symbol`] and [`vaddr_to_file_offset`]
-//! are pure functions of the ELF bytes (goblin over `.symtab` and `.dynsym`,
+//! Resolution has two halves: [`ElfIndex`] is a pure function of the ELF bytes (goblin over `.symtab` and `.dynsym`,
 //! defined `STT_FUNC` symbols with a size); [`file_offset_to_runtime`] maps a
 //! file offset to an address through `/proc/self/maps`, matching the file by
 //! device and inode (or by path when the inode is unknown), which gives the
 //! load bias of PIE executables and shared libraries alike.
 
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use goblin::elf::program_header::PT_LOAD;
 use goblin::elf::sym::{STT_FUNC, STT_GNU_IFUNC};
@@ -82,7 +83,9 @@ impl ProbeTarget {
             target: text.to_string(),
             reason,
         };
-        let (binary, what) = text.rsplit_once(':').ok_or_else(|| invalid("missing `:`"))?;
+        let (binary, what) = text
+            .rsplit_once(':')
+            .ok_or_else(|| invalid("missing `:`"))?;
         if binary.is_empty() {
             return Err(invalid("empty binary"));
         }
@@ -93,7 +96,10 @@ impl ProbeTarget {
             SymbolSpec::FileOffset(parse_number(what).ok_or_else(|| invalid("bad offset"))?)
         } else {
             let (name, offset) = match what.split_once('+') {
-                Some((name, off)) => (name, parse_number(off).ok_or_else(|| invalid("bad offset"))?),
+                Some((name, off)) => (
+                    name,
+                    parse_number(off).ok_or_else(|| invalid("bad offset"))?,
+                ),
                 None => (what, 0),
             };
             if name.is_empty()
@@ -139,64 +145,97 @@ pub struct FoundSymbol {
     pub size: u64,
 }
 
-/// Looks `name` up in `.symtab` then `.dynsym`: defined functions with a size.
-/// Pure: no I/O. `binary` only names the file in errors.
-pub fn find_symbol(elf: &Elf<'_>, binary: &Path, name: &str) -> Result<FoundSymbol> {
-    let tables = [(&elf.syms, &elf.strtab), (&elf.dynsyms, &elf.dynstrtab)];
-    let mut ifunc = false;
-    for (syms, strtab) in tables {
-        for sym in syms.iter() {
-            if sym.st_shndx == 0 || strtab.get_at(sym.st_name) != Some(name) {
-                continue;
-            }
-            match sym.st_type() {
-                STT_FUNC if sym.st_size > 0 => {
-                    return Ok(FoundSymbol {
-                        vaddr: sym.st_value,
-                        size: sym.st_size,
-                    })
+/// What resolution needs from one ELF file, extracted once: defined function
+/// symbols with a size (`.symtab` first, then `.dynsym`), IFUNC names, and the
+/// `PT_LOAD` segments. Building it is a pure function of the bytes.
+#[derive(Debug, Clone, Default)]
+pub struct ElfIndex {
+    funcs: HashMap<String, FoundSymbol>,
+    ifuncs: HashSet<String>,
+    /// `(p_vaddr, p_offset, p_filesz)` of each `PT_LOAD`.
+    loads: Vec<(u64, u64, u64)>,
+}
+
+impl ElfIndex {
+    /// Indexes the ELF image `bytes`; `binary` only names the file in errors.
+    pub fn parse(binary: &Path, bytes: &[u8]) -> Result<Self> {
+        let elf = Elf::parse(bytes).map_err(|source| HookError::ParseElf {
+            binary: binary.to_path_buf(),
+            source,
+        })?;
+        let mut index = ElfIndex::default();
+        let tables = [(&elf.syms, &elf.strtab), (&elf.dynsyms, &elf.dynstrtab)];
+        for (syms, strtab) in tables {
+            for sym in syms.iter() {
+                if sym.st_shndx == 0 {
+                    continue;
                 }
-                STT_GNU_IFUNC => ifunc = true,
-                _ => {}
+                let Some(name) = strtab.get_at(sym.st_name) else {
+                    continue;
+                };
+                match sym.st_type() {
+                    STT_FUNC if sym.st_size > 0 => {
+                        index.funcs.entry(name.to_string()).or_insert(FoundSymbol {
+                            vaddr: sym.st_value,
+                            size: sym.st_size,
+                        });
+                    }
+                    STT_GNU_IFUNC => {
+                        index.ifuncs.insert(name.to_string());
+                    }
+                    _ => {}
+                }
             }
         }
+        index.loads = elf
+            .program_headers
+            .iter()
+            .filter(|ph| ph.p_type == PT_LOAD)
+            .map(|ph| (ph.p_vaddr, ph.p_offset, ph.p_filesz))
+            .collect();
+        Ok(index)
     }
-    if ifunc {
-        return Err(HookError::IfuncSymbol {
+
+    /// The defined function `name`.
+    pub fn symbol(&self, binary: &Path, name: &str) -> Result<FoundSymbol> {
+        if let Some(sym) = self.funcs.get(name) {
+            return Ok(*sym);
+        }
+        if self.ifuncs.contains(name) {
+            return Err(HookError::IfuncSymbol {
+                binary: binary.to_path_buf(),
+                symbol: name.to_string(),
+            });
+        }
+        Err(HookError::SymbolNotFound {
             binary: binary.to_path_buf(),
             symbol: name.to_string(),
-        });
+        })
     }
-    Err(HookError::SymbolNotFound {
-        binary: binary.to_path_buf(),
-        symbol: name.to_string(),
-    })
-}
 
-/// Virtual address to file offset through the `PT_LOAD` program headers. Pure.
-pub fn vaddr_to_file_offset(elf: &Elf<'_>, binary: &Path, vaddr: u64) -> Result<u64> {
-    elf.program_headers
-        .iter()
-        .filter(|ph| ph.p_type == PT_LOAD)
-        .find(|ph| vaddr >= ph.p_vaddr && vaddr - ph.p_vaddr < ph.p_filesz)
-        .map(|ph| vaddr - ph.p_vaddr + ph.p_offset)
-        .ok_or_else(|| HookError::NotInSegment {
-            binary: binary.to_path_buf(),
-            vaddr,
-        })
-}
+    /// Virtual address to file offset through the `PT_LOAD` segments.
+    pub fn vaddr_to_file_offset(&self, binary: &Path, vaddr: u64) -> Result<u64> {
+        self.loads
+            .iter()
+            .find(|&&(v, _, size)| vaddr >= v && vaddr - v < size)
+            .map(|&(v, off, _)| vaddr - v + off)
+            .ok_or_else(|| HookError::NotInSegment {
+                binary: binary.to_path_buf(),
+                vaddr,
+            })
+    }
 
-/// File offset to virtual address through the `PT_LOAD` program headers. Pure.
-pub fn file_offset_to_vaddr(elf: &Elf<'_>, binary: &Path, offset: u64) -> Result<u64> {
-    elf.program_headers
-        .iter()
-        .filter(|ph| ph.p_type == PT_LOAD)
-        .find(|ph| offset >= ph.p_offset && offset - ph.p_offset < ph.p_filesz)
-        .map(|ph| offset - ph.p_offset + ph.p_vaddr)
-        .ok_or_else(|| HookError::NotInSegment {
-            binary: binary.to_path_buf(),
-            vaddr: offset,
-        })
+    /// File offset to virtual address through the `PT_LOAD` segments.
+    pub fn file_offset_to_vaddr(&self, binary: &Path, offset: u64) -> Result<u64> {
+        self.loads
+            .iter()
+            .find(|&&(_, off, size)| offset >= off && offset - off < size)
+            .map(|&(v, off, _)| offset - off + v)
+            .ok_or_else(|| HookError::NotInSegment {
+                binary: binary.to_path_buf(),
+                vaddr: offset,
+            })
+    }
 }
 
 /// One line of `/proc/self/maps`.
@@ -348,13 +387,19 @@ pub fn resolve_in(
     spec: &SymbolSpec,
     maps: &[MapEntry],
 ) -> Result<ResolvedTarget> {
-    let elf = Elf::parse(bytes).map_err(|source| HookError::ParseElf {
-        binary: binary.to_path_buf(),
-        source,
-    })?;
+    resolve_with(binary, &ElfIndex::parse(binary, bytes)?, spec, maps)
+}
+
+/// Resolves a target against an indexed ELF file and the given mappings.
+pub fn resolve_with(
+    binary: &Path,
+    index: &ElfIndex,
+    spec: &SymbolSpec,
+    maps: &[MapEntry],
+) -> Result<ResolvedTarget> {
     let (vaddr, function) = match spec {
         SymbolSpec::Symbol { name, offset } => {
-            let sym = find_symbol(&elf, binary, name)?;
+            let sym = index.symbol(binary, name)?;
             if *offset >= sym.size {
                 return Err(HookError::OffsetOutsideSymbol {
                     binary: binary.to_path_buf(),
@@ -365,9 +410,9 @@ pub fn resolve_in(
             }
             (sym.vaddr + offset, Some(sym))
         }
-        SymbolSpec::FileOffset(off) => (file_offset_to_vaddr(&elf, binary, *off)?, None),
+        SymbolSpec::FileOffset(off) => (index.file_offset_to_vaddr(binary, *off)?, None),
     };
-    let file_offset = vaddr_to_file_offset(&elf, binary, vaddr)?;
+    let file_offset = index.vaddr_to_file_offset(binary, vaddr)?;
     let address = file_offset_to_runtime(maps, binary, file_offset)?;
     let bias = address.wrapping_sub(vaddr as usize);
     Ok(ResolvedTarget {
@@ -380,16 +425,45 @@ pub fn resolve_in(
     })
 }
 
-/// Resolves a target in this process: locates the binary, reads its symbols,
-/// and finds its mapping in `/proc/self/maps`.
+/// Key of the index cache: a file's identity and version.
+type CacheKey = (PathBuf, u64, u64, i64, i64, u64);
+
+fn cached_index(binary: &Path) -> Result<Arc<ElfIndex>> {
+    static CACHE: OnceLock<Mutex<HashMap<CacheKey, Arc<ElfIndex>>>> = OnceLock::new();
+    let read_err = |source| HookError::ReadBinary {
+        binary: binary.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::metadata(binary).map_err(read_err)?;
+    let key = (
+        binary.to_path_buf(),
+        meta.dev(),
+        meta.ino(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.size(),
+    );
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(index) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Ok(index.clone());
+    }
+    let bytes = std::fs::read(binary).map_err(read_err)?;
+    let index = Arc::new(ElfIndex::parse(binary, &bytes)?);
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, index.clone());
+    Ok(index)
+}
+
+/// Resolves a target in this process: locates the binary, reads its symbols
+/// (indexed once per file version and cached), and finds its mapping in
+/// `/proc/self/maps`.
 pub fn resolve_target(target: &ProbeTarget) -> Result<ResolvedTarget> {
     let maps = read_self_maps()?;
     let binary = locate_binary(&target.binary, &maps)?;
-    let bytes = std::fs::read(&binary).map_err(|source| HookError::ReadBinary {
-        binary: binary.clone(),
-        source,
-    })?;
-    resolve_in(&binary, &bytes, &target.spec, &maps)
+    let index = cached_index(&binary)?;
+    resolve_with(&binary, &index, &target.spec, &maps)
 }
 
 #[cfg(test)]
@@ -424,7 +498,14 @@ mod tests {
 
     #[test]
     fn rejects_bad_targets() {
-        for bad in ["nocolon", ":sym", "lib:", "lib:sym+zz", "lib:0xzz", "lib:a-b"] {
+        for bad in [
+            "nocolon",
+            ":sym",
+            "lib:",
+            "lib:sym+zz",
+            "lib:0xzz",
+            "lib:a-b",
+        ] {
             match ProbeTarget::parse(bad) {
                 Err(HookError::InvalidTarget { target, .. }) => assert_eq!(target, bad),
                 other => panic!("{bad}: {other:?}"),
@@ -456,7 +537,10 @@ mod tests {
         let p = Path::new("/x/lib.so");
         assert_eq!(file_offset_to_runtime(&maps, p, 0x4010).unwrap(), 0x1010);
         match file_offset_to_runtime(&maps, p, 0x6000) {
-            Err(HookError::NotMapped { binary, file_offset }) => {
+            Err(HookError::NotMapped {
+                binary,
+                file_offset,
+            }) => {
                 assert_eq!(binary, p);
                 assert_eq!(file_offset, 0x6000);
             }

@@ -317,8 +317,14 @@ mod tests {
         let text = disasm(&return_code(0x1122_3344_5566));
         assert_eq!(text[0], "lea rsp,[rsp-8]");
         assert!(text.contains(&"pushfq".to_string()));
-        assert!(text.contains(&"movaps [rsp+0F0h],xmm15".to_string()), "{text:?}");
-        assert!(text.contains(&"mov rax,112233445566h".to_string()), "{text:?}");
+        assert!(
+            text.contains(&"movaps [rsp+0F0h],xmm15".to_string()),
+            "{text:?}"
+        );
+        assert!(
+            text.contains(&"mov rax,112233445566h".to_string()),
+            "{text:?}"
+        );
         assert!(text.contains(&"mov [rsp+0B8h],rax".to_string()), "{text:?}");
         assert_eq!(text.last().unwrap(), "ret");
         let pushes = text.iter().filter(|t| t.starts_with("push")).count();
@@ -340,6 +346,10 @@ mod tests {
             assert!(p.abs_diff(near) < REACH);
             assert!(!(0x555555554000..0x555555560000).contains(p));
         }
-        assert!(c[0] == 0x555555553000 || c[0] == 0x555555560000, "{:x}", c[0]);
+        assert!(
+            c[0] == 0x555555553000 || c[0] == 0x555555560000,
+            "{:x}",
+            c[0]
+        );
     }
 }

@@ -19,6 +19,11 @@
 //! forced with [`AttachOptions::force_int3`]. Jump tables cannot be seen by the
 //! sweep: an indirect jump into the first 5 bytes of a function is not detected.
 //!
+//! Detach does not wait for hits in flight: a thread that had already jumped
+//! into the trampoline when detach returned may still run the handler once
+//! (as with the kernel's deferred unregistration), which is also why handler
+//! records and closures are never freed.
+//!
 //! Handlers run on the probed thread, outside any signal context in both
 //! modes. A handler that (indirectly) hits a probe on its own thread does not
 //! run handlers again (per-thread guard), as the kernel's `bpf_prog_active`.
@@ -117,9 +122,7 @@ pub(crate) fn note_missed() {
 /// Runs `f` with the per-thread recursion guard; false if already inside.
 #[inline]
 pub(crate) fn guarded(f: impl FnOnce()) -> bool {
-    let entered = IN_HANDLER
-        .try_with(|c| !c.replace(true))
-        .unwrap_or(false);
+    let entered = IN_HANDLER.try_with(|c| !c.replace(true)).unwrap_or(false);
     if !entered {
         note_missed();
         return false;
@@ -319,9 +322,10 @@ fn plan(
     }
     let mut jump_ok = !force_int3 && total >= 5 && !flow_ended;
     if jump_ok
-        && displaced
-            .iter()
-            .any(|i| has_branch_target(i) && (addr as u64 + 1..(addr + total) as u64).contains(&i.near_branch_target()))
+        && displaced.iter().any(|i| {
+            has_branch_target(i)
+                && (addr as u64 + 1..(addr + total) as u64).contains(&i.near_branch_target())
+        })
     {
         jump_ok = false;
     }
@@ -436,6 +440,7 @@ impl ProbeLink {
         self.mode
     }
     /// Detaches now; the last handler at a site restores the original bytes.
+    /// A hit already inside the trampoline may still call the handler once.
     pub fn detach(mut self) -> Result<()> {
         self.detached = true;
         detach_id(self.id)

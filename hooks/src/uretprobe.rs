@@ -147,15 +147,19 @@ pub(crate) fn init() -> Result<()> {
         let near = dispatch_return as *const () as usize;
         let page = ExecPage::alloc_near(near, &maps).map_err(|e| e.to_string())?;
         let base = page
-            .seal(&trampoline::return_code(dispatch_return as *const () as usize))
+            .seal(&trampoline::return_code(
+                dispatch_return as *const () as usize,
+            ))
             .map_err(|e| e.to_string())?;
         RETURN_TRAMPOLINE.store(base, Ordering::Release);
         Ok(base)
     });
-    r.as_ref().map(|_| ()).map_err(|reason| HookError::Relocate {
-        addr: 0,
-        reason: format!("return trampoline: {reason}"),
-    })
+    r.as_ref()
+        .map(|_| ())
+        .map_err(|reason| HookError::Relocate {
+            addr: 0,
+            reason: format!("return trampoline: {reason}"),
+        })
 }
 
 /// Entry side: called by the entry dispatcher when the site has return handlers.

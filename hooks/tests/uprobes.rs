@@ -1,0 +1,697 @@
+//! Inline uprobes and uretprobes on functions of this test binary and libc.
+
+mod common;
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use common::{code_bytes, resolve};
+use pkbpf_hooks::uretprobe::shadow_depth;
+use pkbpf_hooks::{
+    attach, attach_target, AttachOptions, Handler, PatchMode, ProbeKind, ProbeLink, ProbeTarget,
+    PtRegs,
+};
+
+// Hand-written targets with known instruction shapes.
+std::arch::global_asm!(
+    ".text",
+    // rax = rsp at entry: PT_REGS_SP of an entry probe.
+    ".globl pk_sp_at_entry",
+    ".type pk_sp_at_entry,@function",
+    "pk_sp_at_entry:",
+    "mov rax, rsp",
+    "add rax, 0",
+    "ret",
+    ".size pk_sp_at_entry, .-pk_sp_at_entry",
+    // rdi + 1 with a 7-byte first instruction (immune to mid-patch preemption).
+    ".globl pk_stress",
+    ".type pk_stress,@function",
+    "pk_stress:",
+    "lea rax, [rdi + 0x12345678]",
+    "sub rax, 0x12345677",
+    "ret",
+    ".size pk_stress, .-pk_stress",
+    ".globl pk_stress2",
+    ".type pk_stress2,@function",
+    "pk_stress2:",
+    "lea rax, [rdi + 0x12345678]",
+    "sub rax, 0x12345677",
+    "ret",
+    ".size pk_stress2, .-pk_stress2",
+    // 3 bytes: too short for the jump.
+    ".globl pk_stress3",
+    ".type pk_stress3,@function",
+    "pk_stress3:",
+    "lea rax, [rdi + 0x12345678]",
+    "sub rax, 0x12345677",
+    "ret",
+    ".size pk_stress3, .-pk_stress3",
+    ".globl pk_tiny",
+    ".type pk_tiny,@function",
+    "pk_tiny:",
+    "xor eax, eax",
+    "ret",
+    ".size pk_tiny, .-pk_tiny",
+    // A loop head at offset 2, inside the first five bytes.
+    ".globl pk_loop_head",
+    ".type pk_loop_head,@function",
+    "pk_loop_head:",
+    "xor eax, eax",
+    "2:",
+    "add eax, 1",
+    "cmp eax, edi",
+    "jb 2b",
+    "ret",
+    ".size pk_loop_head, .-pk_loop_head",
+    // A rip-relative load as the first instruction.
+    ".globl pk_riprel",
+    ".type pk_riprel,@function",
+    "pk_riprel:",
+    "mov rax, qword ptr [rip + {data}]",
+    "add rax, rdi",
+    "ret",
+    ".size pk_riprel, .-pk_riprel",
+    // A short conditional branch inside the displaced bytes.
+    ".globl pk_short_jcc",
+    ".type pk_short_jcc,@function",
+    "pk_short_jcc:",
+    "test rdi, rdi",
+    "js 3f",
+    "lea rax, [rdi + rdi]",
+    "ret",
+    "3:",
+    "mov rax, -7",
+    "ret",
+    ".size pk_short_jcc, .-pk_short_jcc",
+    data = sym PK_DATA,
+);
+
+#[no_mangle]
+static PK_DATA: u64 = 1000;
+
+extern "C" {
+    fn pk_sp_at_entry() -> u64;
+    fn pk_stress(x: u64) -> u64;
+    fn pk_stress2(x: u64) -> u64;
+    fn pk_stress3(x: u64) -> u64;
+    fn pk_tiny() -> u64;
+    fn pk_loop_head(n: u32) -> u32;
+    fn pk_riprel(x: u64) -> u64;
+    fn pk_short_jcc(x: i64) -> i64;
+}
+
+macro_rules! add6_fn {
+    ($name:ident) => {
+        #[no_mangle]
+        #[inline(never)]
+        pub extern "C" fn $name(a: u64, b: u64, c: u64, d: u64, e: u64, f: u64) -> u64 {
+            a.wrapping_add(b.wrapping_mul(2))
+                .wrapping_add(c.wrapping_mul(3))
+                .wrapping_add(d.wrapping_mul(4))
+                .wrapping_add(e.wrapping_mul(5))
+                .wrapping_add(f.wrapping_mul(6))
+        }
+    };
+}
+add6_fn!(pk_add6);
+add6_fn!(pk_add6_int3);
+add6_fn!(pk_add6_count);
+add6_fn!(pk_add6_multi);
+
+type Add6 = extern "C" fn(u64, u64, u64, u64, u64, u64) -> u64;
+
+fn expected_add6(a: u64) -> u64 {
+    a + 2 * (a + 1) + 3 * (a + 2) + 4 * (a + 3) + 5 * (a + 4) + 6 * (a + 5)
+}
+
+fn counter(c: &'static AtomicU64) -> Handler {
+    Handler::from_fn(move |_| {
+        c.fetch_add(1, Ordering::Relaxed);
+    })
+}
+
+fn recorder() -> (Arc<Mutex<Vec<PtRegs>>>, Handler) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let h = Handler::from_fn(move |f| s.lock().unwrap().push(f.regs));
+    (seen, h)
+}
+
+fn attach_at(target: &str, kind: ProbeKind, h: Handler, force_int3: bool) -> ProbeLink {
+    let t = ProbeTarget::parse(target).unwrap();
+    // SAFETY: every target in these tests is a function entry of this process.
+    unsafe { attach_target(&t, kind, h, &AttachOptions { force_int3 }) }
+        .unwrap_or_else(|e| panic!("attach {target}: {e}"))
+}
+
+#[test]
+fn resolves_own_symbols_to_their_addresses() {
+    let r = resolve("/proc/self/exe:pk_add6");
+    assert_eq!(r.address, pk_add6 as *const () as usize);
+    let (start, size) = r.function.unwrap();
+    assert_eq!(start, r.address);
+    assert!(size > 0);
+    let r = resolve("/proc/self/exe:pk_short_jcc+3");
+    assert_eq!(r.address, pk_short_jcc as *const () as usize + 3);
+}
+
+fn check_add6_probe(target: &str, f: Add6, force_int3: bool, mode: PatchMode) {
+    let addr = resolve(target).address;
+    let before = code_bytes(addr, 16);
+    let (seen, h) = recorder();
+    let link = attach_at(target, ProbeKind::Entry, h, force_int3);
+    assert_eq!(link.mode(), mode);
+    assert_eq!(
+        code_bytes(addr, 1)[0],
+        if mode == PatchMode::Jump { 0xe9 } else { 0xcc }
+    );
+    for a in 1..=3u64 {
+        assert_eq!(
+            black_box(f)(a, a + 1, a + 2, a + 3, a + 4, a + 5),
+            expected_add6(a)
+        );
+    }
+    link.detach().unwrap();
+    assert_eq!(
+        code_bytes(addr, 16),
+        before,
+        "detach restores the original bytes"
+    );
+    assert_eq!(black_box(f)(1, 2, 3, 4, 5, 6), expected_add6(1));
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 3, "one hit per call, none after detach");
+    for (i, r) in seen.iter().enumerate() {
+        let a = i as u64 + 1;
+        assert_eq!(
+            [r.di, r.si, r.dx, r.cx, r.r8, r.r9],
+            [a, a + 1, a + 2, a + 3, a + 4, a + 5]
+        );
+        assert_eq!(r.ip as usize, addr, "PT_REGS_IP is the probed address");
+        assert_eq!(r.orig_ax, u64::MAX);
+    }
+}
+
+#[test]
+fn entry_probe_sees_arguments_and_ip_jump_mode() {
+    check_add6_probe("/proc/self/exe:pk_add6", pk_add6, false, PatchMode::Jump);
+}
+
+#[test]
+fn forced_int3_path_sees_arguments_and_restores_bytes() {
+    check_add6_probe(
+        "/proc/self/exe:pk_add6_int3",
+        pk_add6_int3,
+        true,
+        PatchMode::Int3,
+    );
+}
+
+#[test]
+fn sp_is_the_callers_sp_and_uretprobe_sees_return_value() {
+    let (entry_seen, eh) = recorder();
+    let (ret_seen, rh) = recorder();
+    let ret_addr_seen = Arc::new(AtomicU64::new(0));
+    let ra = ret_addr_seen.clone();
+    let e = attach_at("/proc/self/exe:pk_sp_at_entry", ProbeKind::Entry, eh, false);
+    assert_eq!(e.mode(), PatchMode::Jump);
+    let e2 = attach_at(
+        "/proc/self/exe:pk_sp_at_entry",
+        ProbeKind::Entry,
+        Handler::from_fn(move |f| {
+            // SAFETY: at a function entry, sp points at the return address.
+            ra.store(unsafe { *(f.regs.sp as *const u64) }, Ordering::Relaxed)
+        }),
+        false,
+    );
+    let r = attach_at(
+        "/proc/self/exe:pk_sp_at_entry",
+        ProbeKind::Return,
+        rh,
+        false,
+    );
+    // SAFETY: pk_sp_at_entry only reads rsp.
+    let sp = unsafe { black_box(pk_sp_at_entry as unsafe extern "C" fn() -> u64)() };
+    drop((e, e2, r));
+    let entry = entry_seen.lock().unwrap();
+    let ret = ret_seen.lock().unwrap();
+    assert_eq!(entry.len(), 1);
+    assert_eq!(ret.len(), 1);
+    assert_eq!(entry[0].sp, sp, "PT_REGS_SP is the sp the function saw");
+    assert_eq!(ret[0].ax, sp, "PT_REGS_RC is the return value");
+    assert_eq!(
+        ret[0].sp,
+        sp + 8,
+        "after return, sp is past the return address"
+    );
+    assert_eq!(
+        ret[0].ip,
+        ret_addr_seen.load(Ordering::Relaxed),
+        "ip is the original return address"
+    );
+    assert_eq!(shadow_depth(), 0);
+}
+
+#[test]
+fn counts_are_exact_with_two_handlers_of_each_kind() {
+    static E1: AtomicU64 = AtomicU64::new(0);
+    static E2: AtomicU64 = AtomicU64::new(0);
+    static R1: AtomicU64 = AtomicU64::new(0);
+    static R2: AtomicU64 = AtomicU64::new(0);
+    let t = "/proc/self/exe:pk_add6_multi";
+    let links = [
+        attach_at(t, ProbeKind::Entry, counter(&E1), false),
+        attach_at(t, ProbeKind::Return, counter(&R1), false),
+        attach_at(t, ProbeKind::Entry, counter(&E2), false),
+        attach_at(t, ProbeKind::Return, counter(&R2), false),
+    ];
+    for a in 0..1000 {
+        assert_eq!(
+            black_box(pk_add6_multi as Add6)(a, a + 1, a + 2, a + 3, a + 4, a + 5),
+            expected_add6(a)
+        );
+    }
+    let [a, b, c, d] = links;
+    drop((a, b));
+    for a in 0..10 {
+        black_box(pk_add6_multi as Add6)(a, 0, 0, 0, 0, 0);
+    }
+    drop((c, d));
+    assert_eq!(E1.load(Ordering::Relaxed), 1000);
+    assert_eq!(R1.load(Ordering::Relaxed), 1000);
+    assert_eq!(E2.load(Ordering::Relaxed), 1010);
+    assert_eq!(R2.load(Ordering::Relaxed), 1010);
+}
+
+#[test]
+fn eight_threads_give_exact_counts() {
+    static E: AtomicU64 = AtomicU64::new(0);
+    static R: AtomicU64 = AtomicU64::new(0);
+    static RET_SUM: AtomicU64 = AtomicU64::new(0);
+    let _e = attach_at(
+        "/proc/self/exe:pk_stress",
+        ProbeKind::Entry,
+        counter(&E),
+        false,
+    );
+    let _r = attach_at(
+        "/proc/self/exe:pk_stress",
+        ProbeKind::Return,
+        counter(&R),
+        false,
+    );
+    let _s = attach_at(
+        "/proc/self/exe:pk_stress",
+        ProbeKind::Return,
+        Handler::from_fn(|f| {
+            RET_SUM.fetch_add(f.regs.ax, Ordering::Relaxed);
+        }),
+        false,
+    );
+    const N: u64 = 20_000;
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(|| {
+                for i in 0..N {
+                    // SAFETY: pk_stress is pure arithmetic.
+                    assert_eq!(
+                        unsafe { black_box(pk_stress as unsafe extern "C" fn(u64) -> u64)(i) },
+                        i + 1
+                    );
+                }
+                shadow_depth()
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), 0);
+    }
+    assert_eq!(E.load(Ordering::Relaxed), 8 * N);
+    assert_eq!(R.load(Ordering::Relaxed), 8 * N);
+    assert_eq!(RET_SUM.load(Ordering::Relaxed), 8 * (N * (N + 1) / 2));
+}
+
+#[test]
+fn eight_threads_on_the_int3_path_give_exact_counts() {
+    static E: AtomicU64 = AtomicU64::new(0);
+    static R: AtomicU64 = AtomicU64::new(0);
+    let e = attach_at(
+        "/proc/self/exe:pk_stress3",
+        ProbeKind::Entry,
+        counter(&E),
+        true,
+    );
+    let _r = attach_at(
+        "/proc/self/exe:pk_stress3",
+        ProbeKind::Return,
+        counter(&R),
+        false,
+    );
+    assert_eq!(e.mode(), PatchMode::Int3);
+    const N: u64 = 2_000;
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(|| {
+                for i in 0..N {
+                    // SAFETY: pk_stress3 is pure arithmetic.
+                    assert_eq!(
+                        unsafe { black_box(pk_stress3 as unsafe extern "C" fn(u64) -> u64)(i) },
+                        i + 1
+                    );
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(E.load(Ordering::Relaxed), 8 * N);
+    assert_eq!(R.load(Ordering::Relaxed), 8 * N);
+}
+
+#[test]
+fn attach_and_detach_while_threads_call() {
+    static E: AtomicU64 = AtomicU64::new(0);
+    static R: AtomicU64 = AtomicU64::new(0);
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    static STOP: AtomicBool = AtomicBool::new(false);
+    let addr = pk_stress2 as *const () as usize;
+    let before = code_bytes(addr, 16);
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(|| {
+                let mut i = 0u64;
+                while !STOP.load(Ordering::Relaxed) {
+                    // SAFETY: pk_stress2 is pure arithmetic.
+                    let r = unsafe { black_box(pk_stress2 as unsafe extern "C" fn(u64) -> u64)(i) };
+                    assert_eq!(r, i + 1);
+                    CALLS.fetch_add(1, Ordering::Relaxed);
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    // Resolve once: parsing this (large, debug) test binary per attach is slow.
+    let target = resolve("/proc/self/exe:pk_stress2");
+    assert_eq!(target.address, addr);
+    let at = |kind, h| {
+        // SAFETY: pk_stress2 is a function entry of this process.
+        unsafe { attach(addr, target.function, kind, h, &AttachOptions::default()) }.unwrap()
+    };
+    for round in 0..100 {
+        let e = at(ProbeKind::Entry, counter(&E));
+        let r = at(ProbeKind::Return, counter(&R));
+        std::thread::sleep(std::time::Duration::from_micros(200));
+        if round % 2 == 0 {
+            drop((e, r));
+        } else {
+            drop((r, e));
+        }
+    }
+    assert_eq!(code_bytes(addr, 16), before);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    STOP.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    // A call that was already inside the trampoline when detach returned may
+    // still run its handler; once the threads are joined, nothing is in flight.
+    let (e, r) = (E.load(Ordering::Relaxed), R.load(Ordering::Relaxed));
+    let calls = CALLS.load(Ordering::Relaxed);
+    assert!(e > 0, "probes fired while attached");
+    assert!(e <= calls && r <= calls, "e={e} r={r} calls={calls}");
+    for i in 0..100 {
+        // SAFETY: pure arithmetic.
+        assert_eq!(
+            unsafe { black_box(pk_stress2 as unsafe extern "C" fn(u64) -> u64)(i) },
+            i + 1
+        );
+    }
+    assert_eq!(
+        E.load(Ordering::Relaxed),
+        e,
+        "no hits after the last detach"
+    );
+    assert_eq!(R.load(Ordering::Relaxed), r);
+}
+
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn pk_side_effect(x: u64) -> u64 {
+    SIDE.fetch_add(1, Ordering::Relaxed);
+    x * 3
+}
+static SIDE: AtomicU64 = AtomicU64::new(0);
+
+#[test]
+fn override_return_skips_the_function() {
+    let (ret_seen, rh) = recorder();
+    let e = attach_at(
+        "/proc/self/exe:pk_side_effect",
+        ProbeKind::Entry,
+        Handler::from_fn(|f| {
+            if f.regs.di == 5 {
+                f.override_return(777);
+            }
+        }),
+        false,
+    );
+    let r = attach_at(
+        "/proc/self/exe:pk_side_effect",
+        ProbeKind::Return,
+        rh,
+        false,
+    );
+    let f = black_box(pk_side_effect as extern "C" fn(u64) -> u64);
+    let side0 = SIDE.load(Ordering::Relaxed);
+    assert_eq!(f(4), 12);
+    assert_eq!(SIDE.load(Ordering::Relaxed), side0 + 1);
+    assert_eq!(f(5), 777, "override_return changes the result");
+    assert_eq!(
+        SIDE.load(Ordering::Relaxed),
+        side0 + 1,
+        "the body did not run"
+    );
+    assert_eq!(f(6), 18);
+    drop((e, r));
+    assert_eq!(f(5), 15);
+    let rets: Vec<u64> = ret_seen.lock().unwrap().iter().map(|r| r.ax).collect();
+    assert_eq!(rets, vec![12, 777, 18]);
+}
+
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn pk_rec(n: u64) -> u64 {
+    if n == 0 {
+        0
+    } else {
+        black_box(pk_rec as extern "C" fn(u64) -> u64)(n - 1) + 1
+    }
+}
+
+#[test]
+fn recursion_depth_100_is_balanced() {
+    let (entry_seen, eh) = recorder();
+    let (ret_seen, rh) = recorder();
+    let e = attach_at("/proc/self/exe:pk_rec", ProbeKind::Entry, eh, false);
+    let r = attach_at("/proc/self/exe:pk_rec", ProbeKind::Return, rh, false);
+    assert_eq!(black_box(pk_rec as extern "C" fn(u64) -> u64)(100), 100);
+    assert_eq!(shadow_depth(), 0);
+    drop((e, r));
+    let args: Vec<u64> = entry_seen.lock().unwrap().iter().map(|r| r.di).collect();
+    let rets: Vec<u64> = ret_seen.lock().unwrap().iter().map(|r| r.ax).collect();
+    assert_eq!(args, (0..=100).rev().collect::<Vec<_>>());
+    assert_eq!(
+        rets,
+        (0..=100).collect::<Vec<_>>(),
+        "innermost returns first"
+    );
+}
+
+#[test]
+fn short_and_branchy_prologues_fall_back_to_int3() {
+    static T: AtomicU64 = AtomicU64::new(0);
+    static L: AtomicU64 = AtomicU64::new(0);
+    let t = attach_at(
+        "/proc/self/exe:pk_tiny",
+        ProbeKind::Entry,
+        counter(&T),
+        false,
+    );
+    let (lret, lh) = recorder();
+    let l = attach_at(
+        "/proc/self/exe:pk_loop_head",
+        ProbeKind::Entry,
+        counter(&L),
+        false,
+    );
+    let lr = attach_at("/proc/self/exe:pk_loop_head", ProbeKind::Return, lh, false);
+    assert_eq!(t.mode(), PatchMode::Int3, "3-byte function");
+    assert_eq!(
+        l.mode(),
+        PatchMode::Int3,
+        "loop head inside the first 5 bytes"
+    );
+    for i in 0..50u32 {
+        // SAFETY: both are pure asm functions.
+        unsafe {
+            assert_eq!(black_box(pk_tiny as unsafe extern "C" fn() -> u64)(), 0);
+            assert_eq!(
+                black_box(pk_loop_head as unsafe extern "C" fn(u32) -> u32)(i),
+                i.max(1)
+            );
+        }
+    }
+    drop((t, l, lr));
+    assert_eq!(T.load(Ordering::Relaxed), 50);
+    assert_eq!(
+        L.load(Ordering::Relaxed),
+        50,
+        "the loop branch does not re-enter the probe"
+    );
+    let rets: Vec<u64> = lret.lock().unwrap().iter().map(|r| r.ax).collect();
+    assert_eq!(rets, (0..50u64).map(|i| i.max(1)).collect::<Vec<_>>());
+}
+
+#[test]
+fn rip_relative_and_short_branches_are_relocated() {
+    static A: AtomicU64 = AtomicU64::new(0);
+    static B: AtomicU64 = AtomicU64::new(0);
+    let a = attach_at(
+        "/proc/self/exe:pk_riprel",
+        ProbeKind::Entry,
+        counter(&A),
+        false,
+    );
+    let b = attach_at(
+        "/proc/self/exe:pk_short_jcc",
+        ProbeKind::Entry,
+        counter(&B),
+        false,
+    );
+    assert_eq!(a.mode(), PatchMode::Jump);
+    assert_eq!(b.mode(), PatchMode::Jump);
+    for x in [0i64, 1, 5, -1, -100, 1 << 40] {
+        // SAFETY: pure asm functions.
+        unsafe {
+            assert_eq!(
+                black_box(pk_riprel as unsafe extern "C" fn(u64) -> u64)(x as u64),
+                1000u64.wrapping_add(x as u64)
+            );
+            let expect = if x < 0 { -7 } else { 2 * x };
+            assert_eq!(
+                black_box(pk_short_jcc as unsafe extern "C" fn(i64) -> i64)(x),
+                expect
+            );
+        }
+    }
+    drop((a, b));
+    assert_eq!(A.load(Ordering::Relaxed), 6);
+    assert_eq!(B.load(Ordering::Relaxed), 6);
+}
+
+#[test]
+fn libc_getpid_by_bare_soname() {
+    thread_local! {
+        static HITS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+        static RC: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+    let pid = std::process::id();
+    let r = resolve("libc.so.6:getpid");
+    assert_eq!(r.address, common::dlsym("getpid"));
+    let e = attach_at(
+        "libc.so.6:getpid",
+        ProbeKind::Entry,
+        Handler::from_fn(|_| HITS.with(|h| h.set(h.get() + 1))),
+        false,
+    );
+    let rp = attach_at(
+        "libc.so.6:getpid",
+        ProbeKind::Return,
+        Handler::from_fn(|f| RC.with(|h| h.set(f.regs.ax))),
+        false,
+    );
+    let getpid = black_box(libc::getpid as unsafe extern "C" fn() -> libc::pid_t);
+    for _ in 0..100 {
+        // SAFETY: getpid has no preconditions.
+        assert_eq!(unsafe { getpid() } as u32, pid);
+    }
+    drop((e, rp));
+    assert_eq!(HITS.with(|h| h.get()), 100);
+    assert_eq!(RC.with(|h| h.get()), pid as u64);
+}
+
+#[test]
+fn attach_at_raw_address_and_mapping_errors() {
+    static N: AtomicU64 = AtomicU64::new(0);
+    // A non-executable address is refused with a typed error.
+    let data = &PK_DATA as *const u64 as usize;
+    // SAFETY: attach refuses before touching anything (the address is data).
+    let err = unsafe {
+        attach(
+            data,
+            None,
+            ProbeKind::Entry,
+            counter(&N),
+            &AttachOptions::default(),
+        )
+    }
+    .unwrap_err();
+    assert!(
+        matches!(err, pkbpf_hooks::HookError::NotExecutable { addr } if addr == data),
+        "{err}"
+    );
+}
+
+/// Runs this test binary again with one test and an environment variable.
+fn run_child(test: &str, mode: &str) -> std::process::ExitStatus {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env("PKBPF_HOOKS_CHILD", mode)
+        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap()
+}
+
+#[no_mangle]
+#[inline(never)]
+pub extern "C-unwind" fn pk_may_panic(x: u64) -> u64 {
+    if black_box(x) == 1 {
+        panic!("unwinding through a probed frame");
+    }
+    x
+}
+
+/// Documents (see `uretprobe` module docs) that unwinding through a frame
+/// whose return address was replaced aborts: the return trampoline has no
+/// unwind information.
+#[test]
+fn panic_through_uretprobe_aborts() {
+    use std::os::unix::process::ExitStatusExt;
+    match std::env::var("PKBPF_HOOKS_CHILD").as_deref() {
+        Ok(mode @ ("probed" | "plain")) => {
+            let _l = (mode == "probed").then(|| {
+                attach_at(
+                    "/proc/self/exe:pk_may_panic",
+                    ProbeKind::Return,
+                    Handler::from_fn(|_| {}),
+                    false,
+                )
+            });
+            let caught = std::panic::catch_unwind(|| {
+                black_box(pk_may_panic as extern "C-unwind" fn(u64) -> u64)(1)
+            });
+            assert!(caught.is_err());
+            std::process::exit(0);
+        }
+        _ => {}
+    }
+    let plain = run_child("panic_through_uretprobe_aborts", "plain");
+    assert!(
+        plain.success(),
+        "without a probe the panic is caught: {plain:?}"
+    );
+    let probed = run_child("panic_through_uretprobe_aborts", "probed");
+    assert_eq!(probed.signal(), Some(libc::SIGABRT), "{probed:?}");
+}
