@@ -356,6 +356,25 @@ fn core_pt_regs_offsets_are_relocated() {
         offs.contains(&8) && offs.contains(&32),
         "id at 8, args[2] at 32: {offs:?}"
     );
+    // The header's layout has id at 16 and args[2] at 40: relocated away.
+    assert!(!offs.contains(&16) && !offs.contains(&40), "{offs:?}");
+    let macros = obj.program("core_read_macros").unwrap();
+    let imms: Vec<i32> = macros
+        .insns
+        .iter()
+        .filter_map(|i| match i {
+            Insn::Alu {
+                op: pkbpf::verifier::isa::AluOp::Mov,
+                src: pkbpf::verifier::isa::Source::Imm(v),
+                ..
+            } => Some(*v),
+            _ => None,
+        })
+        .collect();
+    // offsetof(args[1]) = 24 on the target (32 in the header), sizeof(id) = 8,
+    // type_exists(sys_exit) = 1.
+    assert!(imms.contains(&24) && !imms.contains(&32), "{imms:?}");
+    assert!(imms.contains(&8) && imms.contains(&1), "{imms:?}");
     let exit = obj.program("core_sys_exit").unwrap();
     assert!(
         exit.insns

@@ -4,7 +4,8 @@
 // is a CO-RE field relocation that the loader must rewrite to the x86-64
 // offsets (di 112, si 104, ax 80, ip 128, sp 152) and to the syscall
 // tracepoint layout (id 8, args 16, ret 16). Also uses a ___flavor struct and
-// bpf_core_field_exists / bpf_core_type_size.
+// bpf_core_field_exists / bpf_core_type_size, and (core_read_macros)
+// BPF_CORE_READ, bpf_core_field_offset/size, bpf_core_type_exists.
 // Used by: object tests (CO-RE), verifier/JIT (context access), hooks.
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -56,6 +57,19 @@ SEC("tracepoint/syscalls/sys_exit_write")
 int core_sys_exit(struct trace_event_raw_sys_exit *ctx)
 {
 	return ctx->ret < 0;
+}
+
+/* CO-RE helper macros: BPF_CORE_READ (address arithmetic relocated on an
+ * ALU instruction), field size/offset and type existence as immediates. */
+SEC("tracepoint/syscalls/sys_enter_openat")
+int core_read_macros(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 key = bpf_core_field_offset(ctx->args[1]);
+	__u64 v = BPF_CORE_READ(ctx, args[1]);
+	v += bpf_core_field_size(ctx->id) << 8;
+	v += bpf_core_type_exists(struct trace_event_raw_sys_exit) << 16;
+	bpf_map_update_elem(&seen, &key, &v, BPF_ANY);
+	return 0;
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -2,9 +2,9 @@
 /* A tiny vmlinux.h-style header for pkbpf's CO-RE tests: just the types the
  * test programs and libbpf's bpf_helpers.h / bpf_tracing.h need, with
  * preserve_access_index on the context structs so that clang emits CO-RE
- * field relocations. The pt_regs layout here is deliberately NOT the x86-64
- * one (fields reordered, some missing) so that tests can tell a relocated
- * offset from a compile-time one. */
+ * field relocations. The layouts here are deliberately NOT the real ones
+ * (pt_regs fields reordered, some missing; an extra field in the tracepoint
+ * records) so that tests can tell a relocated offset from a compile-time one. */
 #ifndef __VMLINUX_H__
 #define __VMLINUX_H__
 
@@ -59,6 +59,7 @@ struct trace_entry {
 
 struct trace_event_raw_sys_enter {
 	struct trace_entry ent;
+	long int test_only_pad; /* not in the kernel: moves id and args by 8 */
 	long int id;
 	long unsigned int args[6];
 	char __data[0];
@@ -66,6 +67,7 @@ struct trace_event_raw_sys_enter {
 
 struct trace_event_raw_sys_exit {
 	struct trace_entry ent;
+	long int test_only_pad; /* not in the kernel: moves id and ret by 8 */
 	long int id;
 	long int ret;
 	char __data[0];
