@@ -18,6 +18,8 @@
 //! `/proc/self/mem` cannot be told apart by a seccomp filter (it sees no
 //! paths); they are not covered here.
 
+#[cfg(doc)]
+use crate::copy_from_user;
 use crate::SandboxError;
 
 const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
@@ -392,5 +394,50 @@ impl Hardening {
             });
         }
         Ok(())
+    }
+}
+
+/// Makes `addr..addr+len` execute-only where the CPU has PKU: the kernel
+/// backs `PROT_EXEC` without `PROT_READ` with an access-disabled key, so data
+/// reads of JIT code fault (in every domain but T). Without PKU the range is
+/// still read+execute and not writable (W^X). Returns whether it is truly
+/// execute-only.
+///
+/// # Safety
+///
+/// The range must be the caller's code mapping; nothing may read it as data
+/// afterwards except through [`crate::copy_from_user`].
+pub unsafe fn execute_only(addr: usize, len: usize) -> Result<bool, SandboxError> {
+    // SAFETY: the caller owns the range.
+    if unsafe { libc::mprotect(addr as *mut libc::c_void, len, libc::PROT_EXEC) } != 0 {
+        return Err(SandboxError::Syscall {
+            call: "mprotect(PROT_EXEC)",
+            errno: crate::mpk::sys_errno(),
+        });
+    }
+    Ok(crate::is_active())
+}
+
+/// Seals `addr..addr+len` with `mseal(2)` (Linux ≥ 6.10): its mapping and
+/// protection can no longer change (no `mprotect`, `munmap`, `mremap`,
+/// `MAP_FIXED` over it, no destructive `madvise`). Returns `Ok(false)` when
+/// the kernel has no `mseal` (`ENOSYS`), so callers can log the gap.
+///
+/// # Safety
+///
+/// The range must be mappings the caller owns and will never need to unmap
+/// or re-protect for the rest of the process's life.
+pub unsafe fn seal(addr: usize, len: usize) -> Result<bool, SandboxError> {
+    // SAFETY: integer arguments; the caller owns the range.
+    let r = unsafe { libc::syscall(libc::SYS_mseal, addr, len, 0usize) };
+    if r == 0 {
+        return Ok(true);
+    }
+    match crate::mpk::sys_errno() {
+        libc::ENOSYS => Ok(false),
+        errno => Err(SandboxError::Syscall {
+            call: "mseal",
+            errno,
+        }),
     }
 }

@@ -338,3 +338,66 @@ fn applied_filter_denies_remapping_protected_pages() {
         "failed at step {code:?} (status {status:#x})"
     );
 }
+
+#[test]
+fn jit_code_can_be_made_execute_only() {
+    use pkbpf_sandbox::{copy_from_user, Domain, GateStub};
+    // mov eax, 5; ret
+    let code = common::map_code(&[0xb8, 5, 0, 0, 0, 0xc3]);
+    // SAFETY: our own code page; read below only through the guarded copy.
+    let xom = unsafe { pkbpf_sandbox::harden::execute_only(code as usize, 4096) }.unwrap();
+    assert_eq!(xom, pkbpf_sandbox::is_active());
+    // SAFETY: the page holds a C-ABI function.
+    let f: unsafe extern "C" fn(usize) -> u64 = unsafe { std::mem::transmute(code) };
+    let gate = GateStub::new(Domain::host(), Domain::host()).unwrap();
+    // SAFETY: the function touches no memory.
+    assert_eq!(unsafe { gate.call(f, 0) }, Ok(5));
+    let mut b = [0u8; 6];
+    let read = copy_from_user(&mut b, code as usize);
+    if xom {
+        let fault = read.unwrap_err();
+        assert!(fault.is_pku(), "{fault}");
+    } else {
+        read.unwrap();
+        assert_eq!(b, [0xb8, 5, 0, 0, 0, 0xc3]);
+    }
+}
+
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let rel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut it = rel.trim().split(|c: char| !c.is_ascii_digit());
+    let ma: u32 = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let mi: u32 = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    (ma, mi) >= (major, minor)
+}
+
+#[test]
+fn sealed_mappings_cannot_be_changed() {
+    let status = common::in_child(|| {
+        let p = common::map_page() as usize;
+        // SAFETY: our own page, never unmapped by this child.
+        let sealed = unsafe { pkbpf_sandbox::harden::seal(p, 4096) }.expect("mseal");
+        if !sealed {
+            // SAFETY: ends the child; 77 = no mseal in this kernel.
+            unsafe { libc::_exit(77) };
+        }
+        // SAFETY: calls on our own page that the seal must refuse.
+        unsafe {
+            if libc::mprotect(p as _, 4096, libc::PROT_READ) == 0 {
+                libc::_exit(1);
+            }
+            if libc::munmap(p as _, 4096) == 0 {
+                libc::_exit(2);
+            }
+            // Still mapped and writable.
+            std::ptr::write_volatile(p as *mut u8, 7);
+        }
+    });
+    match common::exit_code(status) {
+        Some(77) => {
+            assert!(!kernel_at_least(6, 10), "mseal missing on a >= 6.10 kernel");
+            println!("skipped: sealed_mappings_cannot_be_changed: kernel has no mseal");
+        }
+        code => assert_eq!(code, Some(0), "status {status:#x}"),
+    }
+}
