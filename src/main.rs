@@ -36,6 +36,8 @@ enum Command {
     Inspect(cli::inspect::Args),
     /// Disassemble an object file's programs, with source lines.
     Disasm(cli::disasm::Args),
+    /// Verify an object file's programs and print the verifier log (`-v`: every instruction).
+    Verify(cli::verify::Args),
 }
 
 fn main() {
@@ -60,6 +62,7 @@ fn main() {
         Command::Demo(a) => cli::demo::run(a),
         Command::Inspect(a) => cli::inspect::run(a),
         Command::Disasm(a) => cli::disasm::run(a),
+        Command::Verify(a) => cli::verify::run(a, cli.verbose),
     };
     match result {
         Ok(code) => std::process::exit(code),
