@@ -612,6 +612,74 @@ mod tests {
     }
 
     #[test]
+    fn parses_enum64_and_var_datasec() {
+        let strings = b"\0big\0HUGE\0x\0.data\0".to_vec();
+        let mut types = Vec::new();
+        let mut w = |xs: &[u32]| {
+            for x in xs {
+                types.extend_from_slice(&x.to_le_bytes());
+            }
+        };
+        // [1] ENUM64 'big' signed, size 8, one value -2^40.
+        let v = (-(1i64 << 40)) as u64;
+        w(&[
+            1,
+            (19 << 24) | (1 << 31) | 1,
+            8,
+            5,
+            v as u32,
+            (v >> 32) as u32,
+        ]);
+        // [2] VAR 'x' type 1, global.
+        w(&[10, 14 << 24, 1, 1]);
+        // [3] DATASEC '.data' size 8, one var at 0.
+        w(&[12, (15 << 24) | 1, 8, 2, 0, 8]);
+        let mut data = header(types.len() as u32, strings.len() as u32);
+        data.extend_from_slice(&types);
+        data.extend_from_slice(&strings);
+        let btf = Btf::parse(&data).unwrap();
+        match btf.type_by_id(1).unwrap() {
+            BtfType::Enum64 { signed, values, .. } => {
+                assert!(*signed);
+                assert_eq!(values[0].value, -(1i64 << 40));
+                assert_eq!(btf.string(values[0].name_off), "HUGE");
+            }
+            t => panic!("expected ENUM64, got {t:?}"),
+        }
+        assert_eq!(btf.type_name(1), "enum big");
+        assert_eq!(btf.size_of(2).unwrap(), Some(8));
+        let dump = btf.dump_raw();
+        assert!(
+            dump.contains(
+                "[1] ENUM64 'big' encoding=SIGNED size=8 vlen=1\n\t'HUGE' val=-1099511627776"
+            ),
+            "{dump}"
+        );
+        assert!(
+            dump.contains("[2] VAR 'x' type_id=1, linkage=global"),
+            "{dump}"
+        );
+        assert!(
+            dump.contains("\ttype_id=2 offset=0 size=8 (VAR 'x')"),
+            "{dump}"
+        );
+    }
+
+    #[test]
+    fn huge_vlen_is_refused_before_allocating() {
+        let strings = b"\0".to_vec();
+        let mut types = Vec::new();
+        // STRUCT with vlen 0xffff and no member data.
+        for x in [0u32, (4 << 24) | 0xffff, 8] {
+            types.extend_from_slice(&x.to_le_bytes());
+        }
+        let mut data = header(types.len() as u32, strings.len() as u32);
+        data.extend_from_slice(&types);
+        data.extend_from_slice(&strings);
+        assert!(matches!(Btf::parse(&data), Err(BtfError::Truncated { .. })));
+    }
+
+    #[test]
     fn rejects_unknown_kind() {
         let strings = b"\0".to_vec();
         let mut types = Vec::new();
