@@ -4,7 +4,7 @@
 mod jit_support;
 
 use jit_support::gen::{lower, mem_len, program};
-use jit_support::{both, compile, verified};
+use jit_support::{both_verified, compile, try_verified};
 use pkbpf_jit::x86::scan_gadgets;
 use proptest::prelude::*;
 
@@ -29,8 +29,13 @@ proptest! {
     #[test]
     fn jit_matches_interpreter(p in program(48, 64, false), seed in any::<u64>()) {
         let prog = lower(&p, 64);
+        // The generator aims at verifiable programs; a rejection is skipped
+        // (proptest fails the test if rejections pile up).
+        let Some(v) = try_verified(&prog, mem_len(64)) else {
+            return Err(TestCaseError::reject("verifier rejected the program"));
+        };
         let mem = fill(mem_len(64), seed);
-        let (r0, _) = both(&prog, &mem);
+        let (r0, _) = both_verified(&prog, &v, &mem);
         prop_assert!(r0.is_ok(), "interpreter failed: {r0:?}");
     }
 }
@@ -44,11 +49,13 @@ proptest! {
     #[test]
     fn no_gadgets_in_generated_code(p in program(160, 0x4000, true), seed in any::<u64>()) {
         let prog = lower(&p, 0x4000);
-        let v = verified(&prog, mem_len(0x4000));
+        let Some(v) = try_verified(&prog, mem_len(0x4000)) else {
+            return Err(TestCaseError::reject("verifier rejected the program"));
+        };
         let jit = compile(&v);
         prop_assert_eq!(scan_gadgets(jit.code()), vec![]);
         let mem = fill(mem_len(0x4000), seed);
-        let (r0, _) = both(&prog, &mem);
+        let (r0, _) = both_verified(&prog, &v, &mem);
         prop_assert!(r0.is_ok(), "interpreter failed: {r0:?}");
     }
 }

@@ -58,8 +58,22 @@ pub fn run_jit(jit: &JitProgram, mem: &mut [u8]) -> Result<u64, RunError> {
 /// agree on r0 (or both fail) and on the final memory. Returns the
 /// interpreter's outcome and memory.
 pub fn both(prog: &[Insn], mem: &[u8]) -> (Result<u64, String>, Vec<u8>) {
-    let v = verified(prog, mem.len());
-    let jit = compile(&v);
+    both_verified(prog, &verified(prog, mem.len()), mem)
+}
+
+/// The verified program, or `None` when the verifier rejects it (property
+/// tests skip those: they test the engines, not the verifier).
+pub fn try_verified(prog: &[Insn], mem_len: usize) -> Option<VerifiedProgram> {
+    verify(prog, &ProgramEnv::conformance(mem_len as u32)).ok()
+}
+
+/// [`both`] for an already verified program (`v` verified from `prog`).
+pub fn both_verified(
+    prog: &[Insn],
+    v: &VerifiedProgram,
+    mem: &[u8],
+) -> (Result<u64, String>, Vec<u8>) {
+    let jit = compile(v);
     let mut m_i = mem.to_vec();
     let mut m_j = mem.to_vec();
     let r_i = run_interp(prog, &mut m_i);
