@@ -67,7 +67,8 @@ struct Shadow {
     entries: [Entry; SHADOW_CAPACITY],
 }
 
-const DEAD: *mut Shadow = 1 as *mut Shadow;
+/// Marks a thread whose shadow stack was freed at exit (never an mmap address).
+const DEAD: *mut Shadow = std::ptr::dangling_mut::<Shadow>();
 
 thread_local! {
     static SHADOW: Cell<*mut Shadow> = const { Cell::new(std::ptr::null_mut()) };

@@ -119,6 +119,12 @@ add6_fn!(pk_add6_int3);
 add6_fn!(pk_add6_count);
 add6_fn!(pk_add6_multi);
 
+/// Calls one of the pure arithmetic asm functions above through `black_box`.
+fn call_asm(f: unsafe extern "C" fn(u64) -> u64, x: u64) -> u64 {
+    // SAFETY: only used with the asm functions above, which read nothing but rdi.
+    unsafe { black_box(f)(x) }
+}
+
 type Add6 = extern "C" fn(u64, u64, u64, u64, u64, u64) -> u64;
 
 fn expected_add6(a: u64) -> u64 {
@@ -313,11 +319,7 @@ fn eight_threads_give_exact_counts() {
         .map(|_| {
             std::thread::spawn(|| {
                 for i in 0..N {
-                    // SAFETY: pk_stress is pure arithmetic.
-                    assert_eq!(
-                        unsafe { black_box(pk_stress as unsafe extern "C" fn(u64) -> u64)(i) },
-                        i + 1
-                    );
+                    assert_eq!(call_asm(pk_stress, i), i + 1);
                 }
                 shadow_depth()
             })
@@ -353,11 +355,7 @@ fn eight_threads_on_the_int3_path_give_exact_counts() {
         .map(|_| {
             std::thread::spawn(|| {
                 for i in 0..N {
-                    // SAFETY: pk_stress3 is pure arithmetic.
-                    assert_eq!(
-                        unsafe { black_box(pk_stress3 as unsafe extern "C" fn(u64) -> u64)(i) },
-                        i + 1
-                    );
+                    assert_eq!(call_asm(pk_stress3, i), i + 1);
                 }
             })
         })
@@ -383,7 +381,7 @@ fn attach_and_detach_while_threads_call() {
                 let mut i = 0u64;
                 while !STOP.load(Ordering::Relaxed) {
                     // SAFETY: pk_stress2 is pure arithmetic.
-                    let r = unsafe { black_box(pk_stress2 as unsafe extern "C" fn(u64) -> u64)(i) };
+                    let r = call_asm(pk_stress2, i);
                     assert_eq!(r, i + 1);
                     CALLS.fetch_add(1, Ordering::Relaxed);
                     i += 1;
@@ -421,11 +419,7 @@ fn attach_and_detach_while_threads_call() {
     assert!(e > 0, "probes fired while attached");
     assert!(e <= calls && r <= calls, "e={e} r={r} calls={calls}");
     for i in 0..100 {
-        // SAFETY: pure arithmetic.
-        assert_eq!(
-            unsafe { black_box(pk_stress2 as unsafe extern "C" fn(u64) -> u64)(i) },
-            i + 1
-        );
+        assert_eq!(call_asm(pk_stress2, i), i + 1);
     }
     assert_eq!(
         E.load(Ordering::Relaxed),
@@ -669,23 +663,20 @@ pub extern "C-unwind" fn pk_may_panic(x: u64) -> u64 {
 #[test]
 fn panic_through_uretprobe_aborts() {
     use std::os::unix::process::ExitStatusExt;
-    match std::env::var("PKBPF_HOOKS_CHILD").as_deref() {
-        Ok(mode @ ("probed" | "plain")) => {
-            let _l = (mode == "probed").then(|| {
-                attach_at(
-                    "/proc/self/exe:pk_may_panic",
-                    ProbeKind::Return,
-                    Handler::from_fn(|_| {}),
-                    false,
-                )
-            });
-            let caught = std::panic::catch_unwind(|| {
-                black_box(pk_may_panic as extern "C-unwind" fn(u64) -> u64)(1)
-            });
-            assert!(caught.is_err());
-            std::process::exit(0);
-        }
-        _ => {}
+    if let Ok(mode @ ("probed" | "plain")) = std::env::var("PKBPF_HOOKS_CHILD").as_deref() {
+        let _l = (mode == "probed").then(|| {
+            attach_at(
+                "/proc/self/exe:pk_may_panic",
+                ProbeKind::Return,
+                Handler::from_fn(|_| {}),
+                false,
+            )
+        });
+        let caught = std::panic::catch_unwind(|| {
+            black_box(pk_may_panic as extern "C-unwind" fn(u64) -> u64)(1)
+        });
+        assert!(caught.is_err());
+        std::process::exit(0);
     }
     let plain = run_child("panic_through_uretprobe_aborts", "plain");
     assert!(
