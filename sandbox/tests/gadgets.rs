@@ -57,18 +57,20 @@ fn process_scan_reports_a_mapped_gate_precisely() {
         assert!(g.checked);
         assert_eq!(g.mapping, "[anon]");
     }
-    // The test binary itself is scanned too: it links the Rust-level gate
-    // (DomainGuard), whose WRPKRU writes a saved, variable value and is
-    // checked by reading PKRU back, not by an ERIM compare, so the scanner
-    // reports it as unchecked (a known limit of the Rust gate).
+    // The test binary itself is scanned too, and it links the Rust-level
+    // gate (DomainGuard): all of its WRPKRUs are constant ERIM switches.
     drop(pkbpf_sandbox::DomainGuard::enter(
         pkbpf_sandbox::Domain::host(),
     ));
     let exe = std::fs::read_link("/proc/self/exe").unwrap();
     let exe = exe.to_string_lossy();
+    let own: Vec<_> = all
+        .iter()
+        .filter(|g| g.mapping == exe && g.kind == GadgetKind::Wrpkru)
+        .collect();
+    assert!(own.len() >= 17, "pkru.rs's 17 switches not found: {own:?}");
     assert!(
-        all.iter()
-            .any(|g| g.mapping == exe && g.kind == GadgetKind::Wrpkru && !g.checked),
-        "pkru.rs's WRPKRU not reported in {exe}"
+        own.iter().all(|g| g.checked),
+        "unchecked WRPKRU in {exe}: {own:?}"
     );
 }

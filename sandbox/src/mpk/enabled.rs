@@ -181,23 +181,17 @@ pub struct Domain(u32);
 impl Domain {
     /// H: key 0 only.
     pub const fn host() -> Domain {
-        let mut v = 0;
-        let mut k = 1;
-        while k < super::KEY_COUNT {
-            v |= pkru::ad_bit(k);
-            k += 1;
-        }
-        Domain(v)
+        Domain(pkru::host_value())
     }
 
     /// Xᵢ: key 0 and the extension's key `key`.
     pub const fn extension(key: ProtectionKey) -> Domain {
-        Domain(Domain::host().0 & !(pkru::ad_bit(key.0) | pkru::wd_bit(key.0)))
+        Domain(pkru::extension_value(key.0))
     }
 
     /// T: every key (helpers, map internals, the loader API).
     pub const fn trusted() -> Domain {
-        Domain(0)
+        Domain(pkru::TRUSTED_VALUE)
     }
 
     /// The PKRU value.
@@ -215,9 +209,10 @@ impl Domain {
 /// it lives the thread runs in the domain given to [`DomainGuard::enter`];
 /// dropping it restores the PKRU saved on entry, so nesting is safe.
 ///
-/// Each switch is checked by reading PKRU back and aborts the process if it
-/// did not take (fail closed). Without PKU it does nothing. It is `!Send`:
-/// PKRU belongs to the thread.
+/// Each switch is one of the constant ERIM sequences in `pkru.rs`
+/// (`mov eax, C; wrpkru; cmp eax, C; jne abort`), so it fails closed; a
+/// saved value that is not a pkbpf domain aborts the process. Without PKU it
+/// does nothing. It is `!Send`: PKRU belongs to the thread.
 #[derive(Debug)]
 #[must_use = "the domain is left when the guard is dropped"]
 pub struct DomainGuard {
@@ -238,7 +233,7 @@ impl DomainGuard {
         let saved = unsafe { pkru::read() };
         if saved != domain.0 {
             // SAFETY: OSPKE as above; the guard restores `saved` on drop.
-            unsafe { pkru::write_checked(domain.0) };
+            unsafe { pkru::switch(domain.0) };
         }
         DomainGuard {
             saved: Some(saved),
@@ -258,7 +253,7 @@ impl Drop for DomainGuard {
             // SAFETY: a saved value exists only when PKU is active.
             if unsafe { pkru::read() } != saved {
                 // SAFETY: restoring the value read on entry.
-                unsafe { pkru::write_checked(saved) };
+                unsafe { pkru::switch(saved) };
             }
         }
     }

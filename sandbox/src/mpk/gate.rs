@@ -279,7 +279,7 @@ impl GateStub {
             // SAFETY: PKU is active (a saved value exists).
             if unsafe { pkru::read() } != c {
                 // SAFETY: restoring the caller's own domain.
-                unsafe { pkru::write_checked(c) };
+                unsafe { pkru::switch(c) };
             }
         }
         // SAFETY: the frame is no longer shared with the handler.

@@ -49,33 +49,94 @@ pub(crate) unsafe fn read() -> u32 {
     eax
 }
 
-/// Writes `value` to PKRU, then reads it back; aborts the process if the
-/// register does not hold `value` afterwards (fail closed).
+/// PKRU of the host domain H: access-disable on every key but 0 (the
+/// kernel's own initial value).
+pub(crate) const fn host_value() -> u32 {
+    let mut v = 0;
+    let mut k = 1;
+    while k < super::KEY_COUNT {
+        v |= ad_bit(k);
+        k += 1;
+    }
+    v
+}
+
+/// PKRU of the extension domain of key `k`: H plus key `k`.
+pub(crate) const fn extension_value(k: u32) -> u32 {
+    host_value() & !(ad_bit(k) | wd_bit(k))
+}
+
+/// PKRU of the trusted domain T.
+pub(crate) const TRUSTED_VALUE: u32 = 0;
+
+/// One ERIM switch with the constant `V` in the code: `mov eax, V; xor ecx,
+/// ecx; xor edx, edx; wrpkru; cmp eax, V; jne abort` (the compare is forced
+/// to its `3D imm32` form so scanners recognise it).
+///
+/// # Safety
+///
+/// As [`switch`].
+#[inline(always)]
+unsafe fn switch_const<const V: u32>() {
+    // SAFETY: OSPKE is guaranteed by the caller; WRPKRU with ECX = EDX = 0
+    // writes only PKRU; the clobbered registers are declared. Not `nomem`:
+    // it changes which memory is accessible.
+    unsafe {
+        core::arch::asm!(
+            "mov eax, {v}",
+            "xor ecx, ecx",
+            "xor edx, edx",
+            "wrpkru",
+            ".byte 0x3d",
+            ".long {v}",
+            "jne 2f",
+            "jmp 3f",
+            "2:",
+            "ud2",
+            "3:",
+            v = const V,
+            out("eax") _,
+            out("ecx") _,
+            out("edx") _,
+            options(nostack),
+        );
+    }
+}
+
+/// Loads `value` into PKRU. Every `WRPKRU` this crate executes is one of
+/// the 17 constant switches below (H, T, and Xₖ for k = 1..=15), each in ERIM
+/// form, so no `WRPKRU` with a variable `EAX` exists in the binary for a
+/// jump to land on. Any other value aborts the process: pkbpf owns PKRU on
+/// the threads that pass its gates (a host that loads its own PKRU values
+/// there is not supported).
 ///
 /// # Safety
 ///
 /// The CPU must have PKU enabled by the OS. The caller must not rely on
 /// access to memory that `value` denies until PKRU is restored, and must
 /// restore it by structure (a guard's `Drop` or a gate epilogue).
-#[inline]
-pub(crate) unsafe fn write_checked(value: u32) {
-    // SAFETY: OSPKE is guaranteed by the caller; WRPKRU with ECX = EDX = 0
-    // writes only PKRU. It is not `nomem`: it changes which memory is
-    // accessible, so the compiler must not move accesses across it.
-    unsafe {
-        core::arch::asm!(
-            "wrpkru",
-            in("eax") value,
-            in("ecx") 0u32,
-            in("edx") 0u32,
-            options(nostack, preserves_flags),
-        );
+pub(crate) unsafe fn switch(value: u32) {
+    macro_rules! extension_keys {
+        ($($k:literal)*) => {
+            $(
+                if value == extension_value($k) {
+                    // SAFETY: the caller's contract.
+                    return unsafe { switch_const::<{ extension_value($k) }>() };
+                }
+            )*
+        };
     }
-    // SAFETY: as above, PKU is enabled.
-    let now = unsafe { read() };
-    if now != value {
-        std::process::abort();
+    if value == host_value() {
+        // SAFETY: the caller's contract.
+        return unsafe { switch_const::<{ host_value() }>() };
     }
+    if value == TRUSTED_VALUE {
+        // SAFETY: the caller's contract.
+        return unsafe { switch_const::<TRUSTED_VALUE>() };
+    }
+    extension_keys!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
+    eprintln!("pkbpf: refusing to load PKRU {value:#010x}: not a pkbpf domain");
+    std::process::abort();
 }
 
 /// Appends the ERIM switch sequence that loads the code constant `value`
@@ -116,6 +177,14 @@ mod tests {
         assert_eq!(wd_bit(0), 0b10);
         assert_eq!(ad_bit(15), 1 << 30);
         assert_eq!(wd_bit(15), 1 << 31);
+    }
+
+    #[test]
+    fn domain_values_follow_the_design_table() {
+        assert_eq!(host_value(), 0x5555_5554);
+        assert_eq!(extension_value(1), 0x5555_5550);
+        assert_eq!(extension_value(15), 0x1555_5554);
+        assert_eq!(TRUSTED_VALUE, 0);
     }
 
     #[test]
