@@ -2,6 +2,8 @@
 #![deny(missing_docs)]
 
 pub use pkbpf_verifier as verifier;
+/// Maps in shared memory: the program-side `RawMap` and the userspace `Map` API.
+pub use pkbpf_maps as maps;
 
 pub mod btf;
 pub mod conformance;

@@ -40,7 +40,8 @@ const MAX_LRU_BATCH: usize = 64;
 
 /// How many elements a full LRU map of `max_entries` evicts at once: one
 /// per 64 entries, 1 to 64. The scan that finds them is O(max_entries), so
-/// evicting a batch keeps an insert into a full map amortised O(64).
+/// an insert into a full map costs amortised O(64) element reads up to 4096
+/// entries, O(max_entries / 64) beyond.
 pub fn lru_batch(max_entries: u32) -> usize {
     (max_entries as usize / 64).clamp(1, MAX_LRU_BATCH)
 }
