@@ -5,6 +5,11 @@ mod jit_support;
 use jit_support::{compile, verified};
 use pkbpf_verifier::asm::assemble;
 
+/// Serialises the tests of this file: one checks that dropped code is
+/// unmapped, which another test's fresh mapping at the same address would
+/// contradict.
+static MAPS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// `(start, end, perms)` of every mapping of this process.
 fn mappings() -> Vec<(u64, u64, String)> {
     let maps = std::fs::read_to_string("/proc/self/maps").expect("read /proc/self/maps");
@@ -24,6 +29,7 @@ fn mappings() -> Vec<(u64, u64, String)> {
 
 #[test]
 fn code_pages_are_read_execute_and_nothing_is_writable_and_executable() {
+    let _serial = MAPS.lock().unwrap_or_else(|e| e.into_inner());
     let sources = [
         "mov %r0, 1\nexit",
         "lddw %r0, 0x0f05cd80\nmov %r1, 5\ncall 5\nexit",
@@ -64,4 +70,23 @@ fn code_pages_are_read_execute_and_nothing_is_writable_and_executable() {
             .any(|(s, e, p)| *s <= base && base < *e && p.contains('x')),
         "code at {base:#x} is still mapped executable"
     );
+}
+
+#[test]
+fn execute_only_code_still_runs_and_stays_dumpable() {
+    let _serial = MAPS.lock().unwrap_or_else(|e| e.into_inner());
+    let prog = assemble("mov %r0, 41\nadd %r0, 1\nexit").unwrap();
+    let jit = compile(&verified(&prog, 0));
+    jit.make_execute_only(None).expect("mprotect(PROT_EXEC)");
+    let (base, _) = jit.code_range();
+    let base = base as u64;
+    let perms = mappings()
+        .into_iter()
+        .find(|(s, e, _)| *s <= base && base < *e)
+        .map(|m| m.2)
+        .expect("code is mapped");
+    assert!(perms.starts_with("--x"), "code mapping is {perms}");
+    // SAFETY: arithmetic only.
+    assert_eq!(unsafe { jit.call(0, 0) }, 42);
+    assert!(jit.dump(&prog).contains("add rax,1"));
 }

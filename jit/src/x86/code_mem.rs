@@ -4,7 +4,9 @@
 //! read-write, then the mapping is switched to read-execute with `mprotect`;
 //! it is never writable and executable at once. The mapping is unmapped on
 //! drop. Execute-only protection (no read) needs a protection key, which the
-//! sandbox owns: [`CodeMemory::range`] gives it the pages to `pkey_mprotect`.
+//! sandbox owns: it calls [`CodeMemory::make_execute_only`] (through
+//! `JitProgram::make_execute_only`) with its key, or takes the pages from
+//! [`CodeMemory::range`].
 
 use std::ptr::NonNull;
 
@@ -16,8 +18,6 @@ pub(crate) struct CodeMemory {
     ptr: NonNull<u8>,
     /// Mapped length (whole pages).
     map_len: usize,
-    /// Bytes of code at the start of the mapping.
-    code_len: usize,
 }
 
 // SAFETY: the mapping is immutable (read-execute) after construction and owned
@@ -60,11 +60,7 @@ impl CodeMemory {
             return Err(os_error("mmap"));
         }
         let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| os_error("mmap"))?;
-        let mem = CodeMemory {
-            ptr,
-            map_len,
-            code_len: code.len(),
-        };
+        let mem = CodeMemory { ptr, map_len };
         // SAFETY: the mapping is `map_len >= code.len()` bytes, writable, and
         // does not overlap `code` (it was just created).
         unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), ptr.as_ptr(), code.len()) };
@@ -88,16 +84,34 @@ impl CodeMemory {
         self.ptr.as_ptr()
     }
 
-    /// The code bytes (readable until the sandbox makes them execute-only).
-    pub(crate) fn bytes(&self) -> &[u8] {
-        // SAFETY: the first `code_len` bytes of the mapping were initialised
-        // and stay mapped (read-execute) for `self`'s lifetime.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.code_len) }
-    }
-
     /// Start and length (whole pages) of the mapping.
     pub(crate) fn range(&self) -> (*const u8, usize) {
         (self.ptr.as_ptr(), self.map_len)
+    }
+
+    /// Drops read permission: `PROT_EXEC` only, under protection key `pkey`
+    /// when given (`pkey_mprotect`), else with `mprotect`, where Linux on a
+    /// PKU CPU assigns its execute-only key by itself (without PKU, x86
+    /// pages stay readable).
+    pub(crate) fn make_execute_only(&self, pkey: Option<i32>) -> Result<(), JitError> {
+        let (addr, len) = (self.ptr.as_ptr().cast::<libc::c_void>(), self.map_len);
+        let rc = match pkey {
+            // SAFETY: changes the protection of our own mapping only; the
+            // pages stay executable.
+            Some(k) => unsafe {
+                libc::syscall(libc::SYS_pkey_mprotect, addr, len, libc::PROT_EXEC, k) as i32
+            },
+            // SAFETY: as above.
+            None => unsafe { libc::mprotect(addr, len, libc::PROT_EXEC) },
+        };
+        if rc != 0 {
+            return Err(os_error(if pkey.is_some() {
+                "pkey_mprotect"
+            } else {
+                "mprotect"
+            }));
+        }
+        Ok(())
     }
 }
 

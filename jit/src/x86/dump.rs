@@ -11,7 +11,7 @@ use super::JitProgram;
 
 pub(super) fn dump(prog: &JitProgram, insns: &[Insn]) -> String {
     let code = prog.code();
-    let base = code.as_ptr() as u64;
+    let base = prog.code_range().0 as u64;
     let mut out = String::new();
     let mut fmt = IntelFormatter::new();
     let mut text = String::new();

@@ -281,6 +281,8 @@ type Entry = unsafe extern "C" fn(u64, u64, *mut RunCtx) -> u64;
 #[derive(Debug)]
 pub struct JitProgram {
     code: CodeMemory,
+    /// A copy of the code, for [`JitProgram::code`] and dumps.
+    bytes: Vec<u8>,
     /// Start offset of each unit, in order.
     units: Vec<(usize, Unit)>,
     /// Helper stub offsets by id.
@@ -366,6 +368,7 @@ impl JitProgram {
             let code = CodeMemory::new(&out.code)?;
             return Ok(JitProgram {
                 code,
+                bytes: out.code,
                 units: out.units,
                 stubs: out.stubs,
                 attempts: attempt,
@@ -422,10 +425,19 @@ impl JitProgram {
         }
     }
 
-    /// The machine code (readable as long as the sandbox has not made it
-    /// execute-only).
+    /// The machine code (a copy kept beside the mapping, so it stays
+    /// readable after [`JitProgram::make_execute_only`]).
     pub fn code(&self) -> &[u8] {
-        self.code.bytes()
+        &self.bytes
+    }
+
+    /// Makes the code pages execute-only: `pkey_mprotect(PROT_EXEC, pkey)`
+    /// with the sandbox's key, or with `None` a plain `mprotect(PROT_EXEC)`
+    /// (Linux gives such pages its execute-only key where the CPU has PKU;
+    /// without PKU x86 pages stay readable). The code still runs; data
+    /// reads of it fault once the key's access is disabled in PKRU.
+    pub fn make_execute_only(&self, pkey: Option<i32>) -> Result<(), JitError> {
+        self.code.make_execute_only(pkey)
     }
 
     /// Start and length (whole pages) of the code mapping, for the sandbox
