@@ -46,7 +46,7 @@ pub use map::{Keys, Map, PerfConsumer, RingBufConsumer};
 pub use raw::{RawMap, BPF_ANY, BPF_EXIST, BPF_F_CURRENT_CPU, BPF_NOEXIST};
 pub use region::{
     MapDef, MapSet, MemRange, Region, RegionBuilder, BPF_F_RDONLY_PROG, LPM_DATA_SIZE_MAX,
-    MAX_NAME_LEN, MAX_VALUE_SIZE, PERF_RING_BYTES,
+    MAX_NAME_LEN, MAX_PERCPU_VALUE_SIZE, MAX_VALUE_SIZE, PERF_RING_BYTES,
 };
 pub use ring::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
 pub use types::MapType;

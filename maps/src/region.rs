@@ -29,9 +29,10 @@ const VERSION: u32 = 1;
 pub const MAX_NAME_LEN: usize = 63;
 /// Bytes of data per CPU ring of a `PERF_EVENT_ARRAY` map.
 pub const PERF_RING_BYTES: u64 = 64 * 1024;
-/// Largest value size accepted (the kernel's per-CPU limit is 32 KiB; plain
-/// maps allow more, but nothing pkbpf loads needs it).
-pub const MAX_VALUE_SIZE: u32 = 1 << 20;
+/// Largest value size accepted (a `.bss`/`.data` section is one value).
+pub const MAX_VALUE_SIZE: u32 = 1 << 26;
+/// Largest value size of a per-CPU map, as in the kernel (`PCPU_MIN_UNIT_SIZE`).
+pub const MAX_PERCPU_VALUE_SIZE: u32 = 32 << 10;
 /// Largest LPM trie data part (`key_size - 4`), as in the kernel.
 pub const LPM_DATA_SIZE_MAX: u32 = 256;
 
@@ -159,6 +160,11 @@ pub(crate) fn compute_layout(def: &MapDef, ncpus: u32, page: usize) -> Result<La
     let too_big = || "map too large".to_string();
     if vs > MAX_VALUE_SIZE {
         return Err(format!("value_size {vs} exceeds {MAX_VALUE_SIZE}"));
+    }
+    if def.map_type.is_per_cpu() && vs > MAX_PERCPU_VALUE_SIZE {
+        return Err(format!(
+            "per-CPU value_size {vs} exceeds {MAX_PERCPU_VALUE_SIZE}"
+        ));
     }
     if def.name.len() > MAX_NAME_LEN || def.name.is_empty() || def.name.contains('\0') {
         return Err(format!("name must be 1..={MAX_NAME_LEN} bytes without NUL"));

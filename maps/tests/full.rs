@@ -265,6 +265,7 @@ fn definition_errors_name_the_map() {
         MapDef::new("p", MapType::ProgArray, 4, 8, 1),
         MapDef::new("", MapType::Array, 4, 4, 1),
         MapDef::new("big", MapType::Array, 4, u32::MAX, 1),
+        MapDef::new("pcbig", MapType::PerCpuArray, 4, 40 << 10, 1),
     ];
     for d in cases {
         let err = RegionBuilder::new().add(d.clone()).unwrap_err();
