@@ -300,10 +300,16 @@ fn code_size_not_multiple_of_eight() {
 fn corpus() -> &'static [Vec<u8>] {
     static C: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
     C.get_or_init(|| {
-        ["calls_globals", "core_probe", "embedded", "bench_maps"]
-            .iter()
-            .filter_map(|n| bytes("mutated_objects_never_panic", n))
-            .collect()
+        [
+            "calls_globals",
+            "core_probe",
+            "embedded",
+            "bench_maps",
+            "btf_kinds",
+        ]
+        .iter()
+        .filter_map(|n| bytes("mutated_objects_never_panic", n))
+        .collect()
     })
 }
 
@@ -382,5 +388,32 @@ proptest! {
         }
         // Must return, Ok or Err, without panicking.
         let _ = Object::parse(&b);
+    }
+}
+
+#[test]
+fn prog_array_initializer_outside_values_is_rejected() {
+    let Some(mut b) = bytes(
+        "prog_array_initializer_outside_values_is_rejected",
+        "tail_calls",
+    ) else {
+        return;
+    };
+    // Move the first initializer onto the definition's `max_entries` field.
+    patch_first_reloc(&mut b, ".maps", |_, info| (8, info));
+    match Object::parse(&b).unwrap_err() {
+        ObjectError::BadRelocation {
+            section,
+            symbol,
+            reason,
+            ..
+        } => {
+            assert_eq!(
+                (section.as_str(), symbol.as_str()),
+                (".maps", "tail_double")
+            );
+            assert!(reason.contains("not at an element"), "{reason}");
+        }
+        e => panic!("unexpected {e}"),
     }
 }

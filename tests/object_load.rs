@@ -607,3 +607,28 @@ fn core_and_uapi_builds_read_the_same_registers() {
         Some(80)
     );
 }
+
+#[test]
+fn prog_array_initializers() {
+    let Some(obj) = load("prog_array_initializers", "tail_calls") else {
+        return;
+    };
+    let m = obj.map("jump_table").unwrap();
+    assert_eq!(
+        (m.map_type, m.key_size, m.value_size, m.max_entries),
+        (MapType::ProgArray, 4, 4, 4)
+    );
+    assert_eq!(
+        m.initial_progs,
+        vec![
+            (1, "tail_double".to_string()),
+            (3, "tail_square".to_string())
+        ]
+    );
+    let entry = obj.program("tail_entry").unwrap();
+    assert_eq!(entry.map_refs(), vec![0]);
+    assert!(entry
+        .insns
+        .iter()
+        .any(|i| matches!(i, Insn::Call(CallTarget::Helper(12)))));
+}

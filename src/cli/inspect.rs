@@ -80,6 +80,7 @@ pub fn to_json(obj: &Object) -> Value {
                 "max_entries": m.max_entries,
                 "flags": m.flags,
                 "pinning": m.pinning,
+                "initial_progs": m.initial_progs,
             })
         })
         .collect();

@@ -63,6 +63,10 @@ pub struct MapDef {
     pub kind: MapKind,
     /// Initial contents of a `.data`/`.rodata` map value.
     pub initial_data: Option<Vec<u8>>,
+    /// For a `PROG_ARRAY` declared with `__array(values, ...)` and an
+    /// initializer: `(slot, program name)` pairs to fill in at load, as
+    /// libbpf does.
+    pub initial_progs: Vec<(u32, String)>,
 }
 
 fn map_type(name: &str, n: u32) -> Result<MapType, ObjectError> {
@@ -72,8 +76,15 @@ fn map_type(name: &str, n: u32) -> Result<MapType, ObjectError> {
     })
 }
 
+/// A BTF-defined map with where its `values` array (`__array(values, ...)`)
+/// starts inside the definition, for initializer relocations.
+pub(super) struct BtfMap {
+    pub(super) def: MapDef,
+    pub(super) values_offset: Option<u32>,
+}
+
 /// Parses the `.maps` DATASEC of `btf`. Returns the maps in DATASEC order.
-pub(super) fn parse_btf_maps(btf: &Btf) -> Result<Vec<MapDef>, ObjectError> {
+pub(super) fn parse_btf_maps(btf: &Btf) -> Result<Vec<BtfMap>, ObjectError> {
     let Some(sec_id) = btf.find_by_name(".maps", |t| matches!(t, BtfType::Datasec { .. })) else {
         return Err(ObjectError::BadMapDef {
             map: ".maps".into(),
@@ -101,7 +112,7 @@ pub(super) fn parse_btf_maps(btf: &Btf) -> Result<Vec<MapDef>, ObjectError> {
     Ok(out)
 }
 
-fn parse_btf_map(btf: &Btf, name: &str, var_type: u32) -> Result<MapDef, ObjectError> {
+fn parse_btf_map(btf: &Btf, name: &str, var_type: u32) -> Result<BtfMap, ObjectError> {
     let bad = |reason: String| ObjectError::BadMapDef {
         map: name.to_string(),
         reason,
@@ -119,6 +130,7 @@ fn parse_btf_map(btf: &Btf, name: &str, var_type: u32) -> Result<MapDef, ObjectE
     let (mut key_size, mut value_size, mut max_entries, mut flags, mut pinning) =
         (None, None, 0, 0, 0);
     let (mut key_type_id, mut value_type_id) = (None, None);
+    let mut values_offset = None;
     for m in members {
         let field = btf.string(m.name_off);
         let mt = btf
@@ -178,27 +190,42 @@ fn parse_btf_map(btf: &Btf, name: &str, var_type: u32) -> Result<MapDef, ObjectE
                 value_size = Some(s);
                 value_type_id = Some(t);
             }
-            // Accepted, without effect in pkbpf: NUMA placement, extra data,
-            // map-in-map/prog-array initial values.
-            "numa_node" | "map_extra" | "values" => {}
+            // `__array(values, T)`: initial values, set by relocations.
+            "values" => values_offset = Some(m.bit_offset / 8),
+            // Accepted, without effect in pkbpf.
+            "numa_node" | "map_extra" => {}
             other => return Err(bad(format!("unknown map attribute `{other}`"))),
         }
     }
     let type_num = type_num.ok_or_else(|| bad("no `type` attribute".into()))?;
     let map_type = map_type(name, type_num)?;
-    // Ringbufs have no key/value; per-CPU and array types default key to u32.
-    Ok(MapDef {
-        name: name.to_string(),
-        map_type,
-        key_size: key_size.unwrap_or(0),
-        value_size: value_size.unwrap_or(0),
-        max_entries,
-        flags,
-        pinning,
-        key_type_id,
-        value_type_id,
-        kind: MapKind::Regular,
-        initial_data: None,
+    if values_offset.is_some() && map_type != MapType::ProgArray {
+        return Err(bad(format!(
+            "`values` initializers are only supported for prog_array, not {map_type}"
+        )));
+    }
+    // A prog array's values are 4-byte program references.
+    let value_size = match (value_size, values_offset) {
+        (None, Some(_)) => Some(4),
+        (v, _) => v,
+    };
+    // Ringbufs have no key/value.
+    Ok(BtfMap {
+        def: MapDef {
+            name: name.to_string(),
+            map_type,
+            key_size: key_size.unwrap_or(0),
+            value_size: value_size.unwrap_or(0),
+            max_entries,
+            flags,
+            pinning,
+            key_type_id,
+            value_type_id,
+            kind: MapKind::Regular,
+            initial_data: None,
+            initial_progs: Vec::new(),
+        },
+        values_offset,
     })
 }
 
@@ -225,6 +252,7 @@ pub(super) fn parse_legacy_map(name: &str, def: &[u8]) -> Result<MapDef, ObjectE
         value_type_id: None,
         kind: MapKind::Regular,
         initial_data: None,
+        initial_progs: Vec::new(),
     })
 }
 
@@ -267,5 +295,6 @@ pub(super) fn data_map(section: &str, size: u32, data: Option<&[u8]>, btf: Optio
             ),
         },
         kind,
+        initial_progs: Vec::new(),
     }
 }

@@ -442,16 +442,67 @@ impl Object {
                     section: ".maps".into(),
                     reason: "BTF-defined maps need a .BTF section".into(),
                 })?;
-            for def in maps::parse_btf_maps(btf)? {
+            let mut btf_maps = Vec::new();
+            for m in maps::parse_btf_maps(btf)? {
                 let s = syms
                     .iter()
-                    .find(|s| s.st_shndx == mi && sym_name(s) == def.name)
+                    .find(|s| s.st_shndx == mi && sym_name(s) == m.def.name)
                     .ok_or_else(|| ObjectError::BadMapDef {
-                        map: def.name.clone(),
+                        map: m.def.name.clone(),
                         reason: "no symbol in section .maps".into(),
                     })?;
                 map_by_sym.insert((mi, s.st_value), maps.len());
-                maps.push(def);
+                btf_maps.push((maps.len(), s.st_value, m.values_offset));
+                maps.push(m.def);
+            }
+            // Initializers of `values` (prog arrays): ABS64 relocations in
+            // `.maps` against the programs' function symbols.
+            for (rel_idx, rs) in &elf.shdr_relocs {
+                if sections.get(*rel_idx).map(|s| s.info as usize) != Some(mi) {
+                    continue;
+                }
+                for r in rs.iter() {
+                    let bad = |symbol: String, reason: String| ObjectError::BadRelocation {
+                        section: ".maps".into(),
+                        offset: r.r_offset,
+                        symbol,
+                        reason,
+                    };
+                    let s = syms
+                        .get(r.r_sym)
+                        .ok_or_else(|| ObjectError::MissingSymbol {
+                            section: ".maps".into(),
+                            offset: r.r_offset,
+                            index: r.r_sym,
+                        })?;
+                    let target = sym_name(s).to_string();
+                    let Some(&(idx, start, values)) = btf_maps
+                        .iter()
+                        .filter(|(_, start, _)| *start <= r.r_offset)
+                        .max_by_key(|(_, start, _)| *start)
+                    else {
+                        return Err(bad(target, "not inside a map definition".into()));
+                    };
+                    let Some(values) = values else {
+                        return Err(bad(
+                            target,
+                            format!("map `{}` has no `values` array", maps[idx].name),
+                        ));
+                    };
+                    let rel = r.r_offset - start;
+                    let first = u64::from(values);
+                    if rel < first || (rel - first) % 8 != 0 {
+                        return Err(bad(target, "not at an element of `values`".into()));
+                    }
+                    let slot = (rel - first) / 8;
+                    if slot >= u64::from(maps[idx].max_entries) {
+                        return Err(bad(target, format!("slot {slot} beyond max_entries")));
+                    }
+                    if s.st_type() != sym::STT_FUNC {
+                        return Err(bad(target, "prog_array values must be programs".into()));
+                    }
+                    maps[idx].initial_progs.push((slot as u32, target));
+                }
             }
         }
         for (i, s) in sections.iter().enumerate() {

@@ -75,7 +75,7 @@ pub fn compile(test: &str, name: &str) -> Option<PathBuf> {
 }
 
 /// Every test source's base name.
-pub const ALL: [&str; 10] = [
+pub const ALL: [&str; 11] = [
     "bench_uprobe",
     "bench_probe_rw",
     "bench_maps",
@@ -86,6 +86,7 @@ pub const ALL: [&str; 10] = [
     "core_probe",
     "embedded",
     "btf_kinds",
+    "tail_calls",
 ];
 
 /// Reads a file.
