@@ -12,6 +12,8 @@
 //! - [`Domain`] is a PKRU value (host H, extension Xᵢ, trusted T);
 //!   [`DomainGuard`] is the Rust-level scoped gate and [`GateStub`] the
 //!   assembly entry gate in ERIM form (see [`GateCode`]).
+//! - `bench` (x86-64 Linux) measures gate costs on real PKU hardware and
+//!   says "unavailable" (with the reason) elsewhere, TCG included.
 //! - `gadgets` (x86-64 Linux) finds `WRPKRU`/`XRSTOR` bytes in executable
 //!   memory and tells checked (ERIM) from unchecked ones.
 //! - `harden` (x86-64 Linux) installs the seccomp filter that closes the
@@ -24,6 +26,8 @@
 //! when built with `--cfg pkbpf_force_disabled_mpk`.
 #![deny(missing_docs)]
 
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+pub mod bench;
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub mod fault;
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
