@@ -190,11 +190,21 @@ impl RawMap {
         NIL
     }
 
+    /// Marks element `e` most recently used. No locked instruction: the
+    /// clock is advanced with a plain load and store (concurrent touches may
+    /// share a stamp, which only blurs the order of simultaneous uses), and
+    /// nothing is written when `e` already holds the newest stamp, so a hot
+    /// element's lookups do not bounce cache lines.
     #[inline]
     fn touch(&self, e: u32) {
         if self.is_lru() {
-            let now = crate::region::bump(self.iword::<AtomicU64>(CLOCK));
-            self.elem(e).stamp.store(now, Ordering::Relaxed);
+            let clock = self.iword::<AtomicU64>(CLOCK);
+            let now = clock.load(Ordering::Relaxed);
+            let stamp = &self.elem(e).stamp;
+            if now == 0 || stamp.load(Ordering::Relaxed) != now {
+                clock.store(now + 1, Ordering::Relaxed);
+                stamp.store(now + 1, Ordering::Relaxed);
+            }
         }
     }
 

@@ -15,7 +15,7 @@
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 
 use memmap2::MmapMut;
@@ -692,9 +692,4 @@ impl Region {
         }
         -(libc::EINVAL as i64)
     }
-}
-
-/// Counter shared by a map's updates (kept here so `raw` stays about layout).
-pub(crate) fn bump(c: &AtomicU64) -> u64 {
-    c.fetch_add(1, Ordering::Relaxed) + 1
 }
