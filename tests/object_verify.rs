@@ -26,19 +26,7 @@ fn env_for(obj: &Object, p: &ProgramDef) -> ProgramEnv {
         d.read_only = matches!(m.kind, MapKind::Rodata { .. });
         env = env.with_map(d);
     }
-    let btf = obj.btf();
-    let lines = p
-        .line_info
-        .iter()
-        .map(|l| {
-            (
-                l.insn as usize,
-                btf.map(|b| b.string(l.line_off).to_string())
-                    .unwrap_or_default(),
-            )
-        })
-        .collect();
-    env.with_line_info(lines)
+    env.with_line_info(p.source_lines(obj.btf()))
 }
 
 /// Programs the verifier does not accept yet, with the reason; reported,

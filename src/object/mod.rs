@@ -620,6 +620,19 @@ impl ProgramDef {
         i.checked_sub(1).map(|i| &self.line_info[i])
     }
 
+    /// `(slot, source text)` for every line_info record, sorted by slot: the
+    /// form the verifier's `ProgramEnv::with_line_info` takes. Empty
+    /// without BTF.
+    pub fn source_lines(&self, btf: Option<&Btf>) -> Vec<(usize, String)> {
+        let Some(btf) = btf else {
+            return Vec::new();
+        };
+        self.line_info
+            .iter()
+            .map(|l| (l.insn as usize, btf.string(l.line_off).trim().to_string()))
+            .collect()
+    }
+
     /// The map indices this program references (`MapIdx`/`MapIdxValue`), sorted.
     pub fn map_refs(&self) -> Vec<usize> {
         let mut v: Vec<usize> = self
