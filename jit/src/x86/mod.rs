@@ -5,18 +5,26 @@
 //!
 //! 1. **Emit** (`codegen`): one pass, eBPF registers mapped directly onto
 //!    x86-64 registers (the mapping and frame layout are documented there),
-//!    constants folded into instructions, compare-and-branch fused.
+//!    constants folded into instructions, compare-and-branch fused, no
+//!    bounds checks (the verifier proved every access), `map_lookup_elem` on
+//!    array maps the verifier marks inlined as a bounds check and a
+//!    multiply-add when the env gives the array's layout.
 //! 2. **Scan** ([`scan_gadgets`]): every byte offset is checked for WRPKRU,
 //!    XRSTOR, SYSCALL, SYSENTER and `INT 0x80`. Constants that contain a
 //!    gadget's lead byte are blinded already during emission (`mov r, v^k;
 //!    xor r, k` with a random key); if the scan still finds something (a
 //!    relative displacement, or bytes that line up across instructions), the
 //!    units overlapping the hit are *hardened* (all their constants blinded
-//!    with fresh keys, nops in front to move displacements) and the program is
-//!    emitted again, up to [`MAX_ATTEMPTS`] times.
+//!    with fresh keys, nops before and after it to move displacements) and
+//!    the program is emitted again, up to [`MAX_ATTEMPTS`] times.
 //! 3. **Map** (`code_mem`): copied into a read-write mapping, which becomes
 //!    read-execute only after the clean scan; never writable and executable at
-//!    once; unmapped on drop.
+//!    once; unmapped on drop. [`JitProgram::make_execute_only`] is the hook
+//!    the sandbox uses to drop read access under its protection key.
+//!
+//! The sandbox gate goes in one place per helper: the stub. Wrapping each
+//! [`HelperFn`] of the [`JitEnv`] in a gate function before compiling is
+//! enough; the code never calls a helper any other way.
 //!
 //! Helpers: every helper id has **one stub** at the end of the code; all
 //! `call N` (and `callx` via a bounds-checked jump table in the code) go

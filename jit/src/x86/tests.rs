@@ -308,3 +308,89 @@ fn helpers_are_called_with_a_16_byte_aligned_stack() {
     // SAFETY: no memory access; the helper only inspects its own stack.
     assert_eq!(unsafe { jit.call(0, 0) }, 0);
 }
+
+/// Counts primes below `n` by trial division (the benchmark's "primes").
+const PRIMES_ASM: &str = "mov %r0, 0\nmov %r2, 2\nouter:\nmov %r3, 2\ninner:\nmov %r4, %r3\nmul %r4, %r3\njgt %r4, %r2, prime\nmov %r5, %r2\nmod %r5, %r3\njeq %r5, 0, next\nadd %r3, 1\nja inner\nprime:\nadd %r0, 1\nnext:\nadd %r2, 1\njlt %r2, %r1, outer\nexit";
+
+fn primes_native(n: u64) -> u64 {
+    let mut count = 0;
+    for k in 2..n {
+        let mut d = 2;
+        let mut prime = true;
+        while d * d <= k {
+            if k % d == 0 {
+                prime = false;
+                break;
+            }
+            d += 1;
+        }
+        count += prime as u64;
+    }
+    count
+}
+
+#[test]
+fn primes_program_counts_primes() {
+    let prog = assemble(PRIMES_ASM).unwrap();
+    let jit = JitProgram::compile_seeded(&prog, &JitEnv::new(), 0).unwrap();
+    // SAFETY: registers only; terminates for any r1.
+    assert_eq!(unsafe { jit.call(100, 0) }, 25);
+    assert_eq!(primes_native(100), 25);
+}
+
+#[test]
+#[ignore = "timing report, meaningful only in release: cargo test --release -p pkbpf-jit --lib timing -- --ignored --nocapture"]
+fn timing_report() {
+    use std::time::Instant;
+    // Compile time of a 1,000-instruction program.
+    let mut src = String::new();
+    for i in 0..999 {
+        src.push_str(match i % 5 {
+            0 => "add %r0, 7\n",
+            1 => "mul %r2, %r0\n",
+            2 => "jgt %r0, 1000, +1\n",
+            3 => "xor %r3, %r2\n",
+            _ => "stxdw [%r10-8], %r3\n",
+        });
+    }
+    src.push_str("exit");
+    let prog = assemble(&src).unwrap();
+    let env = JitEnv::new();
+    let t = Instant::now();
+    let rounds = 2000;
+    for i in 0..rounds {
+        std::hint::black_box(JitProgram::compile_seeded(&prog, &env, i).unwrap());
+    }
+    let per = t.elapsed() / rounds as u32;
+    eprintln!("compile 1000 insns: {per:?}");
+    // Primes below 10^4: JIT vs native.
+    let prog = assemble(PRIMES_ASM).unwrap();
+    let jit = JitProgram::compile_seeded(&prog, &env, 0).unwrap();
+    let n = std::hint::black_box(10_000u64);
+    let runs = 200;
+    let t = Instant::now();
+    for _ in 0..runs {
+        // SAFETY: registers only.
+        std::hint::black_box(unsafe { jit.call(n, 0) });
+    }
+    let tj = t.elapsed() / runs;
+    let t = Instant::now();
+    for _ in 0..runs {
+        std::hint::black_box(primes_native(std::hint::black_box(n)));
+    }
+    let tn = t.elapsed() / runs;
+    let interp_prog = prog.clone();
+    let t = Instant::now();
+    for _ in 0..10 {
+        let mut mem = crate::interp::Memory::new();
+        let out = crate::interp::Interpreter::new(&interp_prog)
+            .run(&mut mem, &mut crate::interp::NoHelpers, [n, 0, 0, 0, 0])
+            .unwrap();
+        std::hint::black_box(out.r0);
+    }
+    let ti = t.elapsed() / 10;
+    eprintln!(
+        "primes<10^4: jit {tj:?}, native {tn:?}, interp {ti:?}; jit/native {:.2}",
+        tj.as_secs_f64() / tn.as_secs_f64()
+    );
+}
