@@ -236,7 +236,7 @@ const ARGS: u16 = 0b11_1110; // r1..r5
 const CALL_CLOBBER: u16 = 0b11_1111; // r0..r5
 
 /// Registers an instruction reads and writes (bit masks).
-fn use_def(insn: &Insn) -> (u16, u16) {
+pub(crate) fn use_def(insn: &Insn) -> (u16, u16) {
     use crate::isa::{AluOp, AtomicOp, Source};
     let bit = |r: crate::isa::Reg| 1u16 << r.num();
     let src_bit = |s: Source| match s {

@@ -11,7 +11,8 @@
 //! progress is an ancestor of the current path: subsumption by it means the
 //! loop makes no progress.
 
-use super::cfg::{self, Cfg};
+use super::cfg::{self, use_def, Cfg};
+use super::liveness::{Loc, Marks};
 use super::ctx::CtxDesc;
 use super::env::ProgramEnv;
 use super::error::{Reason, VerifyError};
@@ -20,11 +21,14 @@ use super::reg::{Pointer, PtrKind, RegValue};
 use super::state::{Frame, State};
 use super::transfer::{Next, Stepper};
 use super::verified::{Facts, Stats, Subprog, VerifiedProgram};
-use crate::isa::{Insn, STACK_SIZE};
+use crate::isa::{CallTarget, Insn, STACK_SIZE};
 use std::collections::HashMap;
 
 /// Most states kept per instruction; further ones are explored, not kept.
 const MAX_STATES_PER_INSN: usize = 64;
+/// Most states kept in all (memory bound); past it, paths are explored
+/// without new checkpoints.
+const MAX_TOTAL_STATES: usize = 65_536;
 /// Comparisons a kept state may fail before it is dropped from its list.
 const MAX_MISSES: u32 = 8;
 
@@ -170,6 +174,10 @@ struct Checkpoint {
     parent: Option<usize>,
     branches: u32,
     misses: u32,
+    /// Locations read below this checkpoint before being written.
+    read: Marks,
+    /// Locations written on the way from the parent to this checkpoint.
+    written: Marks,
 }
 
 struct Pending {
@@ -177,6 +185,7 @@ struct Pending {
     from: usize,
     state: State,
     parent: Option<usize>,
+    written: Marks,
     log_mark: usize,
 }
 
@@ -222,7 +231,7 @@ impl<'a> Explorer<'a> {
     fn complete(&mut self, mut cp: Option<usize>) {
         while let Some(i) = cp {
             let c = &mut self.checkpoints[i];
-            c.branches -= 1;
+            c.branches = c.branches.saturating_sub(1);
             if c.branches > 0 {
                 break;
             }
@@ -230,24 +239,61 @@ impl<'a> Explorer<'a> {
         }
     }
 
-    fn visit(&mut self, pc: usize, state: &State, parent: Option<usize>) -> Result<Visit, VerifyError> {
+    /// Charges a read of `loc` to the checkpoints above the current path.
+    fn mark_read(&mut self, parent: Option<usize>, written: &Marks, loc: Loc) {
+        if written.has(loc) {
+            return;
+        }
+        let mut c = parent;
+        while let Some(i) = c {
+            let cp = &mut self.checkpoints[i];
+            if cp.read.has(loc) {
+                break;
+            }
+            cp.read.set(loc);
+            if cp.written.has(loc) {
+                break;
+            }
+            c = cp.parent;
+        }
+    }
+
+    fn visit(
+        &mut self,
+        pc: usize,
+        state: &State,
+        parent: Option<usize>,
+        written: &Marks,
+    ) -> Result<Visit, VerifyError> {
         let live = self.cfg.live[pc] | (1 << 10);
         let list = self.visited.entry(pc).or_default();
+        let mut pruned_by = None;
         for &i in list.iter() {
             let c = &mut self.checkpoints[i];
-            if state.le_live(&c.state, live) {
-                if c.branches == 0 {
-                    return Ok(Visit::Pruned);
+            if c.branches == 0 {
+                if state.le_marks(&c.state, &c.read) {
+                    pruned_by = Some(i);
+                    break;
                 }
+            } else if state.le_live(&c.state, live) {
                 return Err(VerifyError::new(pc, Reason::InfiniteLoop { insn: pc }));
             }
             c.misses += 1;
         }
+        if let Some(i) = pruned_by {
+            // The path continues as the checkpoint's did: its reads are ours.
+            let reads: Vec<Loc> = self.checkpoints[i].read.iter().collect();
+            for loc in reads {
+                self.mark_read(parent, written, loc);
+            }
+            return Ok(Visit::Pruned);
+        }
+        let list = self.visited.entry(pc).or_default();
         // Forget states that keep failing to match (as the kernel does), so a
         // long loop compares each iteration with a few states, not all.
         let checkpoints = &self.checkpoints;
         list.retain(|&i| checkpoints[i].misses <= MAX_MISSES);
-        if list.len() >= MAX_STATES_PER_INSN {
+        if list.len() >= MAX_STATES_PER_INSN || self.checkpoints.len() >= MAX_TOTAL_STATES {
             return Ok(Visit::Continue(parent));
         }
         let idx = self.checkpoints.len();
@@ -258,6 +304,8 @@ impl<'a> Explorer<'a> {
             parent,
             branches: 1,
             misses: 0,
+            read: Marks::default(),
+            written: *written,
         });
         self.stats.total_states += 1;
         self.stats.peak_states = self.stats.peak_states.max(self.stats.total_states);
@@ -271,6 +319,7 @@ impl<'a> Explorer<'a> {
             from: 0,
             state: initial_state(self.env),
             parent: None,
+            written: Marks::default(),
             log_mark: 0,
         });
         let mut first = true;
@@ -290,18 +339,24 @@ impl<'a> Explorer<'a> {
             mut pc,
             mut state,
             mut parent,
+            mut written,
             ..
         } = p;
         loop {
             if self.cfg.prune_point[pc] {
-                match self.visit(pc, &state, parent)? {
+                match self.visit(pc, &state, parent, &written)? {
                     Visit::Pruned => {
                         self.stats.pruned += 1;
                         self.log.safe(pc);
                         self.complete(parent);
                         return Ok(());
                     }
-                    Visit::Continue(cp) => parent = cp,
+                    Visit::Continue(cp) => {
+                        if cp != parent {
+                            written = Marks::default();
+                        }
+                        parent = cp;
+                    }
                 }
                 self.log.state(self.env, pc, &state);
             }
@@ -317,15 +372,42 @@ impl<'a> Explorer<'a> {
             let insn = &self.insns[pc];
             self.facts.visited[pc] = true;
             self.log.insn(self.env, pc, insn);
+            let frame = state.frames.len() - 1;
             let mut stepper = Stepper {
                 env: self.env,
                 cfg: self.cfg,
                 next_id: &mut self.next_id,
                 facts: &mut self.facts,
+                slot_reads: Vec::new(),
+                slot_writes: Vec::new(),
             };
             let next = stepper
                 .step(pc, insn, state)
                 .map_err(|r| VerifyError::new(pc, r))?;
+            let (slot_reads, slot_writes) = (stepper.slot_reads, stepper.slot_writes);
+            // Liveness: reads first, then writes.
+            let (uses, defs) = use_def(insn);
+            for reg in (0..11).filter(|r| uses & (1 << r) != 0) {
+                self.mark_read(parent, &written, Loc::Reg { frame, reg });
+            }
+            for loc in slot_reads {
+                self.mark_read(parent, &written, loc);
+            }
+            for reg in (0..11).filter(|r| defs & (1 << r) != 0) {
+                written.set(Loc::Reg { frame, reg });
+            }
+            for loc in slot_writes {
+                written.set(loc);
+            }
+            match insn {
+                Insn::Call(CallTarget::Local(_)) => written.set_frame(frame + 1),
+                Insn::Exit if frame > 0 => {
+                    for reg in 0..6 {
+                        written.set(Loc::Reg { frame: frame - 1, reg });
+                    }
+                }
+                _ => {}
+            }
             match next {
                 Next::Goto(t, s) => {
                     pc = t;
@@ -345,6 +427,7 @@ impl<'a> Explorer<'a> {
                             from: pc,
                             state: ts,
                             parent,
+                            written,
                             log_mark: self.log.mark(),
                         });
                         pc += 1;

@@ -6,7 +6,8 @@
 //! - values: [`reg`] (register types), [`stack`] (a frame's slots),
 //!   [`state`] (frames and references, subsumption);
 //! - surroundings: [`ctx`], [`helpers`], [`env`];
-//! - [`cfg`] (static control-flow checks), [`check`] (what must hold),
+//! - [`cfg`] (static control-flow checks, register liveness), [`liveness`]
+//!   (read marks for pruning), [`check`] (what must hold),
 //!   [`transfer`] (what instructions do), [`explore`] (paths, pruning, loops);
 //! - output: [`error`], [`log`], [`verified`].
 
@@ -19,6 +20,7 @@ pub mod error;
 pub mod explore;
 pub mod helpers;
 pub mod lattice;
+pub mod liveness;
 pub mod log;
 pub mod reg;
 pub mod scalar;

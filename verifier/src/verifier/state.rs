@@ -7,6 +7,7 @@
 //! consistent mapping (they are names, not values).
 
 use super::lattice::Lattice;
+use super::liveness::Marks;
 use super::reg::{Pointer, PtrKind, RegValue};
 use super::stack::{ByteState, Slot, Stack};
 use std::collections::HashMap;
@@ -100,6 +101,25 @@ impl State {
     /// bit is clear in `live` (they are written before being read).
     pub fn le_live(&self, old: &State, live: u16) -> bool {
         let last = self.frames.len().saturating_sub(1);
+        self.le_masked(old, |f, r| f != last || live & (1 << r) != 0, |_, _| true)
+    }
+
+    /// Like [`State::le`], comparing only the registers and stack slots
+    /// `marks` holds (see [`super::liveness`]).
+    pub fn le_marks(&self, old: &State, marks: &Marks) -> bool {
+        self.le_masked(
+            old,
+            |f, r| marks.regs(f) & (1 << r) != 0,
+            |f, s| s >= 64 || marks.slots(f) & (1u64 << s) != 0,
+        )
+    }
+
+    fn le_masked(
+        &self,
+        old: &State,
+        reg_live: impl Fn(usize, usize) -> bool,
+        slot_live: impl Fn(usize, usize) -> bool,
+    ) -> bool {
         if self.frames.len() != old.frames.len() {
             return false;
         }
@@ -109,14 +129,14 @@ impl State {
                 return false;
             }
             for (r, (x, y)) in a.regs.iter().zip(&b.regs).enumerate() {
-                if fi == last && live & (1 << r) == 0 {
+                if !reg_live(fi, r) {
                     continue;
                 }
                 if !value_le(x, y, &mut ids) {
                     return false;
                 }
             }
-            if !stack_le(&a.stack, &b.stack, &mut ids) {
+            if !stack_le(&a.stack, &b.stack, &mut ids, |s| slot_live(fi, s)) {
                 return false;
             }
         }
@@ -182,8 +202,11 @@ fn value_le(new: &RegValue, old: &RegValue, ids: &mut IdMap) -> bool {
     }
 }
 
-fn stack_le(new: &Stack, old: &Stack, ids: &mut IdMap) -> bool {
+fn stack_le(new: &Stack, old: &Stack, ids: &mut IdMap, live: impl Fn(usize) -> bool) -> bool {
     for i in 0..old.len() {
+        if !live(i) {
+            continue;
+        }
         match (new.slot(i), old.slot(i)) {
             (n, Slot::Spill(o)) => match n {
                 Slot::Spill(nv) => {

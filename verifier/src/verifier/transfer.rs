@@ -5,6 +5,7 @@ use super::check::{self, Region};
 use super::env::ProgramEnv;
 use super::error::Reason;
 use super::helpers::{allowed_map_types, ArgType, RetType};
+use super::liveness::{slots_of, Loc};
 use super::reg::{Pointer, PtrKind, RegValue};
 use super::scalar::Scalar;
 use super::stack::{ByteState, StackRead};
@@ -37,6 +38,10 @@ pub(crate) struct Stepper<'a> {
     pub next_id: &'a mut u32,
     /// Facts collected.
     pub facts: &'a mut Facts,
+    /// Stack slots the instruction read.
+    pub slot_reads: Vec<Loc>,
+    /// Stack slots the instruction overwrote whole.
+    pub slot_writes: Vec<Loc>,
 }
 
 fn fresh(next: &mut u32) -> u32 {
@@ -47,10 +52,27 @@ fn fresh(next: &mut u32) -> u32 {
 impl Stepper<'_> {
     fn note_stack(&mut self, state: &State, region: Region, size: u64) {
         if let Region::Stack { frame, off } = region {
-            let _ = size;
             let entry = state.frames[frame].entry;
             let sp = self.cfg.subprog_of(entry);
             self.facts.note_stack(sp, off);
+            let _ = size;
+        }
+    }
+
+    fn note_read(&mut self, region: Region, size: u64) {
+        if let Region::Stack { frame, off } = region {
+            for slot in slots_of(off, size) {
+                self.slot_reads.push(Loc::Slot { frame, slot });
+            }
+        }
+    }
+
+    fn note_write(&mut self, region: Region, size: u64) {
+        if let Region::Stack { frame, off } = region {
+            if size == 8 && off % 8 == 0 {
+                let slot = ((-off) / 8 - 1) as usize;
+                self.slot_writes.push(Loc::Slot { frame, slot });
+            }
         }
     }
 
@@ -144,6 +166,7 @@ impl Stepper<'_> {
                 let bytes = size.bytes() as u32;
                 let region = check::check_access(self.env, src.num(), &p, off as i64, bytes as u64, false)?;
                 self.note_stack(&state, region, bytes as u64);
+                self.note_read(region, bytes as u64);
                 let v = match region {
                     Region::Stack { frame, off } => match state.frames[frame].stack.load(off, bytes) {
                         StackRead::Reg(v) => v,
@@ -172,6 +195,7 @@ impl Stepper<'_> {
                 let bytes = size.bytes() as u32;
                 let region = check::check_access(self.env, dst.num(), &p, off as i64, bytes as u64, true)?;
                 self.note_stack(&state, region, bytes as u64);
+                self.note_write(region, bytes as u64);
                 if let RegValue::Ptr(_) = v {
                     match region {
                         Region::Stack { off, .. } => {
@@ -226,6 +250,7 @@ impl Stepper<'_> {
                 let bytes = size.bytes() as u32;
                 let region = check::check_access(self.env, dst.num(), &p, off as i64, bytes as u64, true)?;
                 self.note_stack(&state, region, bytes as u64);
+                self.note_read(region, bytes as u64);
                 if let Region::Stack { frame, off } = region {
                     let stack = &mut state.frames[frame].stack;
                     match stack.load(off, bytes) {
@@ -423,8 +448,9 @@ impl Stepper<'_> {
                     if p.kind.maybe_null() {
                         mark_null_checked(&mut st, p, is_null);
                         Some(st)
-                    } else if is_null {
-                        // A valid pointer is never null.
+                    } else if is_null && never_null(&p) {
+                        // A pointer into a region stays far from address 0
+                        // (nothing is mapped below 64 KiB) while its offset is small.
                         None
                     } else {
                         Some(st)
@@ -499,6 +525,8 @@ impl Stepper<'_> {
                     self.note_stack(&state, region, size as u64);
                     if write {
                         writes.push((region, size as u64));
+                    } else {
+                        self.note_read(region, size as u64);
                     }
                 }
                 ArgType::PtrToMem { readonly } => match v {
@@ -542,6 +570,8 @@ impl Stepper<'_> {
                             self.note_stack(&state, region, s.umax());
                             if write {
                                 writes.push((region, s.umax()));
+                            } else {
+                                self.note_read(region, s.umax());
                             }
                         }
                     }
@@ -657,6 +687,11 @@ fn mark_null_checked(st: &mut State, p: Pointer, is_null: bool) {
             }
         }
     }
+}
+
+fn never_null(p: &Pointer) -> bool {
+    const LOW: i64 = 1 << 16;
+    p.off.smin() > -LOW && p.off.smax() < (1i64 << 40)
 }
 
 fn same_region(a: PtrKind, b: PtrKind) -> bool {
