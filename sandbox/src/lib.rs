@@ -18,6 +18,8 @@
 //!   memory and tells checked (ERIM) from unchecked ones.
 //! - `harden` (x86-64 Linux) installs the seccomp filter that closes the
 //!   known PKU escapes once initialisation is over.
+//! - [`regions`] validates helpers' pointer arguments against the calling
+//!   extension's regions (in T the hardware no longer does).
 //! - [`fault`] holds the SIGSEGV/SIGBUS handler that turns faults in JIT code
 //!   and in [`copy_from_user`] into errors instead of crashes.
 //!
@@ -35,6 +37,7 @@ pub mod gadgets;
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub mod harden;
 mod mpk;
+pub mod regions;
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub use fault::{copy_from_user, CodeRange, Fault};
