@@ -334,9 +334,22 @@ impl RawMap {
 
     // ---- arrays ---------------------------------------------------------
 
-    fn array_seq(&self, idx: u32) -> &AtomicU32 {
-        // SAFETY: internals hold one u32 per index; callers check idx < max.
-        unsafe { &*(self.internals as *const AtomicU32).add(idx as usize) }
+    /// The sequence lock of element `idx`'s CPU slot `c` (per-CPU arrays
+    /// lock each CPU's value apart, so CPUs updating their own slots do not
+    /// share a lock word).
+    fn array_seq(&self, idx: u32, c: u32) -> &AtomicU32 {
+        let i = idx as usize * self.p.ncpus as usize + c as usize;
+        // SAFETY: internals hold one u32 per element and slot; callers check
+        // idx < max_entries and c < ncpus.
+        unsafe { &*(self.internals as *const AtomicU32).add(i) }
+    }
+
+    fn array_slot(&self, idx: u32, c: u32) -> *mut u8 {
+        // SAFETY: idx < max_entries and c < ncpus (callers check): inside the values part.
+        unsafe {
+            self.values
+                .add(idx as usize * self.p.slot + c as usize * self.p.stride)
+        }
     }
 
     /// # Safety
@@ -349,28 +362,48 @@ impl RawMap {
         if flags == BPF_NOEXIST {
             return EEXIST;
         }
-        let seq = self.array_seq(idx);
-        seq_write_lock(seq);
-        // SAFETY: idx < max_entries, so the slot lies in the values part.
-        unsafe { self.write_value(self.values.add(idx as usize * self.p.slot), v, false) };
-        seq_write_unlock(seq);
+        let vs = self.value_size as usize;
+        let put = |c: u32, src: *const u8| {
+            let seq = self.array_seq(idx, c);
+            seq_write_lock(seq);
+            // SAFETY: the slot holds value_size bytes; `src` is the caller's contract.
+            unsafe { std::ptr::copy_nonoverlapping(src, self.array_slot(idx, c), vs) };
+            seq_write_unlock(seq);
+        };
+        match v {
+            Val::Cpu(src, c) => put(c.min(self.p.ncpus - 1), src),
+            Val::All(src) => {
+                for c in 0..self.p.ncpus {
+                    // SAFETY: userspace buffers hold ncpus × stride bytes.
+                    put(c, unsafe { src.add(c as usize * self.p.stride) });
+                }
+            }
+        }
         0
     }
 
-    /// Copies array element `idx` out (userspace lookup); false when out of range.
+    /// Copies array element `idx` out (userspace lookup: every CPU's value
+    /// of a per-CPU array); false when out of range.
     pub(crate) fn array_read(&self, idx: u32, out: &mut [u8]) -> bool {
         if idx >= self.max_entries {
             return false;
         }
-        let seq = self.array_seq(idx);
-        loop {
-            let s = seq_read_begin(seq);
-            // SAFETY: idx < max_entries; `out` is sized by the caller.
-            unsafe { self.read_value(self.values.add(idx as usize * self.p.slot), out) };
-            if !seq_read_retry(seq, s) {
-                return true;
+        let vs = self.value_size as usize;
+        for c in 0..self.p.ncpus {
+            let seq = self.array_seq(idx, c);
+            let dst = &mut out[c as usize * self.p.stride..c as usize * self.p.stride + vs];
+            loop {
+                let s = seq_read_begin(seq);
+                // SAFETY: the slot holds value_size bytes, `dst` as many.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(self.array_slot(idx, c), dst.as_mut_ptr(), vs)
+                };
+                if !seq_read_retry(seq, s) {
+                    break;
+                }
             }
         }
+        true
     }
 
     // ---- prog array -----------------------------------------------------

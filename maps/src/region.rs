@@ -191,7 +191,8 @@ pub(crate) fn compute_layout(def: &MapDef, ncpus: u32, page: usize) -> Result<La
                 vs > 0 && max > 0,
                 "array maps need value_size > 0 and max_entries > 0",
             )?;
-            (mul(slot, max as usize)?, mul(4, max as usize)?)
+            // One sequence lock per element and CPU slot.
+            (mul(slot, max as usize)?, mul(4 * cpus, max as usize)?)
         }
         Hash | PerCpuHash | LruHash | LruPerCpuHash => {
             need(

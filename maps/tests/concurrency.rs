@@ -65,8 +65,13 @@ fn atomic_adds_through_value_pointers_lose_no_update() {
 /// bucket seqlock; array: per-element seqlock).
 #[test]
 fn values_are_never_torn() {
-    const WORDS: usize = 16;
-    for ty in [MapType::Hash, MapType::Array, MapType::PerCpuHash] {
+    const WORDS: usize = 64;
+    for ty in [
+        MapType::Hash,
+        MapType::Array,
+        MapType::PerCpuHash,
+        MapType::PerCpuArray,
+    ] {
         let m = map(MapDef::new("torn", ty, 4, (WORDS * 8) as u32, 4));
         let buf = m.value_buffer_size();
         for k in 0..4u32 {
