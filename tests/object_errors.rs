@@ -317,7 +317,8 @@ fn corpus() -> &'static [Vec<u8>] {
 /// relocations, maps), so that mutations hit parsed bytes, not DWARF.
 fn hot_ranges(b: &[u8]) -> Vec<(usize, usize)> {
     let elf = Elf::parse(b).unwrap();
-    elf.section_headers
+    let mut v: Vec<(usize, usize)> = elf
+        .section_headers
         .iter()
         .filter(|s| {
             let n = elf.shdr_strtab.get_at(s.sh_name).unwrap_or("");
@@ -326,7 +327,11 @@ fn hot_ranges(b: &[u8]) -> Vec<(usize, usize)> {
                 && !n.contains("debug")
         })
         .map(|s| (s.sh_offset as usize, s.sh_size as usize))
-        .collect()
+        .collect();
+    // The ELF header and the section header table themselves.
+    v.push((0, 64));
+    v.push((elf.header.e_shoff as usize, elf.section_headers.len() * 64));
+    v
 }
 
 #[derive(Debug, Clone)]
