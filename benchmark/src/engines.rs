@@ -36,12 +36,12 @@ const MIB: usize = CHUNK * CHUNKS as usize;
 pub enum Calls {
     /// One call.
     Once,
-    /// One call per chunk `0..CHUNKS`, the index stored in the context's
-    /// first 8 bytes; results summed (wrapping, as u32).
-    AllChunks,
+    /// One call per chunk `0..n`, the index stored in the context's first
+    /// 8 bytes; results summed (wrapping, as u32).
+    AllChunks(u64),
     /// As `AllChunks` but stops at the first non-zero result, which is the
     /// workload's result (strcmp).
-    UntilNonZero,
+    UntilNonZero(u64),
 }
 
 /// One benchmark program with its input.
@@ -85,8 +85,15 @@ fn input_add() -> Vec<u8> {
     v
 }
 
+/// An 8-byte chunk-index slot followed by `body`.
+fn with_chunk_slot(body: Vec<u8>) -> Vec<u8> {
+    let mut v = vec![0u8; 8];
+    v.extend(body);
+    v
+}
+
 fn input_log2() -> Vec<u8> {
-    le_u32s(pseudo_random(7).take(8192).map(|x| (x >> (x % 32)) as u32))
+    with_chunk_slot(le_u32s(pseudo_random(7).take(8192).map(|x| (x >> (x % 32)) as u32)))
 }
 
 fn input_memcpy() -> Vec<u8> {
@@ -119,7 +126,7 @@ fn input_strcmp_differ() -> Vec<u8> {
 }
 
 fn input_switch() -> Vec<u8> {
-    le_u32s(pseudo_random(13).take(1024).map(|x| x as u32))
+    with_chunk_slot(le_u32s(pseudo_random(13).take(1024).map(|x| x as u32)))
 }
 
 /// The programs, in report order.
@@ -149,42 +156,42 @@ pub fn programs() -> Vec<EngineProgram> {
             source_name: "log2_8k",
             source: src!("log2_8k"),
             input: input_log2,
-            calls: Calls::Once,
+            calls: Calls::AllChunks(128),
         },
         EngineProgram {
             name: "primes_10k",
             source_name: "primes",
             source: src!("primes"),
             input: input_small,
-            calls: Calls::Once,
+            calls: Calls::AllChunks(1000),
         },
         EngineProgram {
             name: "memcpy_1m",
             source_name: "memcpy_1m",
             source: src!("memcpy_1m"),
             input: input_memcpy,
-            calls: Calls::AllChunks,
+            calls: Calls::AllChunks(CHUNKS),
         },
         EngineProgram {
             name: "strcmp_1m_equal",
             source_name: "strcmp_1m",
             source: src!("strcmp_1m"),
             input: input_strcmp_equal,
-            calls: Calls::UntilNonZero,
+            calls: Calls::UntilNonZero(CHUNKS),
         },
         EngineProgram {
             name: "strcmp_1m_differ",
             source_name: "strcmp_1m",
             source: src!("strcmp_1m"),
             input: input_strcmp_differ,
-            calls: Calls::UntilNonZero,
+            calls: Calls::UntilNonZero(CHUNKS),
         },
         EngineProgram {
             name: "switch_large",
             source_name: "switch_large",
             source: src!("switch_large"),
             input: input_switch,
-            calls: Calls::Once,
+            calls: Calls::AllChunks(64),
         },
     ]
 }
@@ -197,15 +204,15 @@ pub fn drive(
 ) -> Result<u32, BenchError> {
     match calls {
         Calls::Once => Ok(call(None)? as u32),
-        Calls::AllChunks => {
+        Calls::AllChunks(n) => {
             let mut acc = 0u32;
-            for c in 0..CHUNKS {
+            for c in 0..n {
                 acc = acc.wrapping_add(call(Some(c))? as u32);
             }
             Ok(acc)
         }
-        Calls::UntilNonZero => {
-            for c in 0..CHUNKS {
+        Calls::UntilNonZero(n) => {
+            for c in 0..n {
                 let r = call(Some(c))? as u32;
                 if r != 0 {
                     return Ok(r);
@@ -346,12 +353,14 @@ impl NativeLib {
 }
 
 /// Options of [`run_engines`].
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct EngineOptions {
     /// Runs per cell (samples).
     pub runs: usize,
     /// Workloads per sample.
     pub reps: u64,
+    /// Only the programs whose name contains this.
+    pub only: Option<String>,
 }
 
 /// What a timing closure returns: the workload result and the context after
@@ -364,7 +373,7 @@ struct Measured {
 
 fn measure(
     prog: &EngineProgram,
-    opts: EngineOptions,
+    opts: &EngineOptions,
     mut one: impl FnMut(&mut [u8]) -> Result<u32, BenchError>,
 ) -> Result<Measured, BenchError> {
     let mut ctx = (prog.input)();
@@ -433,7 +442,10 @@ pub fn run_engines(dir: &Path, opts: EngineOptions) -> Result<EngineReport, Benc
     let mut cells = BTreeMap::new();
     let mut order = Vec::new();
     for prog in programs() {
-        let row = run_program(dir, &native, &prog, opts)?;
+        if opts.only.as_deref().is_some_and(|o| !prog.name.contains(o)) {
+            continue;
+        }
+        let row = run_program(dir, &native, &prog, &opts)?;
         order.push(prog.name.to_string());
         cells.insert(prog.name.to_string(), row);
     }
@@ -442,7 +454,7 @@ pub fn run_engines(dir: &Path, opts: EngineOptions) -> Result<EngineReport, Benc
         reps: opts.reps,
         cells,
         order,
-        jit_compile_us: jit_compile_time_us(opts.runs.max(3)),
+        jit_compile_us: jit_compile_time_us(opts.runs.max(5)),
     })
 }
 
@@ -451,7 +463,7 @@ pub fn run_program(
     dir: &Path,
     native: &NativeLib,
     prog: &EngineProgram,
-    opts: EngineOptions,
+    opts: &EngineOptions,
 ) -> Result<BTreeMap<String, EngineCell>, BenchError> {
     let mut row = BTreeMap::new();
     // Native.
@@ -478,10 +490,9 @@ pub fn run_program(
     let ctx_size = (prog.input)().len() as u32;
 
     // pkbpf.
-    let desc = CtxDesc::Buffer {
-        size: ctx_size,
-        writable: vec![0..ctx_size],
-    };
+    // `r1` = the buffer, `r2` = its size, as memory (not a kernel-style
+    // context: programs index it with variable offsets).
+    let desc = CtxDesc::MemWithLen { size: ctx_size };
     match PkbpfProgram::verify(prog.name, &insns, desc) {
         Err(e) => {
             let reason = error_chain(&e);
@@ -504,7 +515,7 @@ pub fn run_program(
 
 /// As [`measure`] on pkbpf's interpreter: one [`InterpSession`] per phase,
 /// so the memory model is built once, not per call.
-fn measure_interp(prog: &EngineProgram, p: &PkbpfProgram, opts: EngineOptions) -> Result<Measured, BenchError> {
+fn measure_interp(prog: &EngineProgram, p: &PkbpfProgram, opts: &EngineOptions) -> Result<Measured, BenchError> {
     let mut ctx = (prog.input)();
     let result = {
         let mut s = InterpSession::new(p, &mut ctx);
@@ -531,7 +542,7 @@ fn measure_interp(prog: &EngineProgram, p: &PkbpfProgram, opts: EngineOptions) -
 fn pkbpf_jit_cell(
     prog: &EngineProgram,
     p: &PkbpfProgram,
-    opts: EngineOptions,
+    opts: &EngineOptions,
     native: Option<&Measured>,
 ) -> EngineCell {
     let compiled = match crate::pkrun::jit::compile(p) {
@@ -552,7 +563,7 @@ fn pkbpf_jit_cell(
 }
 
 #[cfg(not(all(target_arch = "x86_64", unix)))]
-fn pkbpf_jit_cell(_: &EngineProgram, _: &PkbpfProgram, _: EngineOptions, _: Option<&Measured>) -> EngineCell {
+fn pkbpf_jit_cell(_: &EngineProgram, _: &PkbpfProgram, _: &EngineOptions, _: Option<&Measured>) -> EngineCell {
     EngineCell::Absent {
         reason: "pkbpf's JIT is x86-64 only".into(),
     }
@@ -561,7 +572,7 @@ fn pkbpf_jit_cell(_: &EngineProgram, _: &PkbpfProgram, _: EngineOptions, _: Opti
 fn rbpf_cell(
     prog: &EngineProgram,
     bytes: &[u8],
-    opts: EngineOptions,
+    opts: &EngineOptions,
     jit: bool,
     native: Option<&Measured>,
 ) -> EngineCell {

@@ -60,6 +60,9 @@ enum Cmd {
         /// Write the results as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Only the programs whose name contains this.
+        #[arg(long)]
+        only: Option<String>,
     },
 }
 
@@ -68,11 +71,11 @@ fn main() -> Result<()> {
     let tmp = tempfile::tempdir().context("creating a temporary directory")?;
     let workdir = cli.out.clone().unwrap_or_else(|| tmp.path().to_path_buf());
     std::fs::create_dir_all(&workdir).with_context(|| format!("creating {}", workdir.display()))?;
-    if let Some(Cmd::Engines { runs, reps, quick, json }) = cli.cmd {
+    if let Some(Cmd::Engines { runs, reps, quick, json, only }) = cli.cmd {
         let opts = if quick {
-            EngineOptions { runs: 1, reps: 1 }
+            EngineOptions { runs: 1, reps: 1, only }
         } else {
-            EngineOptions { runs: runs.max(1), reps: reps.max(1) }
+            EngineOptions { runs: runs.max(1), reps: reps.max(1), only }
         };
         println!("{}", SystemInfo::collect().line());
         let rep = run_engines(&workdir, opts)?;
