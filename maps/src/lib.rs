@@ -8,6 +8,19 @@
 //! (buckets, locks, free lists, ring positions: the runtime key); see
 //! [`Region::values_range`] and [`Region::internals_range`].
 //!
+//! | type | values part (extension key) | internals part (runtime key) |
+//! |---|---|---|
+//! | array, percpu_array | element `i`, CPU `c` at `i × slot + c × stride` | a sequence lock per element (and CPU) |
+//! | hash, percpu_hash, lru_hash, lru_percpu_hash | preallocated element values | buckets (seqlock + head), elements (key, links, LRU stamp), free list |
+//! | lpm_trie | entry values | prefix index, length bitmap, free stack, entries |
+//! | ringbuf | the data area records are written into | producer/consumer positions, reservation lock, futex word |
+//! | perf_event_array, prog_array, queue, stack | — | rings / program slots / value slots |
+//!
+//! (`stride` = value size rounded up to 8, `slot` = `stride × CPUs` for
+//! per-CPU maps, else `stride`; see [`RawMap::values_ptr`],
+//! [`RawMap::slot_size`], [`RawMap::value_stride`] for inlined array
+//! lookups.)
+//!
 //! Two layers:
 //! - [`RawMap`]: the program-side operations the helpers call with raw
 //!   pointers (`lookup`, `update`, `delete`, `push`/`pop`/`peek`,
@@ -46,7 +59,7 @@ pub use map::{Keys, Map, PerfConsumer, RingBufConsumer};
 pub use raw::{RawMap, BPF_ANY, BPF_EXIST, BPF_F_CURRENT_CPU, BPF_NOEXIST};
 pub use region::{
     MapDef, MapSet, MemRange, Region, RegionBuilder, BPF_F_RDONLY_PROG, LPM_DATA_SIZE_MAX,
-    MAX_NAME_LEN, MAX_PERCPU_VALUE_SIZE, MAX_VALUE_SIZE, PERF_RING_BYTES,
+    MAX_MAP_BYTES, MAX_NAME_LEN, MAX_PERCPU_VALUE_SIZE, MAX_VALUE_SIZE, PERF_RING_BYTES,
 };
 pub use ring::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
 pub use types::MapType;

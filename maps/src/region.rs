@@ -29,6 +29,8 @@ const VERSION: u32 = 1;
 pub const MAX_NAME_LEN: usize = 63;
 /// Bytes of data per CPU ring of a `PERF_EVENT_ARRAY` map.
 pub const PERF_RING_BYTES: u64 = 64 * 1024;
+/// Largest memory one map may take (values and internals together).
+pub const MAX_MAP_BYTES: usize = 1 << 34;
 /// Largest value size accepted (a `.bss`/`.data` section is one value).
 pub const MAX_VALUE_SIZE: u32 = 1 << 26;
 /// Largest value size of a per-CPU map, as in the kernel (`PCPU_MIN_UNIT_SIZE`).
@@ -244,6 +246,10 @@ pub(crate) fn compute_layout(def: &MapDef, ncpus: u32, page: usize) -> Result<La
         Queue | Stack => {
             need(ks == 0, "queue/stack maps need key_size 0")?;
             need(
+                max < u32::MAX,
+                "queue/stack max_entries must be below 2^32 - 1",
+            )?;
+            need(
                 vs > 0 && max > 0,
                 "queue/stack maps need value_size > 0 and max_entries > 0",
             )?;
@@ -287,6 +293,12 @@ pub(crate) fn compute_layout(def: &MapDef, ncpus: u32, page: usize) -> Result<La
     };
     let values_len = round_up(values, page).ok_or_else(too_big)?;
     let internals_len = round_up(internals, page).ok_or_else(too_big)?;
+    if values_len.saturating_add(internals_len) > MAX_MAP_BYTES {
+        return Err(format!(
+            "map needs {} bytes, more than {MAX_MAP_BYTES}",
+            values_len.saturating_add(internals_len)
+        ));
+    }
     Ok(Layout {
         values_len,
         internals_len,

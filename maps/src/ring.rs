@@ -96,7 +96,7 @@ impl Ring {
         } else {
             0
         };
-        if prod.wrapping_sub(cons) + pad + total > self.size {
+        if prod.wrapping_sub(cons).saturating_add(pad + total) > self.size {
             spin_unlock(lock);
             return std::ptr::null_mut();
         }

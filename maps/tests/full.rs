@@ -266,6 +266,8 @@ fn definition_errors_name_the_map() {
         MapDef::new("", MapType::Array, 4, 4, 1),
         MapDef::new("big", MapType::Array, 4, u32::MAX, 1),
         MapDef::new("pcbig", MapType::PerCpuArray, 4, 40 << 10, 1),
+        MapDef::new("huge", MapType::Hash, 8, 1 << 20, 1 << 20),
+        MapDef::new("q", MapType::Queue, 0, 4, u32::MAX),
     ];
     for d in cases {
         let err = RegionBuilder::new().add(d.clone()).unwrap_err();
