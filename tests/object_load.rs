@@ -172,7 +172,9 @@ fn syscount_tracepoint_kinds() {
             name: "sys_enter_openat".into()
         }
     );
-    assert_eq!(obj.map("syscall_counts").unwrap().max_entries, 512);
+    let counts = obj.map("syscall_counts").unwrap();
+    assert_eq!((counts.max_entries, counts.pinning), (512, 1));
+    assert_eq!(obj.map("openat_count").unwrap().pinning, 0);
 }
 
 #[test]

@@ -20,6 +20,7 @@ struct raw_sys_enter_args {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 512);
+	__uint(pinning, LIBBPF_PIN_BY_NAME); /* accepted and reported only */
 	__type(key, __u32);
 	__type(value, __u64);
 } syscall_counts SEC(".maps");
