@@ -53,6 +53,14 @@ pub use gadget::{scan_gadgets, Gadget, GadgetKind};
 /// `HelperRet::abort` value that ends the program cleanly with
 /// `r0 = HelperRet::value` (bpf_conformance's "unwind").
 pub const HELPER_EXIT: u64 = 1;
+/// `HelperRet::abort` value of a successful `bpf_tail_call`: the program
+/// ends at once and [`JitProgram::call_with_env`] returns
+/// [`RunError::TailCall`] with `target = HelperRet::value` (e.g. the program
+/// index from the prog array); the runtime then runs that program with the
+/// same context, counting tail calls (at most 33, like the kernel). A failed
+/// tail call (empty slot, index out of range, count exhausted) is an
+/// ordinary return: the program goes on with the next instruction.
+pub const HELPER_TAIL_CALL: u64 = 2;
 /// Abort code of a `callx` whose helper id is not in the env.
 pub const ABORT_BAD_CALLX: u64 = u64::MAX;
 /// Abort code of execution running past the last instruction (verified
@@ -267,6 +275,13 @@ pub enum RunError {
         /// The code.
         code: u64,
     },
+    /// Not a failure: the program tail-called `target` (see
+    /// [`HELPER_TAIL_CALL`]); the runtime runs it next.
+    #[error("tail call to program {target}")]
+    TailCall {
+        /// What the tail-call helper returned as the target.
+        target: u64,
+    },
     /// `callx` with a helper id the env does not have.
     #[error("callx to an unknown helper id")]
     BadCallx,
@@ -427,6 +442,7 @@ impl JitProgram {
         let r0 = unsafe { entry(r1, r2, &mut ctx) };
         match ctx.abort {
             0 | HELPER_EXIT => Ok(r0),
+            HELPER_TAIL_CALL => Err(RunError::TailCall { target: r0 }),
             ABORT_BAD_CALLX => Err(RunError::BadCallx),
             ABORT_FELL_OFF => Err(RunError::FellOff),
             code => Err(RunError::HelperAbort { code }),

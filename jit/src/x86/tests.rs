@@ -226,6 +226,51 @@ fn helpers_get_five_args_and_the_env_and_can_abort() {
     }
 }
 
+extern "C" fn tail_call_if_slot_is_set(
+    _ctx: u64,
+    _map: u64,
+    idx: u64,
+    _: u64,
+    _: u64,
+    _: *mut c_void,
+) -> HelperRet {
+    // Slot 1 holds program 7; every other slot is empty (-ENOENT).
+    if idx == 1 {
+        HelperRet {
+            value: 7,
+            abort: HELPER_TAIL_CALL,
+        }
+    } else {
+        HelperRet {
+            value: -2i64 as u64,
+            abort: 0,
+        }
+    }
+}
+
+#[test]
+fn tail_calls_end_the_program_or_fall_through() {
+    let env = JitEnv::new().with_helper(12, tail_call_if_slot_is_set);
+    let prog = assemble(
+        "mov %r6, %r1
+mov %r2, 0
+mov %r3, %r6
+call 12
+add %r0, 100
+exit",
+    )
+    .unwrap();
+    let jit = JitProgram::compile_seeded(&prog, &env, 0).unwrap();
+    // SAFETY: no memory access; the helper only looks at its arguments.
+    unsafe {
+        assert_eq!(
+            jit.call_with_env(1, 0, std::ptr::null_mut()),
+            Err(RunError::TailCall { target: 7 })
+        );
+        assert_eq!(jit.call_with_env(2, 0, std::ptr::null_mut()), Ok(98));
+    }
+}
+
 #[test]
 fn callx_goes_through_the_stub_table_and_checks_bounds() {
     let env = JitEnv::new()
