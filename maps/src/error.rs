@@ -62,8 +62,8 @@ pub enum MapError {
         /// The map's name.
         map: String,
     },
-    /// The operation does not exist for this map type (`-EINVAL` /
-    /// `-EOPNOTSUPP`).
+    /// The operation does not exist for this map type (`-EINVAL`, as the
+    /// kernel answers an array delete).
     #[error("map `{map}`: {op} is not supported by {map_type} maps")]
     Unsupported {
         /// The map's name.
@@ -140,7 +140,8 @@ impl MapError {
             MapError::NotFound { .. } | MapError::NoSuchMap { .. } => libc::ENOENT,
             MapError::Full { .. } => libc::E2BIG,
             MapError::Frozen { .. } => libc::EPERM,
-            MapError::Unsupported { .. } => libc::EOPNOTSUPP,
+            // The kernel's answer to most operations a map type lacks (array delete, ...).
+            MapError::Unsupported { .. } => libc::EINVAL,
             MapError::Errno { errno, .. } => *errno,
             MapError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
         }
