@@ -13,7 +13,8 @@
 //!   `SEC("extension")`) is an embedded program. Each global function symbol of
 //!   such a section is one program.
 //! - **Maps**: BTF-defined `.maps` (`__uint(type|max_entries|map_flags|pinning|key_size|value_size)`,
-//!   `__type(key|value)`), the legacy `maps` section (`struct bpf_map_def`,
+//!   `__type(key|value)`, and `__array(values, ...)` initializers of prog
+//!   arrays, from `R_BPF_64_ABS64` relocations in `.maps`), the legacy `maps` section (`struct bpf_map_def`,
 //!   20 bytes + ignored extras), and `.data*`/`.rodata*`/`.bss*` sections as
 //!   single-entry array maps named after the section ([`MapDef`]). Map order:
 //!   legacy maps, BTF maps, then data sections in section order.
@@ -21,8 +22,9 @@
 //!   symbol (→ [`LdPseudo::MapIdx`], `imm` = map index), a data section or
 //!   a variable in one (→ [`LdPseudo::MapIdxValue`], `next_imm` = offset), or a
 //!   function (→ [`LdPseudo::Func`]); `R_BPF_64_32` (10) on a bpf-to-bpf
-//!   `call`. `R_BPF_64_NONE` is ignored; relocations in non-code sections
-//!   (`R_BPF_64_ABS64`/`ABS32` in `.BTF`, `.BTF.ext`, debug info) are ignored.
+//!   `call`. `R_BPF_64_NONE` is ignored; relocations in other non-code
+//!   sections (`R_BPF_64_ABS64`/`ABS32` in `.BTF`, `.BTF.ext`, debug info,
+//!   pointer tables in `.rodata`) are ignored, as libbpf does.
 //! - **CO-RE** field/type/enum relocations from `.BTF.ext`, against
 //!   [`crate::btf::target_btf`].
 //! - `license` and `version` sections.
