@@ -290,15 +290,38 @@ pub enum RunError {
     FellOff,
 }
 
-/// The run context `r12` points to (layout shared with `codegen`).
+/// The per-run context the code keeps in `r12` (layout fixed: the code
+/// reads it at offsets 0, 8, 16). Only needed by callers of
+/// [`JitProgram::entry`], such as a sandbox entry gate that switches stacks;
+/// [`JitProgram::call_with_env`] builds one itself.
 #[repr(C)]
-struct RunCtx {
-    env: *mut c_void,
-    saved_rsp: u64,
-    abort: u64,
+#[derive(Debug)]
+pub struct RunCtx {
+    /// Passed to every helper as its sixth argument.
+    pub env: *mut c_void,
+    /// Written by the code on entry (its frame's stack pointer, used to
+    /// unwind on abort); any value on input.
+    pub saved_rsp: u64,
+    /// Set to the abort code when a helper aborts (0 otherwise); must be 0
+    /// on input.
+    pub abort: u64,
 }
 
-type Entry = unsafe extern "C" fn(u64, u64, *mut RunCtx) -> u64;
+impl RunCtx {
+    /// A context for one run with helper env `env`.
+    pub fn new(env: *mut c_void) -> RunCtx {
+        RunCtx {
+            env,
+            saved_rsp: 0,
+            abort: 0,
+        }
+    }
+}
+
+/// The machine-code entry point: `r0 = entry(r1, r2, ctx)` (SysV C ABI).
+/// The code needs about 5 KiB of stack (eight 512-byte frames plus saved
+/// registers) on whatever stack it is called on.
+pub type Entry = unsafe extern "C" fn(u64, u64, *mut RunCtx) -> u64;
 
 /// A compiled program: read-execute machine code, freed on drop.
 #[derive(Debug)]
@@ -428,18 +451,11 @@ impl JitProgram {
         r2: u64,
         env: *mut c_void,
     ) -> Result<u64, RunError> {
-        let mut ctx = RunCtx {
-            env,
-            saved_rsp: 0,
-            abort: 0,
-        };
-        // SAFETY: offset 0 of the code is the entry prologue, emitted with
-        // exactly the `Entry` signature (SysV C ABI); the code stays mapped
-        // while `self` is borrowed.
-        let entry: Entry = unsafe { std::mem::transmute::<*const u8, Entry>(self.code.base()) };
+        let mut ctx = RunCtx::new(env);
         // SAFETY: the caller guarantees the program is safe to run on these
-        // arguments; `ctx` outlives the call.
-        let r0 = unsafe { entry(r1, r2, &mut ctx) };
+        // arguments; `ctx` outlives the call; the code stays mapped while
+        // `self` is borrowed.
+        let r0 = unsafe { (self.entry())(r1, r2, &mut ctx) };
         match ctx.abort {
             0 | HELPER_EXIT => Ok(r0),
             HELPER_TAIL_CALL => Err(RunError::TailCall { target: r0 }),
@@ -447,6 +463,17 @@ impl JitProgram {
             ABORT_FELL_OFF => Err(RunError::FellOff),
             code => Err(RunError::HelperAbort { code }),
         }
+    }
+
+    /// The entry point, valid while `self` lives. Calling it has the
+    /// contract of [`JitProgram::call_with_env`]; the result is `r0`, and
+    /// `ctx.abort` tells how the run ended (0 or [`HELPER_EXIT`]: normally;
+    /// [`HELPER_TAIL_CALL`], [`ABORT_BAD_CALLX`], [`ABORT_FELL_OFF`] or a
+    /// helper's code otherwise).
+    pub fn entry(&self) -> Entry {
+        // SAFETY: offset 0 of the code is the entry prologue, emitted with
+        // exactly the `Entry` signature (SysV C ABI).
+        unsafe { std::mem::transmute::<*const u8, Entry>(self.code.base()) }
     }
 
     /// The machine code (a copy kept beside the mapping, so it stays

@@ -439,3 +439,15 @@ fn timing_report() {
         tj.as_secs_f64() / tn.as_secs_f64()
     );
 }
+
+#[test]
+fn raw_entry_reports_aborts_in_the_context() {
+    let env = JitEnv::new().with_helper(2, abort_with_r1);
+    let prog = assemble("mov %r1, %r2\ncall 2\nexit").unwrap();
+    let jit = JitProgram::compile_seeded(&prog, &env, 0).unwrap();
+    let mut ctx = RunCtx::new(std::ptr::null_mut());
+    // SAFETY: no memory access; helper 2 aborts with code r1 (= our r2).
+    let r0 = unsafe { (jit.entry())(0, 0x77, &mut ctx) };
+    assert_eq!((r0, ctx.abort), (0, 0x77));
+    assert_ne!(ctx.saved_rsp, 0);
+}
