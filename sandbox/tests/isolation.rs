@@ -297,7 +297,9 @@ fn jumping_into_a_gate_with_a_chosen_eax_fails_closed() {
 #[test]
 fn isolation_holds_per_thread() {
     require_pku!("isolation_holds_per_thread");
-    let pages: Vec<(ProtectionKey, usize)> = (0..4)
+    // Eight threads, each with its own page; keys come from the pool (six),
+    // so each thread's neighbour always carries a different key.
+    let pages: Vec<(ProtectionKey, usize)> = (0..8)
         .map(|i| {
             let (k, p) = extension_page(i, i as u8 + 1);
             (k, p as usize)
