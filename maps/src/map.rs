@@ -135,7 +135,10 @@ impl Map {
     }
 
     /// Creates or updates `key` (flags `BPF_ANY`, `BPF_NOEXIST`, `BPF_EXIST`).
-    /// For queues and stacks (empty key) this pushes.
+    /// For queues and stacks (empty key) this pushes. For prog arrays the
+    /// value is a `u32` program index in the loader's program table (where
+    /// the kernel takes a program fd); `bpf_tail_call` reads it back with
+    /// [`RawMap::prog_array_get`].
     pub fn update(&self, key: &[u8], value: &[u8], flags: u64) -> Result<(), MapError> {
         self.check_key(key)?;
         self.check_value(value)?;

@@ -237,6 +237,7 @@ impl RawMap {
     ///
     /// # Safety
     /// `key` points to `key_size` readable bytes.
+    #[doc(alias = "bpf_map_lookup_elem")]
     #[inline]
     pub unsafe fn lookup(&self, key: *const u8) -> *mut u8 {
         // SAFETY: forwarded to the type's lookup with the same contract.
@@ -270,6 +271,7 @@ impl RawMap {
     ///
     /// # Safety
     /// `key` points to `key_size` and `value` to `value_size` readable bytes.
+    #[doc(alias = "bpf_map_update_elem")]
     pub unsafe fn update(&self, key: *const u8, value: *const u8, flags: u64) -> i64 {
         if self.flags & BPF_F_RDONLY_PROG != 0 {
             return EPERM;
@@ -282,6 +284,7 @@ impl RawMap {
     ///
     /// # Safety
     /// `key` points to `key_size` readable bytes.
+    #[doc(alias = "bpf_map_delete_elem")]
     pub unsafe fn delete(&self, key: *const u8) -> i64 {
         if self.flags & BPF_F_RDONLY_PROG != 0 {
             return EPERM;
@@ -414,6 +417,7 @@ impl RawMap {
     }
 
     /// The program index in `PROG_ARRAY` slot `idx`, for `bpf_tail_call`.
+    #[doc(alias = "bpf_tail_call")]
     #[inline]
     pub fn prog_array_get(&self, idx: u32) -> Option<u32> {
         if self.ty != MapType::ProgArray || idx >= self.max_entries {
@@ -460,6 +464,7 @@ impl RawMap {
     ///
     /// # Safety
     /// `value` points to `value_size` readable bytes.
+    #[doc(alias = "bpf_map_push_elem")]
     pub unsafe fn push(&self, value: *const u8, flags: u64) -> i64 {
         if !matches!(self.ty, MapType::Queue | MapType::Stack) {
             return EINVAL;
@@ -525,6 +530,7 @@ impl RawMap {
     ///
     /// # Safety
     /// `out` points to `value_size` writable bytes.
+    #[doc(alias = "bpf_map_pop_elem")]
     pub unsafe fn pop(&self, out: *mut u8) -> i64 {
         // SAFETY: forwarded.
         unsafe { self.pop_or_peek(out, true) }
@@ -534,6 +540,7 @@ impl RawMap {
     ///
     /// # Safety
     /// `out` points to `value_size` writable bytes.
+    #[doc(alias = "bpf_map_peek_elem")]
     pub unsafe fn peek(&self, out: *mut u8) -> i64 {
         // SAFETY: forwarded.
         unsafe { self.pop_or_peek(out, false) }
@@ -579,6 +586,7 @@ impl RawMap {
     }
 
     /// `bpf_ringbuf_reserve`: a record of `size` bytes to fill, or null.
+    #[doc(alias = "bpf_ringbuf_reserve")]
     pub fn ringbuf_reserve(&self, size: u64, flags: u64) -> *mut u8 {
         match self.ring(0) {
             Some(r) if flags == 0 && self.ty == MapType::RingBuf => r.reserve(size),
@@ -603,6 +611,7 @@ impl RawMap {
     ///
     /// # Safety
     /// As [`ringbuf_commit`](Self::ringbuf_commit).
+    #[doc(alias = "bpf_ringbuf_submit")]
     pub unsafe fn ringbuf_submit(&self, data: *mut u8, flags: u64) -> i64 {
         // SAFETY: forwarded.
         unsafe { self.ringbuf_commit(data, flags, false) }
@@ -612,6 +621,7 @@ impl RawMap {
     ///
     /// # Safety
     /// As [`ringbuf_commit`](Self::ringbuf_commit).
+    #[doc(alias = "bpf_ringbuf_discard")]
     pub unsafe fn ringbuf_discard(&self, data: *mut u8, flags: u64) -> i64 {
         // SAFETY: forwarded.
         unsafe { self.ringbuf_commit(data, flags, true) }
@@ -622,6 +632,7 @@ impl RawMap {
     ///
     /// # Safety
     /// `data` points to `size` readable bytes.
+    #[doc(alias = "bpf_ringbuf_output")]
     pub unsafe fn ringbuf_output(&self, data: *const u8, size: u64, flags: u64) -> i64 {
         match self.ring(0) {
             // SAFETY: forwarded.
@@ -632,6 +643,7 @@ impl RawMap {
 
     /// `bpf_ringbuf_query`: `BPF_RB_AVAIL_DATA` (0), `BPF_RB_RING_SIZE` (1),
     /// `BPF_RB_CONS_POS` (2), `BPF_RB_PROD_POS` (3); 0 otherwise.
+    #[doc(alias = "bpf_ringbuf_query")]
     pub fn ringbuf_query(&self, flags: u64) -> u64 {
         match self.ring(0) {
             Some(r) if self.ty == MapType::RingBuf => r.query(flags),
@@ -646,6 +658,7 @@ impl RawMap {
     ///
     /// # Safety
     /// `data` points to `size` readable bytes.
+    #[doc(alias = "bpf_perf_event_output")]
     pub unsafe fn perf_event_output(&self, flags: u64, data: *const u8, size: u64) -> i64 {
         if self.ty != MapType::PerfEventArray || flags >> 32 != 0 {
             return EINVAL;
