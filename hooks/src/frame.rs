@@ -55,6 +55,7 @@ pub struct PtRegs {
 pub(crate) mod off {
     pub const AX: i32 = 80;
     pub const IP: i32 = 128;
+    pub const FLAGS: i32 = 144;
     pub const SP: i32 = 152;
     pub const OVERRIDE_ACTIVE: i32 = 168;
     pub const OVERRIDE_VALUE: i32 = 176;
@@ -79,6 +80,7 @@ const _: () = assert!(std::mem::size_of::<HookFrame>() == off::FRAME_SIZE as usi
 const _: () = assert!(std::mem::offset_of!(PtRegs, ax) == off::AX as usize);
 const _: () = assert!(std::mem::offset_of!(PtRegs, ip) == off::IP as usize);
 const _: () = assert!(std::mem::offset_of!(PtRegs, sp) == off::SP as usize);
+const _: () = assert!(std::mem::offset_of!(PtRegs, flags) == off::FLAGS as usize);
 const _: () =
     assert!(std::mem::offset_of!(HookFrame, override_active) == off::OVERRIDE_ACTIVE as usize);
 const _: () =

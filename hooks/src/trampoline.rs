@@ -13,8 +13,8 @@
 //! call dispatch(site, frame)
 //! movaps stack -> xmm0..15; mov rsp,rbp
 //! cmp frame.override_active,0; je normal
-//!   frame.ax = frame.override_value; pop all; popfq; rsp = S; ret
-//! normal: pop all; popfq; rsp = S
+//!   frame.ax = frame.override_value; restore flags; pop all; rsp = S; ret
+//! normal: restore flags (sahf, see restore_frame); pop all; rsp = S
 //! <displaced instructions, relocated>; jmp probe+len
 //! ```
 //!
@@ -215,15 +215,28 @@ impl Emit {
         self.i32(16 * i as i32);
     }
 
-    /// Pops every register and flags from the frame, then drops the frame and `above` bytes.
+    /// Restores flags and every register from the frame, then drops the frame
+    /// and `above` bytes. Flags come back without `popfq` (slow: it is
+    /// microcoded): DF by `std` when it was set, OF by an `add` that
+    /// overflows exactly when it was set, then SF ZF AF PF CF by `sahf`. The
+    /// other rflags bits (TF, AC, ID) are not touched by handlers.
     fn restore_frame(&mut self, above: i32) {
+        self.b(&[0x48, 0x8b, 0x8c, 0x24]); // mov rcx,[rsp+FLAGS]
+        self.i32(off::FLAGS);
+        self.b(&[0xf7, 0xc1, 0x00, 0x04, 0x00, 0x00]); // test ecx,0x400 (DF)
+        self.b(&[0x74, 0x01, 0xfd]); // jz +1; std
+        self.b(&[0x89, 0xc8]); // mov eax,ecx
+        self.b(&[0xc1, 0xe8, 0x0b]); // shr eax,11
+        self.b(&[0x83, 0xe0, 0x01]); // and eax,1
+        self.b(&[0x04, 0x7f]); // add al,0x7f: OF = saved OF
+        self.b(&[0x88, 0xcc]); // mov ah,cl
+        self.b(&[0x9e]); // sahf
         self.b(&[0x41, 0x5f, 0x41, 0x5e, 0x41, 0x5d, 0x41, 0x5c]); // r15-r12
         self.b(&[0x5d, 0x5b]); // rbp rbx
         self.b(&[0x41, 0x5b, 0x41, 0x5a, 0x41, 0x59, 0x41, 0x58]); // r11-r8
         self.b(&[0x58, 0x59, 0x5a, 0x5e, 0x5f]); // rax rcx rdx rsi rdi
-        self.lea_rsp(24); // orig_ax ip cs
-        self.b(&[0x9d]); // popfq
-        self.lea_rsp(32 + above); // sp ss override_active override_value (+ above)
+                                                 // orig_ax ip cs flags sp ss override_active override_value (+ above)
+        self.lea_rsp(64 + above);
     }
 }
 
@@ -330,7 +343,8 @@ mod tests {
         let pushes = text.iter().filter(|t| t.starts_with("push")).count();
         let pops = text.iter().filter(|t| t.starts_with("pop")).count();
         assert_eq!(pushes, 23);
-        assert_eq!(pops, 16);
+        assert_eq!(pops, 15);
+        assert!(text.contains(&"sahf".to_string()), "{text:?}");
     }
 
     #[test]

@@ -47,6 +47,25 @@ std::arch::global_asm!(
     "sub rax, 0x12345677",
     "ret",
     ".size pk_stress3, .-pk_stress3",
+    // Returns the flags it runs with after its first instruction.
+    ".globl pk_flags_target",
+    ".type pk_flags_target,@function",
+    "pk_flags_target:",
+    "mov eax, 0x11111111",
+    "pushfq",
+    "pop rax",
+    "ret",
+    ".size pk_flags_target, .-pk_flags_target",
+    // Calls pk_flags_target with rflags = rdi (DF cleared again after).
+    ".globl pk_flags_caller",
+    ".type pk_flags_caller,@function",
+    "pk_flags_caller:",
+    "push rdi",
+    "popfq",
+    "call pk_flags_target",
+    "cld",
+    "ret",
+    ".size pk_flags_caller, .-pk_flags_caller",
     ".globl pk_tiny",
     ".type pk_tiny,@function",
     "pk_tiny:",
@@ -96,6 +115,7 @@ extern "C" {
     fn pk_stress2(x: u64) -> u64;
     fn pk_stress3(x: u64) -> u64;
     fn pk_tiny() -> u64;
+    fn pk_flags_caller(flags: u64) -> u64;
     fn pk_loop_head(n: u32) -> u32;
     fn pk_riprel(x: u64) -> u64;
     fn pk_short_jcc(x: i64) -> i64;
@@ -685,4 +705,38 @@ fn panic_through_uretprobe_aborts() {
     );
     let probed = run_child("panic_through_uretprobe_aborts", "probed");
     assert_eq!(probed.signal(), Some(libc::SIGABRT), "{probed:?}");
+}
+
+#[test]
+fn flags_survive_the_trampoline() {
+    // CF PF AF ZF SF DF OF
+    const MASK: u64 = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x400 | 0x800;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let _l = attach_at(
+        "/proc/self/exe:pk_flags_target",
+        ProbeKind::Entry,
+        Handler::from_fn(move |f| {
+            s.lock().unwrap().push(f.regs.flags & MASK);
+            // Clobber the flags the handler runs with.
+            black_box(f.regs.ax.wrapping_add(u64::MAX));
+        }),
+        false,
+    );
+    let inputs = [
+        0u64,
+        MASK,
+        0x1 | 0x800,
+        0x40 | 0x4,
+        0x80 | 0x10,
+        0x400,
+        0x800,
+        0x1,
+    ];
+    for &f in &inputs {
+        // SAFETY: the asm pair only moves flags around and clears DF before returning.
+        let out = unsafe { black_box(pk_flags_caller as unsafe extern "C" fn(u64) -> u64)(f | 2) };
+        assert_eq!(out & MASK, f, "flags after the probe for {f:#x}");
+    }
+    assert_eq!(*seen.lock().unwrap(), inputs, "PT_REGS flags at the probe");
 }
