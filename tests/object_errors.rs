@@ -391,8 +391,24 @@ proptest! {
                 }
             }
         }
-        // Must return, Ok or Err, without panicking.
-        let _ = Object::parse(&b);
+        // Must return, Ok or Err, without panicking; what it accepts must be
+        // printable (cyclic or dangling BTF included).
+        if let Ok(obj) = Object::parse(&b) {
+            if let Some(btf) = obj.btf() {
+                let _ = btf.dump_raw();
+                for (id, _) in btf.types() {
+                    let _ = btf.type_name(id);
+                    let _ = btf.size_of(id);
+                }
+            }
+            for m in obj.maps() {
+                let _ = obj.globals(m);
+            }
+            for p in obj.programs() {
+                let _ = p.source_lines(obj.btf());
+                let _ = p.map_refs();
+            }
+        }
     }
 }
 
