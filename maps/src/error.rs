@@ -93,6 +93,12 @@ pub enum MapError {
         /// The map's type.
         found: MapType,
     },
+    /// A perf ring size that is not a power-of-two page multiple up to 1 GiB.
+    #[error("invalid perf ring size {bytes}: need a power of two, at least a page, at most 1 GiB")]
+    InvalidRingSize {
+        /// The size asked for.
+        bytes: u64,
+    },
     /// A map definition the layout cannot honour.
     #[error("map definition `{name}` (index {index}): {reason}")]
     InvalidDefinition {
@@ -134,6 +140,7 @@ impl MapError {
             | MapError::InvalidValueSize { .. }
             | MapError::InvalidFlags { .. }
             | MapError::InvalidDefinition { .. }
+            | MapError::InvalidRingSize { .. }
             | MapError::WrongType { .. }
             | MapError::BadRegion { .. } => libc::EINVAL,
             MapError::AlreadyExists { .. } => libc::EEXIST,

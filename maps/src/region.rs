@@ -27,7 +27,8 @@ const MAGIC: u64 = u64::from_le_bytes(*b"PKBPFMAP");
 const VERSION: u32 = 1;
 /// Longest map name stored in the region (bytes, without NUL).
 pub const MAX_NAME_LEN: usize = 63;
-/// Bytes of data per CPU ring of a `PERF_EVENT_ARRAY` map.
+/// Default bytes of data per CPU ring of a `PERF_EVENT_ARRAY` map (see
+/// [`RegionBuilder::perf_ring_bytes`]).
 pub const PERF_RING_BYTES: u64 = 64 * 1024;
 /// Largest memory one map may take (values and internals together).
 pub const MAX_MAP_BYTES: usize = 1 << 34;
@@ -109,6 +110,7 @@ struct RegionHeader {
     total_len: u64,
     ncpus: u32,
     page_size: u32,
+    perf_ring_bytes: u64,
 }
 
 #[repr(C)]
@@ -140,6 +142,10 @@ pub(crate) struct Layout {
     pub params: Params,
 }
 
+fn valid_perf_ring(bytes: u64, page: usize) -> bool {
+    bytes.is_power_of_two() && bytes >= page as u64 && bytes <= 1 << 30
+}
+
 pub(crate) fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
     let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
@@ -155,7 +161,12 @@ pub(crate) fn round_up(x: usize, to: usize) -> Option<usize> {
 }
 
 /// Computes a map's layout, or says why the definition is invalid.
-pub(crate) fn compute_layout(def: &MapDef, ncpus: u32, page: usize) -> Result<Layout, String> {
+pub(crate) fn compute_layout(
+    def: &MapDef,
+    ncpus: u32,
+    page: usize,
+    perf_ring: u64,
+) -> Result<Layout, String> {
     use MapType::*;
     let (ks, vs, max) = (def.key_size, def.value_size, def.max_entries);
     let need = |cond: bool, what: &str| if cond { Ok(()) } else { Err(what.to_string()) };
@@ -283,8 +294,12 @@ pub(crate) fn compute_layout(def: &MapDef, ncpus: u32, page: usize) -> Result<La
             )?;
             let n = if max == 0 { ncpus } else { max };
             p.nrings = n;
-            p.ring_size = PERF_RING_BYTES;
-            p.ring_stride = crate::ring::CTL_SIZE + PERF_RING_BYTES as usize;
+            need(
+                valid_perf_ring(perf_ring, page),
+                "perf ring size must be a power-of-two page multiple up to 1 GiB",
+            )?;
+            p.ring_size = perf_ring;
+            p.ring_stride = crate::ring::CTL_SIZE + perf_ring as usize;
             (
                 0,
                 add(crate::ring::CTL_SIZE, mul(p.ring_stride, n as usize)?)?,
@@ -310,6 +325,7 @@ pub(crate) fn compute_layout(def: &MapDef, ncpus: u32, page: usize) -> Result<La
 #[derive(Debug, Default)]
 pub struct RegionBuilder {
     defs: Vec<MapDef>,
+    perf_ring_bytes: Option<u64>,
 }
 
 /// Another name for [`RegionBuilder`]: the set of maps of one region.
@@ -319,6 +335,22 @@ impl RegionBuilder {
     /// An empty builder.
     pub fn new() -> RegionBuilder {
         RegionBuilder::default()
+    }
+
+    /// Sets the data bytes of each CPU ring of the region's
+    /// `PERF_EVENT_ARRAY` maps (default [`PERF_RING_BYTES`]; the kernel lets
+    /// the consumer choose it, here it is fixed when the region is laid out).
+    /// Must be a power of two, at least a page, at most 1 GiB.
+    pub fn perf_ring_bytes(&mut self, bytes: u64) -> Result<&mut Self, MapError> {
+        if !valid_perf_ring(bytes, page_size()) {
+            return Err(MapError::InvalidRingSize { bytes });
+        }
+        self.perf_ring_bytes = Some(bytes);
+        Ok(self)
+    }
+
+    fn perf_ring(&self) -> u64 {
+        self.perf_ring_bytes.unwrap_or(PERF_RING_BYTES)
     }
 
     /// Adds a map; returns its index in the region. Checks the definition
@@ -333,7 +365,8 @@ impl RegionBuilder {
         if self.defs.iter().any(|d| d.name == def.name) {
             return Err(invalid("duplicate map name".into()));
         }
-        compute_layout(&def, cpu::possible_cpus(), page_size()).map_err(invalid)?;
+        compute_layout(&def, cpu::possible_cpus(), page_size(), self.perf_ring())
+            .map_err(invalid)?;
         self.defs.push(def);
         Ok(index)
     }
@@ -348,12 +381,13 @@ impl RegionBuilder {
         let mut off = header_len;
         let mut placed = Vec::with_capacity(self.defs.len());
         for (index, def) in self.defs.iter().enumerate() {
-            let l =
-                compute_layout(def, ncpus, page).map_err(|reason| MapError::InvalidDefinition {
+            let l = compute_layout(def, ncpus, page, self.perf_ring()).map_err(|reason| {
+                MapError::InvalidDefinition {
                     name: def.name.clone(),
                     index,
                     reason,
-                })?;
+                }
+            })?;
             let big = || MapError::InvalidDefinition {
                 name: def.name.clone(),
                 index,
@@ -398,6 +432,7 @@ impl RegionBuilder {
                     total_len: off as u64,
                     ncpus,
                     page_size: page as u32,
+                    perf_ring_bytes: self.perf_ring(),
                 },
             );
             for (k, (def, (v, i, l))) in self.defs.iter().zip(&placed).enumerate() {
@@ -526,8 +561,8 @@ impl Region {
                 max_entries: e.max_entries,
                 flags: e.flags,
             };
-            let l =
-                compute_layout(&def, hdr.ncpus, page).map_err(|r| bad(format!("map {k}: {r}")))?;
+            let l = compute_layout(&def, hdr.ncpus, page, hdr.perf_ring_bytes)
+                .map_err(|r| bad(format!("map {k}: {r}")))?;
             let v = off;
             let i = v + l.values_len;
             off = i + l.internals_len;

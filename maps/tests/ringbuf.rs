@@ -249,3 +249,43 @@ fn perf_event_array_per_cpu_rings() {
     assert!(lost > 0);
     assert_eq!(c.lost(1 % n) - before, lost);
 }
+
+#[test]
+fn perf_ring_size_is_configurable_and_survives_reopen() {
+    use std::os::fd::AsRawFd;
+    let mut b = RegionBuilder::new();
+    for bad in [0u64, 1000, 4096 + 1, 1 << 31] {
+        assert!(matches!(
+            b.perf_ring_bytes(bad),
+            Err(pkbpf_maps::MapError::InvalidRingSize { bytes }) if bytes == bad
+        ));
+    }
+    b.perf_ring_bytes(8192).unwrap();
+    b.add(MapDef::new("ev", MapType::PerfEventArray, 4, 4, 1))
+        .unwrap();
+    let r = b.build().unwrap();
+    let raw = r.raw(0).unwrap();
+    // 8-byte records take 16 bytes with their header: 512 fit in 8 KiB.
+    for i in 0..512u64 {
+        let rec = i.to_ne_bytes();
+        // SAFETY: 8 readable bytes.
+        let ret = unsafe { raw.perf_event_output(0, rec.as_ptr(), 8) };
+        assert_eq!(ret, 0, "record {i}");
+    }
+    let rec = 0u64.to_ne_bytes();
+    // SAFETY: 8 readable bytes.
+    let ret = unsafe { raw.perf_event_output(0, rec.as_ptr(), 8) };
+    assert_eq!(ret, -(libc::ENOSPC as i64));
+    // Another mapping of the same fd sees the same 8 KiB ring.
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/proc/self/fd/{}", r.fd().as_raw_fd()))
+        .unwrap();
+    let r2 = pkbpf_maps::Region::open(f.into()).unwrap();
+    let mut c = PerfConsumer::new(&r2.map("ev").unwrap()).unwrap();
+    let mut got = Vec::new();
+    c.poll(|_, d| got.push(u64::from_ne_bytes(d.try_into().unwrap())));
+    assert_eq!(got, (0..512).collect::<Vec<_>>());
+    assert_eq!(c.lost(0), 1);
+}
