@@ -22,6 +22,20 @@
 //! `extern "C"` function plus a data pointer ([`Handler`]), so the runtime can
 //! plug in a shim that enters the sandbox gate and runs JIT code.
 //!
+//! ```no_run
+//! use pkbpf_hooks::{attach_target, AttachOptions, Handler, ProbeKind, ProbeTarget};
+//!
+//! let target = ProbeTarget::parse("libc.so.6:getpid")?;
+//! let handler = Handler::from_fn(|frame| {
+//!     println!("getpid called from {:#x}", frame.regs.sp);
+//! });
+//! // SAFETY: getpid's entry is an instruction boundary in mapped code.
+//! let link = unsafe { attach_target(&target, ProbeKind::Entry, handler, &AttachOptions::default())? };
+//! unsafe { libc::getpid() };
+//! link.detach()?; // or drop it
+//! # Ok::<(), pkbpf_hooks::HookError>(())
+//! ```
+//!
 //! Syscall tracepoints, the preload agent and `pkbpf run` are not here yet.
 #![deny(missing_docs)]
 

@@ -558,4 +558,53 @@ mod tests {
         );
         assert!(matches!(r, Err(HookError::ParseElf { .. })), "{r:?}");
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn sample_elf() -> Vec<u8> {
+            std::fs::read("/usr/bin/true").unwrap_or_default()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn target_parsing_never_panics(text in "\\PC{0,40}") {
+                if let Ok(t) = ProbeTarget::parse(&text) {
+                    prop_assert!(!t.binary.is_empty());
+                }
+            }
+
+            #[test]
+            fn maps_parsing_never_panics(text in "[0-9a-f: /x.rwp-]{0,120}") {
+                let _ = parse_maps(&text);
+            }
+
+            #[test]
+            fn elf_index_never_panics_on_mutated_elf(
+                cut in 0usize..70_000,
+                edits in proptest::collection::vec((0usize..70_000, any::<u8>()), 0..16),
+                name in "[a-z_]{1,8}",
+                off in 0u64..0x20_000,
+            ) {
+                let mut bytes = sample_elf();
+                bytes.truncate(cut.max(64));
+                let len = bytes.len();
+                for (i, b) in edits {
+                    if len > 0 {
+                        bytes[i % len] = b;
+                    }
+                }
+                let p = Path::new("/mutated");
+                if let Ok(index) = ElfIndex::parse(p, &bytes) {
+                    let _ = index.symbol(p, &name);
+                    let _ = index.file_offset_to_vaddr(p, off);
+                    let _ = index.vaddr_to_file_offset(p, off);
+                    let _ = resolve_with(p, &index, &SymbolSpec::FileOffset(off), &[]);
+                }
+            }
+        }
+    }
 }

@@ -740,3 +740,79 @@ fn flags_survive_the_trampoline() {
     }
     assert_eq!(*seen.lock().unwrap(), inputs, "PT_REGS flags at the probe");
 }
+
+#[test]
+fn resolution_errors_are_typed() {
+    use pkbpf_hooks::HookError;
+    let err = |t: &str| pkbpf_hooks::resolve_target(&ProbeTarget::parse(t).unwrap()).unwrap_err();
+    match err("libc.so.6:strlen") {
+        HookError::IfuncSymbol { symbol, .. } => assert_eq!(symbol, "strlen"),
+        other => panic!("strlen is an IFUNC in glibc: {other}"),
+    }
+    match err("/proc/self/exe:pk_no_such_symbol") {
+        HookError::SymbolNotFound { binary, symbol } => {
+            assert_eq!(binary, std::fs::canonicalize("/proc/self/exe").unwrap());
+            assert_eq!(symbol, "pk_no_such_symbol");
+        }
+        other => panic!("{other}"),
+    }
+    match err("/usr/bin/true:0x0") {
+        HookError::NotMapped {
+            binary,
+            file_offset,
+        } => {
+            assert_eq!(binary, std::fs::canonicalize("/usr/bin/true").unwrap());
+            assert_eq!(file_offset, 0);
+        }
+        other => panic!("{other}"),
+    }
+    match err("libpkbpf-does-not-exist.so.9:f") {
+        HookError::BinaryNotFound { binary } => assert_eq!(binary, "libpkbpf-does-not-exist.so.9"),
+        other => panic!("{other}"),
+    }
+    match err("/proc/self/exe:pk_tiny+0x40") {
+        HookError::OffsetOutsideSymbol {
+            symbol,
+            offset,
+            size,
+            ..
+        } => {
+            assert_eq!((symbol.as_str(), offset, size), ("pk_tiny", 0x40, 3));
+        }
+        other => panic!("{other}"),
+    }
+}
+
+add6_fn!(pk_add6_full);
+
+#[test]
+fn a_site_holds_at_most_max_handlers_per_kind() {
+    use pkbpf_hooks::uprobe::MAX_HANDLERS;
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = "/proc/self/exe:pk_add6_full";
+    let links: Vec<_> = (0..MAX_HANDLERS)
+        .map(|_| attach_at(t, ProbeKind::Entry, counter(&N), false))
+        .collect();
+    let target = ProbeTarget::parse(t).unwrap();
+    // SAFETY: a function entry of this process.
+    let err = unsafe {
+        attach_target(
+            &target,
+            ProbeKind::Entry,
+            counter(&N),
+            &AttachOptions::default(),
+        )
+    }
+    .unwrap_err();
+    assert!(
+        matches!(err, pkbpf_hooks::HookError::TooManyHandlers { max, .. } if max == MAX_HANDLERS),
+        "{err}"
+    );
+    black_box(pk_add6_full as Add6)(1, 2, 3, 4, 5, 6);
+    assert_eq!(N.load(Ordering::Relaxed), MAX_HANDLERS as u64);
+    // A return handler still fits: the limit is per kind.
+    let r = attach_at(t, ProbeKind::Return, counter(&N), false);
+    black_box(pk_add6_full as Add6)(1, 2, 3, 4, 5, 6);
+    assert_eq!(N.load(Ordering::Relaxed), 2 * MAX_HANDLERS as u64 + 1);
+    drop((links, r));
+}
