@@ -116,3 +116,21 @@ fn array_lookups_the_verifier_marks_are_inlined() {
     let got = unsafe { jit.call_with_env(0, 0, std::ptr::null_mut()) };
     assert_eq!(got, Err(RunError::HelperAbort { code: 0xdead }));
 }
+
+#[test]
+fn programs_compile_for_display_with_placeholder_helpers_and_maps() {
+    let mut penv = ProgramEnv::conformance(0);
+    penv.maps = vec![MapDesc::new(MapDesc::ARRAY, 4, 8, 4)];
+    let prog = lookup_prog(1);
+    let v = verify(&prog, &penv).unwrap();
+    let env = JitEnv::for_display(&v);
+    assert_eq!(env.helpers.keys().copied().collect::<Vec<_>>(), vec![1]);
+    assert_eq!(env.maps.len(), 1);
+    let jit = JitProgram::compile(&v, &env).unwrap();
+    let text = jit.dump(v.insns());
+    assert!(text.contains("; helper 1 stub"), "{text}");
+    assert!(
+        text.contains("call 1") || text.contains("map_lookup_elem"),
+        "{text}"
+    );
+}

@@ -136,10 +136,50 @@ impl JitEnv {
         self
     }
 
+    /// An env that lets `prog` compile for display only (`pkbpf disasm
+    /// --jit`): a placeholder helper for every helper id it calls (it aborts
+    /// the run if ever called) and placeholder addresses for its maps
+    /// (`0x1000_0000 + 0x10_0000 * index`). Never run code compiled with it
+    /// on real data: map pointers point nowhere.
+    pub fn for_display(prog: &VerifiedProgram) -> Self {
+        let mut env = Self::new();
+        for &id in prog.helpers_used() {
+            if let Ok(id) = u32::try_from(id) {
+                env.helpers.insert(id, display_only_helper);
+            }
+        }
+        for i in 0..prog.maps().len() as u64 {
+            let addr = 0x1000_0000 + 0x10_0000 * i;
+            env.maps.push(JitMap {
+                object: addr,
+                value: Some(addr),
+                array: None,
+            });
+        }
+        env
+    }
+
     /// bpf_conformance's helpers: id 5, "unwind", returns `r1` and, when `r1`
     /// is 0, ends the program with result 0.
     pub fn conformance() -> Self {
         Self::new().with_helper(5, conformance_unwind)
+    }
+}
+
+/// Abort code of [`JitEnv::for_display`]'s placeholder helpers.
+pub const ABORT_DISPLAY_ONLY: u64 = u64::MAX - 2;
+
+extern "C" fn display_only_helper(
+    _: u64,
+    _: u64,
+    _: u64,
+    _: u64,
+    _: u64,
+    _: *mut c_void,
+) -> HelperRet {
+    HelperRet {
+        value: 0,
+        abort: ABORT_DISPLAY_ONLY,
     }
 }
 
