@@ -816,3 +816,52 @@ fn a_site_holds_at_most_max_handlers_per_kind() {
     assert_eq!(N.load(Ordering::Relaxed), 2 * MAX_HANDLERS as u64 + 1);
     drop((links, r));
 }
+
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn pk_deep(n: u64) -> u64 {
+    if n == 0 {
+        0
+    } else {
+        black_box(pk_deep as extern "C" fn(u64) -> u64)(n - 1) + 1
+    }
+}
+
+#[test]
+fn a_full_shadow_stack_misses_returns_instead_of_failing() {
+    use pkbpf_hooks::uretprobe::SHADOW_CAPACITY;
+    static E: AtomicU64 = AtomicU64::new(0);
+    static R: AtomicU64 = AtomicU64::new(0);
+    let depth = SHADOW_CAPACITY as u64 + 100;
+    let t = std::thread::Builder::new()
+        .stack_size(64 << 20)
+        .spawn(move || {
+            let e = attach_at(
+                "/proc/self/exe:pk_deep",
+                ProbeKind::Entry,
+                counter(&E),
+                false,
+            );
+            let r = attach_at(
+                "/proc/self/exe:pk_deep",
+                ProbeKind::Return,
+                counter(&R),
+                false,
+            );
+            let missed0 = pkbpf_hooks::uprobe::missed_hits();
+            let out = black_box(pk_deep as extern "C" fn(u64) -> u64)(depth);
+            let missed = pkbpf_hooks::uprobe::missed_hits() - missed0;
+            drop((e, r));
+            (out, missed, shadow_depth())
+        })
+        .unwrap();
+    let (out, missed, left) = t.join().unwrap();
+    assert_eq!(out, depth);
+    assert_eq!(E.load(Ordering::Relaxed), depth + 1);
+    assert_eq!(R.load(Ordering::Relaxed), SHADOW_CAPACITY as u64);
+    assert!(
+        missed >= depth + 1 - SHADOW_CAPACITY as u64,
+        "missed {missed}"
+    );
+    assert_eq!(left, 0);
+}
