@@ -612,10 +612,10 @@ fn rbpf_cell(
     to_cell(m, native)
 }
 
-/// A straight-line program of about `n` ALU instructions, `r0` accumulating
-/// (what compile time is measured on).
-pub fn straight_line_program(n: usize) -> Vec<Insn> {
-    let text: String = (0..n.saturating_sub(2))
+/// A straight-line program of `n` (at least 3) instructions: two moves, ALU
+/// work accumulating in `r0`, `exit` (what compile time is measured on).
+pub fn straight_line_program(n: usize) -> Result<Vec<Insn>, String> {
+    let text: String = (0..n.saturating_sub(3))
         .map(|i| match i % 4 {
             0 => format!("r0 += {}\n", i + 1),
             1 => "r0 ^= r1\n".to_string(),
@@ -624,7 +624,7 @@ pub fn straight_line_program(n: usize) -> Vec<Insn> {
         })
         .collect();
     let src = format!("r0 = 0\nr1 = 0\n{text}exit\n");
-    pkbpf_verifier::asm::assemble(&src).unwrap_or_default()
+    pkbpf_verifier::asm::assemble(&src).map_err(|e| e.to_string())
 }
 
 /// Median JIT compile time (µs) of a 1,000-instruction program over `runs`
@@ -632,7 +632,7 @@ pub fn straight_line_program(n: usize) -> Vec<Insn> {
 pub fn jit_compile_time_us(runs: usize) -> Result<f64, String> {
     #[cfg(all(target_arch = "x86_64", unix))]
     {
-        let insns = straight_line_program(1000);
+        let insns = straight_line_program(1000)?;
         let p = PkbpfProgram::verify("straight_1000", &insns, CtxDesc::PtRegs).map_err(|e| error_chain(&e))?;
         let mut samples = Vec::new();
         for _ in 0..runs.max(1) {
