@@ -42,18 +42,27 @@ fn run_checked(prog: &[Insn], mem: &[u8]) -> Result<(), String> {
         budget: 4_000_000,
         check_uninit: true,
     };
-    match Interpreter::new(prog)
-        .with_options(opts)
-        .run(&mut memory, &mut helpers, [addr, len, 0, 0, 0])
-    {
+    match Interpreter::new(prog).with_options(opts).run(
+        &mut memory,
+        &mut helpers,
+        [addr, len, 0, 0, 0],
+    ) {
         Ok(_) => Ok(()),
         Err(e) if matches!(e.kind, ExecErrorKind::Helper { .. }) => Ok(()),
-        Err(e) => Err(format!("{e} (memory violation: {})", e.kind.is_memory_violation())),
+        Err(e) => Err(format!(
+            "{e} (memory violation: {})",
+            e.kind.is_memory_violation()
+        )),
     }
 }
 
 fn size() -> impl Strategy<Value = MemSize> {
-    prop_oneof![Just(MemSize::B), Just(MemSize::H), Just(MemSize::W), Just(MemSize::DW)]
+    prop_oneof![
+        Just(MemSize::B),
+        Just(MemSize::H),
+        Just(MemSize::W),
+        Just(MemSize::DW)
+    ]
 }
 
 fn alu_op() -> impl Strategy<Value = AluOp> {
@@ -103,7 +112,10 @@ fn body_insn() -> impl Strategy<Value = Insn> {
     let dst = scalar_dst();
     let src = (0u8..11).prop_map(reg);
     let width = prop_oneof![Just(Width::W64), Just(Width::W32)];
-    let source = prop_oneof![small_imm().prop_map(Source::Imm), src.clone().prop_map(Source::Reg)];
+    let source = prop_oneof![
+        small_imm().prop_map(Source::Imm),
+        src.clone().prop_map(Source::Reg)
+    ];
     prop_oneof![
         4 => (width.clone(), alu_op(), dst.clone(), source.clone())
             .prop_map(|(width, op, dst, src)| Insn::Alu { width, op, dst, src }),
@@ -168,15 +180,25 @@ fn program() -> impl Strategy<Value = (Vec<Insn>, Vec<u8>)> {
                 mov(7, Source::Imm(consts[2])),
                 mov(8, Source::Imm(consts[3])),
                 mov(9, Source::Reg(reg(2))),
-                Insn::Store { size: MemSize::DW, dst: reg(10), off: -8, src: Source::Imm(0) },
-                Insn::Store { size: MemSize::DW, dst: reg(10), off: -16, src: Source::Reg(reg(3)) },
+                Insn::Store {
+                    size: MemSize::DW,
+                    dst: reg(10),
+                    off: -8,
+                    src: Source::Imm(0),
+                },
+                Insn::Store {
+                    size: MemSize::DW,
+                    dst: reg(10),
+                    off: -16,
+                    src: Source::Reg(reg(3)),
+                },
             ];
             p.extend(body);
             p.push(mov(0, Source::Imm(0)));
             p.push(Insn::Exit);
             let last = p.len() as i64 - 1;
-            for pc in 0..p.len() {
-                if let Insn::Jmp { off, .. } = &mut p[pc] {
+            for (pc, insn) in p.iter_mut().enumerate() {
+                if let Insn::Jmp { off, .. } = insn {
                     let t = (pc as i64 + 1 + *off as i64).clamp(0, last);
                     *off = (t - pc as i64 - 1) as i16;
                 }
@@ -209,13 +231,21 @@ fn accepted_generated_programs_run_cleanly() {
     }
     let accepted = accepted.get();
     println!("accepted {accepted} of {} generated programs", cases(1500));
-    assert!(accepted >= cases(1500) / 10, "only {accepted} generated programs were accepted");
+    assert!(
+        accepted >= cases(1500) / 10,
+        "only {accepted} generated programs were accepted"
+    );
 }
 
 fn corpus() -> Vec<(String, Vec<Insn>, Vec<u8>)> {
     let dir = std::env::var_os("PKBPF_CONFORMANCE_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/corpus/bpf_conformance")));
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../shared/corpus/bpf_conformance"
+            ))
+        });
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return Vec::new();
     };
@@ -238,12 +268,19 @@ fn corpus() -> Vec<(String, Vec<Insn>, Vec<u8>)> {
                     asm.push_str(line);
                     asm.push('\n');
                 }
-                "mem" => mem.extend(line.split_whitespace().filter_map(|t| u8::from_str_radix(t, 16).ok())),
+                "mem" => mem.extend(
+                    line.split_whitespace()
+                        .filter_map(|t| u8::from_str_radix(t, 16).ok()),
+                ),
                 _ => {}
             }
         }
         if let Ok(prog) = assemble(&asm) {
-            out.push((p.file_stem().unwrap().to_string_lossy().into_owned(), prog, mem));
+            out.push((
+                p.file_stem().unwrap().to_string_lossy().into_owned(),
+                prog,
+                mem,
+            ));
         }
     }
     out
@@ -255,29 +292,129 @@ fn mutate(prog: &[Insn], pick: usize, what: u8, v: i32) -> Vec<Insn> {
     let pc = pick % p.len();
     let r = |x: i32| reg((x.unsigned_abs() % 11) as u8);
     p[pc] = match p[pc] {
-        Insn::Alu { width, op, dst, src } => match what % 3 {
-            0 => Insn::Alu { width, op, dst: r(v), src },
-            1 => Insn::Alu { width, op, dst, src: Source::Imm(v) },
-            _ => Insn::Alu { width, op, dst, src: Source::Reg(r(v)) },
+        Insn::Alu {
+            width,
+            op,
+            dst,
+            src,
+        } => match what % 3 {
+            0 => Insn::Alu {
+                width,
+                op,
+                dst: r(v),
+                src,
+            },
+            1 => Insn::Alu {
+                width,
+                op,
+                dst,
+                src: Source::Imm(v),
+            },
+            _ => Insn::Alu {
+                width,
+                op,
+                dst,
+                src: Source::Reg(r(v)),
+            },
         },
-        Insn::Load { size, signed, dst, src, off } => match what % 3 {
-            0 => Insn::Load { size, signed, dst, src: r(v), off },
-            1 => Insn::Load { size, signed, dst, src, off: off.wrapping_add((v % 24) as i16) },
-            _ => Insn::Load { size, signed, dst: r(v), src, off },
+        Insn::Load {
+            size,
+            signed,
+            dst,
+            src,
+            off,
+        } => match what % 3 {
+            0 => Insn::Load {
+                size,
+                signed,
+                dst,
+                src: r(v),
+                off,
+            },
+            1 => Insn::Load {
+                size,
+                signed,
+                dst,
+                src,
+                off: off.wrapping_add((v % 24) as i16),
+            },
+            _ => Insn::Load {
+                size,
+                signed,
+                dst: r(v),
+                src,
+                off,
+            },
         },
-        Insn::Store { size, dst, off, src } => match what % 3 {
-            0 => Insn::Store { size, dst: r(v), off, src },
-            1 => Insn::Store { size, dst, off: off.wrapping_add((v % 24) as i16), src },
-            _ => Insn::Store { size, dst, off, src: Source::Reg(r(v)) },
+        Insn::Store {
+            size,
+            dst,
+            off,
+            src,
+        } => match what % 3 {
+            0 => Insn::Store {
+                size,
+                dst: r(v),
+                off,
+                src,
+            },
+            1 => Insn::Store {
+                size,
+                dst,
+                off: off.wrapping_add((v % 24) as i16),
+                src,
+            },
+            _ => Insn::Store {
+                size,
+                dst,
+                off,
+                src: Source::Reg(r(v)),
+            },
         },
-        Insn::Jmp { width, cond, dst, src, off } => match what % 3 {
-            0 => Insn::Jmp { width, cond, dst, src: Source::Imm(v), off },
-            1 => Insn::Jmp { width, cond: JmpCond::ALL[(v.unsigned_abs() % 11) as usize], dst, src, off },
-            _ => Insn::Jmp { width, cond, dst: r(v), src, off },
+        Insn::Jmp {
+            width,
+            cond,
+            dst,
+            src,
+            off,
+        } => match what % 3 {
+            0 => Insn::Jmp {
+                width,
+                cond,
+                dst,
+                src: Source::Imm(v),
+                off,
+            },
+            1 => Insn::Jmp {
+                width,
+                cond: JmpCond::ALL[(v.unsigned_abs() % 11) as usize],
+                dst,
+                src,
+                off,
+            },
+            _ => Insn::Jmp {
+                width,
+                cond,
+                dst: r(v),
+                src,
+                off,
+            },
         },
-        Insn::Atomic { size, op, fetch, dst, src, off } => {
-            Insn::Atomic { size, op, fetch, dst, src, off: off.wrapping_add((v % 16) as i16) }
-        }
+        Insn::Atomic {
+            size,
+            op,
+            fetch,
+            dst,
+            src,
+            off,
+        } => Insn::Atomic {
+            size,
+            op,
+            fetch,
+            dst,
+            src,
+            off: off.wrapping_add((v % 16) as i16),
+        },
         other => other,
     };
     p
@@ -287,7 +424,9 @@ fn mutate(prog: &[Insn], pick: usize, what: u8, v: i32) -> Vec<Insn> {
 fn accepted_mutations_of_conformance_programs_run_cleanly() {
     let corpus = corpus();
     if corpus.is_empty() {
-        println!("skipped: accepted_mutations_of_conformance_programs_run_cleanly: corpus not found");
+        println!(
+            "skipped: accepted_mutations_of_conformance_programs_run_cleanly: corpus not found"
+        );
         return;
     }
     let mut runner = TestRunner::new(Config {
@@ -296,7 +435,12 @@ fn accepted_mutations_of_conformance_programs_run_cleanly() {
         ..Config::default()
     });
     let accepted = std::cell::Cell::new(0u32);
-    let strategy = (any::<usize>(), any::<usize>(), any::<u8>(), prop_oneof![-40i32..40, any::<i32>()]);
+    let strategy = (
+        any::<usize>(),
+        any::<usize>(),
+        any::<u8>(),
+        prop_oneof![-40i32..40, any::<i32>()],
+    );
     let result = runner.run(&strategy, |(which, pick, what, v)| {
         let (name, prog, mem) = &corpus[which % corpus.len()];
         let m = mutate(prog, pick, what, v);
@@ -305,7 +449,9 @@ fn accepted_mutations_of_conformance_programs_run_cleanly() {
             accepted.set(accepted.get() + 1);
             if let Err(e) = run_checked(&m, mem) {
                 let text = pkbpf_verifier::disasm::disassemble(&m);
-                return Err(TestCaseError::fail(format!("{name} mutated: accepted but {e}\n{text}")));
+                return Err(TestCaseError::fail(format!(
+                    "{name} mutated: accepted but {e}\n{text}"
+                )));
             }
         }
         Ok(())
@@ -315,7 +461,10 @@ fn accepted_mutations_of_conformance_programs_run_cleanly() {
     }
     let accepted = accepted.get();
     println!("accepted {accepted} of {} mutations", cases(1200));
-    assert!(accepted >= cases(1200) / 6, "only {accepted} mutations were accepted");
+    assert!(
+        accepted >= cases(1200) / 6,
+        "only {accepted} mutations were accepted"
+    );
 }
 
 #[test]

@@ -36,12 +36,15 @@ pub fn program_env(obj: &Object, prog: &ProgramDef, ctx_size: u32) -> Result<Pro
             }
         }
         ProgramKind::Tracepoint { category, name } => {
-            bail!("{}: tracepoint {category}/{name} has no known layout", prog.name)
+            bail!(
+                "{}: tracepoint {category}/{name} has no known layout",
+                prog.name
+            )
         }
         ProgramKind::RawTracepoint { .. } => CtxDesc::RawSyscall,
         ProgramKind::Embedded => CtxDesc::Buffer {
             size: ctx_size,
-            writable: vec![0..ctx_size],
+            writable: std::iter::once(0..ctx_size).collect(),
         },
     };
     let mut env = ProgramEnv::new(ctx);
@@ -69,7 +72,8 @@ pub fn program_env(obj: &Object, prog: &ProgramDef, ctx_size: u32) -> Result<Pro
 
 /// Runs the subcommand; `verbose` is the global `-v` count (log level 2 when set).
 pub fn run(a: Args, verbose: u8) -> Result<i32> {
-    let bytes = std::fs::read(&a.object).with_context(|| format!("reading {}", a.object.display()))?;
+    let bytes =
+        std::fs::read(&a.object).with_context(|| format!("reading {}", a.object.display()))?;
     let obj = Object::parse(&bytes).with_context(|| format!("loading {}", a.object.display()))?;
     let progs: Vec<&ProgramDef> = match &a.program {
         Some(name) => match obj.program(name) {
@@ -89,7 +93,10 @@ pub fn run(a: Args, verbose: u8) -> Result<i32> {
             Ok(_) => println!("{}: accepted", p.name),
             Err(e) => {
                 rejected += 1;
-                println!("{}: rejected at insn {} ({}): {e}", p.name, e.insn, e.category);
+                println!(
+                    "{}: rejected at insn {} ({}): {e}",
+                    p.name, e.insn, e.category
+                );
             }
         }
     }

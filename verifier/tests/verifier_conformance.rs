@@ -49,7 +49,11 @@ fn parse(text: &str) -> (String, u32) {
 }
 
 fn reason_name(r: &Reason) -> String {
-    format!("{r:?}").split([' ', '{', '(']).next().unwrap_or("").to_string()
+    format!("{r:?}")
+        .split([' ', '{', '('])
+        .next()
+        .unwrap_or("")
+        .to_string()
 }
 
 #[test]
@@ -64,7 +68,11 @@ fn conformance_programs_verify() {
         .filter(|p| p.extension().is_some_and(|x| x == "data"))
         .collect();
     files.sort();
-    assert!(files.len() >= 300, "expected the 313 positive programs, found {}", files.len());
+    assert!(
+        files.len() >= 300,
+        "expected the 313 positive programs, found {}",
+        files.len()
+    );
     let mut failures = Vec::new();
     let mut accepted = 0;
     for f in &files {
@@ -81,5 +89,10 @@ fn conformance_programs_verify() {
         }
     }
     println!("accepted {accepted} of {}", files.len());
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

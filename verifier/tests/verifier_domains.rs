@@ -23,25 +23,37 @@ fn value() -> impl Strategy<Value = u64> {
 
 /// An abstract scalar together with one value it contains.
 fn abstract_with_value() -> impl Strategy<Value = (Scalar, u64)> {
-    (value(), any::<u64>(), 0u8..6, any::<u64>(), any::<u64>()).prop_map(|(x, mask, kind, d1, d2)| {
-        let small = |d: u64| d % 300;
-        let s = match kind {
-            0 => Scalar::constant(x),
-            1 => Scalar::from_parts(Tnum::new(x, mask), Bounds::UNBOUNDED).expect("contains x"),
-            2 => Scalar::urange(x.saturating_sub(small(d1)), x.saturating_add(small(d2))),
-            3 => {
-                let v = x as i64;
-                Scalar::srange(v.saturating_sub(small(d1) as i64), v.saturating_add(small(d2) as i64))
-            }
-            4 => Scalar::urange(x.saturating_sub(d1 >> (d1 % 64)), x.saturating_add(d2 >> (d2 % 64))),
-            _ => {
-                let t = Scalar::from_parts(Tnum::new(x, mask & 0xffff), Bounds::UNBOUNDED).expect("contains x");
-                t.meet(&Scalar::urange(x.saturating_sub(small(d1)), x.saturating_add(small(d2))))
+    (value(), any::<u64>(), 0u8..6, any::<u64>(), any::<u64>()).prop_map(
+        |(x, mask, kind, d1, d2)| {
+            let small = |d: u64| d % 300;
+            let s = match kind {
+                0 => Scalar::constant(x),
+                1 => Scalar::from_parts(Tnum::new(x, mask), Bounds::UNBOUNDED).expect("contains x"),
+                2 => Scalar::urange(x.saturating_sub(small(d1)), x.saturating_add(small(d2))),
+                3 => {
+                    let v = x as i64;
+                    Scalar::srange(
+                        v.saturating_sub(small(d1) as i64),
+                        v.saturating_add(small(d2) as i64),
+                    )
+                }
+                4 => Scalar::urange(
+                    x.saturating_sub(d1 >> (d1 % 64)),
+                    x.saturating_add(d2 >> (d2 % 64)),
+                ),
+                _ => {
+                    let t = Scalar::from_parts(Tnum::new(x, mask & 0xffff), Bounds::UNBOUNDED)
+                        .expect("contains x");
+                    t.meet(&Scalar::urange(
+                        x.saturating_sub(small(d1)),
+                        x.saturating_add(small(d2)),
+                    ))
                     .expect("both contain x")
-            }
-        };
-        (s, x)
-    })
+                }
+            };
+            (s, x)
+        },
+    )
 }
 
 fn alu_op() -> impl Strategy<Value = AluOp> {

@@ -47,7 +47,7 @@ fn env(e: Env) -> ProgramEnv {
         Env::M0 => ProgramEnv::conformance(0),
         Env::B => maps(ProgramEnv::new(CtxDesc::Buffer {
             size: 32,
-            writable: vec![8..16],
+            writable: std::iter::once(8..16).collect(),
         })),
         Env::S => ProgramEnv::new(CtxDesc::SyscallEnter),
         Env::X => ProgramEnv::new(CtxDesc::SyscallExit),
@@ -327,7 +327,12 @@ fn cases() -> Vec<Case> {
     ];
     // Families: every access size just past each fixed context layout.
     let sizes = [("u8", 1), ("u16", 2), ("u32", 4), ("u64", 8)];
-    for (envk, end, name) in [(P, 168, "pt_regs"), (S, 64, "sys_enter"), (X, 24, "sys_exit"), (R, 16, "raw")] {
+    for (envk, end, name) in [
+        (P, 168, "pt_regs"),
+        (S, 64, "sys_enter"),
+        (X, 24, "sys_exit"),
+        (R, 16, "raw"),
+    ] {
         for (ty, n) in sizes {
             v.push((
                 leak(format!("{name} {ty} read at end")),
@@ -343,7 +348,11 @@ fn cases() -> Vec<Case> {
         v.push((
             leak(format!("array value {ty} at {}", 17 - n)),
             P,
-            format!("{}if r0 == 0x0 goto +1\nr1 = *({ty} *)(r0 + {})\nr0 = 0\nexit", lookup!("1"), 17 - n),
+            format!(
+                "{}if r0 == 0x0 goto +1\nr1 = *({ty} *)(r0 + {})\nr0 = 0\nexit",
+                lookup!("1"),
+                17 - n
+            ),
             "MapValueOutOfBounds",
             "one byte past the value",
         ));
@@ -393,14 +402,23 @@ fn unsafe_programs_are_rejected_for_their_reason() {
             Err(err) => {
                 let got = variant(&err.reason);
                 if got != *want {
-                    failures.push(format!("{name}: want {want}, got {got} at insn {}: {err}", err.insn));
+                    failures.push(format!(
+                        "{name}: want {want}, got {got} at insn {}: {err}",
+                        err.insn
+                    ));
                 }
                 assert_eq!(err.category, err.reason.category());
                 seen.insert(err.category);
             }
         }
     }
-    assert!(failures.is_empty(), "{} of {} failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
     // Every category has at least one case.
     for c in [
         Category::MemorySafety,
@@ -425,21 +443,62 @@ fn messages_read_like_the_kernel() {
         assert_eq!(err.to_string(), msg, "{src}");
     };
     check(Env::P, "r0 = r2\nexit", "R2 !read_ok");
-    check(Env::P, "r1 = 0\nr0 = *(u64 *)(r1 + 0)\nexit", "R1 invalid mem access 'scalar'");
-    check(Env::P, &format!("{}r0 = *(u64 *)(r0 + 0)\nexit", lookup!("0")), "R0 invalid mem access 'map_value_or_null'");
-    check(Env::P, &format!("{}if r0 == 0x0 goto +1\nr0 = *(u32 *)(r0 + 8)\nr0 = 0\nexit", lookup!("0")), "invalid access to map value, value_size=8 off=8 size=4");
-    check(Env::P, "r10 = 0\nr0 = 0\nexit", "frame pointer is read only");
+    check(
+        Env::P,
+        "r1 = 0\nr0 = *(u64 *)(r1 + 0)\nexit",
+        "R1 invalid mem access 'scalar'",
+    );
+    check(
+        Env::P,
+        &format!("{}r0 = *(u64 *)(r0 + 0)\nexit", lookup!("0")),
+        "R0 invalid mem access 'map_value_or_null'",
+    );
+    check(
+        Env::P,
+        &format!(
+            "{}if r0 == 0x0 goto +1\nr0 = *(u32 *)(r0 + 8)\nr0 = 0\nexit",
+            lookup!("0")
+        ),
+        "invalid access to map value, value_size=8 off=8 size=4",
+    );
+    check(
+        Env::P,
+        "r10 = 0\nr0 = 0\nexit",
+        "frame pointer is read only",
+    );
     check(Env::P, "r0 = 0\nexit\nr0 = 1\nexit", "unreachable insn 2");
-    check(Env::P, "goto +7\nexit", "jump out of range from insn 0 to 8");
-    check(Env::N, "r0 = 0\nr0 += 1\nif r0 < 0xa goto -2\nexit", "back-edge from insn 2 to 1");
-    check(Env::P, &format!("{RESERVE}r0 = 0\nexit"), "Unreleased reference id=1 alloc_insn=4");
-    check(Env::P, "r0 = *(u64 *)(r10 - 8)\nexit", "invalid read from stack off -8+0 size 8");
+    check(
+        Env::P,
+        "goto +7\nexit",
+        "jump out of range from insn 0 to 8",
+    );
+    check(
+        Env::N,
+        "r0 = 0\nr0 += 1\nif r0 < 0xa goto -2\nexit",
+        "back-edge from insn 2 to 1",
+    );
+    check(
+        Env::P,
+        &format!("{RESERVE}r0 = 0\nexit"),
+        "Unreleased reference id=1 alloc_insn=4",
+    );
+    check(
+        Env::P,
+        "r0 = *(u64 *)(r10 - 8)\nexit",
+        "invalid read from stack off -8+0 size 8",
+    );
 }
 
 #[test]
 fn structural_errors_without_assembler() {
     // An lddw missing its second slot cannot be written in assembler text.
-    let prog = [Insn::LdImm64 { dst: Reg::R0, imm: 1 }, Insn::Exit];
+    let prog = [
+        Insn::LdImm64 {
+            dst: Reg::R0,
+            imm: 1,
+        },
+        Insn::Exit,
+    ];
     let err = verify(&prog, &env(Env::P)).unwrap_err();
     assert_eq!(err.reason, Reason::IncompleteLddw);
     assert_eq!(err.insn, 0);

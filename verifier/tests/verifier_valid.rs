@@ -214,7 +214,7 @@ fn syscall_tracepoint_reads_args() {
 fn buffer_ctx_writes_in_writable_range() {
     let env = ProgramEnv::new(CtxDesc::Buffer {
         size: 32,
-        writable: vec![8..16],
+        writable: std::iter::once(8..16).collect(),
     });
     accept(
         "buffer",
@@ -302,7 +302,10 @@ fn level2_log_has_the_kernel_grammar() {
     assert!(res.is_ok(), "{log}");
     assert!(log.contains("0: (b7) r0 = 0"), "{log}");
     assert!(log.contains("processed "), "{log}");
-    assert!(log.lines().last().unwrap().starts_with("processed"), "{log}");
+    assert!(
+        log.lines().last().unwrap().starts_with("processed"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -313,4 +316,3 @@ fn line_info_printed_once_per_change() {
     assert_eq!(log.matches("; int x = 0;").count(), 1, "{log}");
     assert_eq!(log.matches("; return x;").count(), 1, "{log}");
 }
-

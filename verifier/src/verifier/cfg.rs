@@ -196,12 +196,7 @@ pub fn analyze(insns: &[Insn], allow_loops: bool) -> Result<Cfg, VerifyError> {
     // recursion: a cycle in the call graph
     let nsub = cfg.subprogs.len();
     let mut state = vec![0u8; nsub];
-    fn visit(
-        s: usize,
-        cfg: &Cfg,
-        state: &mut [u8],
-        depth: usize,
-    ) -> Result<(), VerifyError> {
+    fn visit(s: usize, cfg: &Cfg, state: &mut [u8], depth: usize) -> Result<(), VerifyError> {
         state[s] = 1;
         for &(caller, pc, callee) in &cfg.calls {
             if caller != s {
@@ -255,7 +250,13 @@ pub(crate) fn use_def(insn: &Insn) -> (u16, u16) {
         Insn::LdInd { src, .. } => ((1 << 6) | bit(src), 1),
         Insn::Load { dst, src, .. } => (bit(src), bit(dst)),
         Insn::Store { dst, src, .. } => (bit(dst) | src_bit(src), 0),
-        Insn::Atomic { op, fetch, dst, src, .. } => {
+        Insn::Atomic {
+            op,
+            fetch,
+            dst,
+            src,
+            ..
+        } => {
             let mut u = bit(dst) | bit(src);
             let mut d = 0;
             if op == AtomicOp::CmpXchg {

@@ -82,7 +82,10 @@ pub fn check_access(
             };
             let o = base.saturating_add(off);
             if o < -(STACK_SIZE as i64) || o.saturating_add(size as i64) > 0 {
-                return Err(Reason::StackOutOfBounds { off: o, size: size32 });
+                return Err(Reason::StackOutOfBounds {
+                    off: o,
+                    size: size32,
+                });
             }
             Ok(Region::Stack {
                 frame: frame as usize,
@@ -114,7 +117,10 @@ pub fn check_access(
             }
             Ok(Region::Other)
         }
-        PtrKind::Mem { size: mem, writable } => {
+        PtrKind::Mem {
+            size: mem,
+            writable,
+        } => {
             if !in_range(lo, hi, mem as i128) {
                 return Err(Reason::MemOutOfBounds {
                     mem_size: mem,

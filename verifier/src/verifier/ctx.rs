@@ -65,9 +65,10 @@ impl CtxDesc {
             CtxDesc::MemWithLen { .. } => true,
             _ if write => false,
             // Fixed layouts of 8-byte fields: the access stays in one field.
-            CtxDesc::PtRegs | CtxDesc::SyscallEnter | CtxDesc::SyscallExit | CtxDesc::RawSyscall => {
-                off / 8 == (end - 1) / 8
-            }
+            CtxDesc::PtRegs
+            | CtxDesc::SyscallEnter
+            | CtxDesc::SyscallExit
+            | CtxDesc::RawSyscall => off / 8 == (end - 1) / 8,
             CtxDesc::Buffer { .. } => true,
         }
     }

@@ -69,7 +69,8 @@ impl ProgramEnv {
     /// The conformance runner's environment: `r1` = `mem_size` bytes, `r2` =
     /// their size, the unwind helper as id 5.
     pub fn conformance(mem_size: u32) -> ProgramEnv {
-        ProgramEnv::new(CtxDesc::MemWithLen { size: mem_size }).with_helpers(HelperTable::conformance())
+        ProgramEnv::new(CtxDesc::MemWithLen { size: mem_size })
+            .with_helpers(HelperTable::conformance())
     }
 
     /// Adds a map; its index is the number of maps before it.

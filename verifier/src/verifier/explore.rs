@@ -12,10 +12,10 @@
 //! loop makes no progress.
 
 use super::cfg::{self, use_def, Cfg};
-use super::liveness::{Loc, Marks};
 use super::ctx::CtxDesc;
 use super::env::ProgramEnv;
 use super::error::{Reason, VerifyError};
+use super::liveness::{Loc, Marks};
 use super::log::{Log, INSN_LIMIT};
 use super::reg::{Pointer, PtrKind, RegValue};
 use super::state::{Frame, State};
@@ -403,7 +403,10 @@ impl<'a> Explorer<'a> {
                 Insn::Call(CallTarget::Local(_)) => written.set_frame(frame + 1),
                 Insn::Exit if frame > 0 => {
                     for reg in 0..6 {
-                        written.set(Loc::Reg { frame: frame - 1, reg });
+                        written.set(Loc::Reg {
+                            frame: frame - 1,
+                            reg,
+                        });
                     }
                 }
                 _ => {}

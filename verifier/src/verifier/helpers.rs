@@ -154,38 +154,210 @@ impl HelperTable {
         let mut t = HelperTable::empty();
         let mem_ro = PtrToMem { readonly: true };
         let entries: Vec<(i32, HelperProto)> = vec![
-            (id::MAP_LOOKUP_ELEM, HelperProto::new("map_lookup_elem", &[ConstMapPtr, PtrToMapKey], RetType::MapValueOrNull)),
-            (id::MAP_UPDATE_ELEM, HelperProto::new("map_update_elem", &[ConstMapPtr, PtrToMapKey, PtrToMapValue, Scalar], RetType::Integer)),
-            (id::MAP_DELETE_ELEM, HelperProto::new("map_delete_elem", &[ConstMapPtr, PtrToMapKey], RetType::Integer)),
-            (id::MAP_PUSH_ELEM, HelperProto::new("map_push_elem", &[ConstMapPtr, PtrToMapValue, Scalar], RetType::Integer)),
-            (id::MAP_POP_ELEM, HelperProto::new("map_pop_elem", &[ConstMapPtr, PtrToUninitMapValue], RetType::Integer)),
-            (id::MAP_PEEK_ELEM, HelperProto::new("map_peek_elem", &[ConstMapPtr, PtrToUninitMapValue], RetType::Integer)),
-            (id::PROBE_READ, HelperProto::new("probe_read", &[PtrToUninitMem, ConstSizeOrZero, Anything], RetType::Integer)),
-            (id::PROBE_READ_STR, HelperProto::new("probe_read_str", &[PtrToUninitMem, ConstSizeOrZero, Anything], RetType::Integer)),
-            (id::PROBE_READ_USER, HelperProto::new("probe_read_user", &[PtrToUninitMem, ConstSizeOrZero, Anything], RetType::Integer)),
-            (id::PROBE_READ_KERNEL, HelperProto::new("probe_read_kernel", &[PtrToUninitMem, ConstSizeOrZero, Anything], RetType::Integer)),
-            (id::PROBE_READ_USER_STR, HelperProto::new("probe_read_user_str", &[PtrToUninitMem, ConstSizeOrZero, Anything], RetType::Integer)),
-            (id::PROBE_READ_KERNEL_STR, HelperProto::new("probe_read_kernel_str", &[PtrToUninitMem, ConstSizeOrZero, Anything], RetType::Integer)),
-            (id::PROBE_WRITE_USER, HelperProto::new("probe_write_user", &[Anything, mem_ro, ConstSize], RetType::Integer)),
-            (id::KTIME_GET_NS, HelperProto::new("ktime_get_ns", &[], RetType::Integer)),
-            (id::KTIME_GET_BOOT_NS, HelperProto::new("ktime_get_boot_ns", &[], RetType::Integer)),
-            (id::KTIME_GET_COARSE_NS, HelperProto::new("ktime_get_coarse_ns", &[], RetType::Integer)),
-            (id::GET_CURRENT_PID_TGID, HelperProto::new("get_current_pid_tgid", &[], RetType::Integer)),
-            (id::GET_CURRENT_UID_GID, HelperProto::new("get_current_uid_gid", &[], RetType::Integer)),
-            (id::GET_CURRENT_COMM, HelperProto::new("get_current_comm", &[PtrToUninitMem, ConstSize], RetType::Integer)),
-            (id::TRACE_PRINTK, HelperProto::new("trace_printk", &[mem_ro, ConstSize], RetType::Integer)),
-            (id::TRACE_VPRINTK, HelperProto::new("trace_vprintk", &[mem_ro, ConstSize, PtrToMemOrNull, ConstSizeOrZero], RetType::Integer)),
-            (id::GET_SMP_PROCESSOR_ID, HelperProto::new("get_smp_processor_id", &[], RetType::Integer)),
-            (id::GET_PRANDOM_U32, HelperProto::new("get_prandom_u32", &[], RetType::Integer)),
-            (id::RINGBUF_OUTPUT, HelperProto::new("ringbuf_output", &[ConstMapPtr, mem_ro, ConstSizeOrZero, Scalar], RetType::Integer)),
-            (id::RINGBUF_RESERVE, HelperProto::new("ringbuf_reserve", &[ConstMapPtr, ConstAllocSize, Scalar], RetType::RingbufMemOrNull)),
-            (id::RINGBUF_SUBMIT, HelperProto::new("ringbuf_submit", &[RingbufMem, Scalar], RetType::Void)),
-            (id::RINGBUF_DISCARD, HelperProto::new("ringbuf_discard", &[RingbufMem, Scalar], RetType::Void)),
-            (id::RINGBUF_QUERY, HelperProto::new("ringbuf_query", &[ConstMapPtr, Scalar], RetType::Integer)),
-            (id::PERF_EVENT_OUTPUT, HelperProto::new("perf_event_output", &[PtrToCtx, ConstMapPtr, Scalar, mem_ro, ConstSizeOrZero], RetType::Integer)),
-            (id::TAIL_CALL, HelperProto::new("tail_call", &[PtrToCtx, ConstMapPtr, Scalar], RetType::Integer)),
-            (id::GET_FUNC_IP, HelperProto::new("get_func_ip", &[PtrToCtx], RetType::Integer)),
-            (id::OVERRIDE_RETURN, HelperProto::new("override_return", &[PtrToCtx, Scalar], RetType::Integer)),
+            (
+                id::MAP_LOOKUP_ELEM,
+                HelperProto::new(
+                    "map_lookup_elem",
+                    &[ConstMapPtr, PtrToMapKey],
+                    RetType::MapValueOrNull,
+                ),
+            ),
+            (
+                id::MAP_UPDATE_ELEM,
+                HelperProto::new(
+                    "map_update_elem",
+                    &[ConstMapPtr, PtrToMapKey, PtrToMapValue, Scalar],
+                    RetType::Integer,
+                ),
+            ),
+            (
+                id::MAP_DELETE_ELEM,
+                HelperProto::new(
+                    "map_delete_elem",
+                    &[ConstMapPtr, PtrToMapKey],
+                    RetType::Integer,
+                ),
+            ),
+            (
+                id::MAP_PUSH_ELEM,
+                HelperProto::new(
+                    "map_push_elem",
+                    &[ConstMapPtr, PtrToMapValue, Scalar],
+                    RetType::Integer,
+                ),
+            ),
+            (
+                id::MAP_POP_ELEM,
+                HelperProto::new(
+                    "map_pop_elem",
+                    &[ConstMapPtr, PtrToUninitMapValue],
+                    RetType::Integer,
+                ),
+            ),
+            (
+                id::MAP_PEEK_ELEM,
+                HelperProto::new(
+                    "map_peek_elem",
+                    &[ConstMapPtr, PtrToUninitMapValue],
+                    RetType::Integer,
+                ),
+            ),
+            (
+                id::PROBE_READ,
+                HelperProto::new(
+                    "probe_read",
+                    &[PtrToUninitMem, ConstSizeOrZero, Anything],
+                    RetType::Integer,
+                ),
+            ),
+            (
+                id::PROBE_READ_STR,
+                HelperProto::new(
+                    "probe_read_str",
+                    &[PtrToUninitMem, ConstSizeOrZero, Anything],
+                    RetType::Integer,
+                ),
+            ),
+            (
+                id::PROBE_READ_USER,
+                HelperProto::new(
+                    "probe_read_user",
+                    &[PtrToUninitMem, ConstSizeOrZero, Anything],
+                    RetType::Integer,
+                ),
+            ),
+            (
+                id::PROBE_READ_KERNEL,
+                HelperProto::new(
+                    "probe_read_kernel",
+                    &[PtrToUninitMem, ConstSizeOrZero, Anything],
+                    RetType::Integer,
+                ),
+            ),
+            (
+                id::PROBE_READ_USER_STR,
+                HelperProto::new(
+                    "probe_read_user_str",
+                    &[PtrToUninitMem, ConstSizeOrZero, Anything],
+                    RetType::Integer,
+                ),
+            ),
+            (
+                id::PROBE_READ_KERNEL_STR,
+                HelperProto::new(
+                    "probe_read_kernel_str",
+                    &[PtrToUninitMem, ConstSizeOrZero, Anything],
+                    RetType::Integer,
+                ),
+            ),
+            (
+                id::PROBE_WRITE_USER,
+                HelperProto::new(
+                    "probe_write_user",
+                    &[Anything, mem_ro, ConstSize],
+                    RetType::Integer,
+                ),
+            ),
+            (
+                id::KTIME_GET_NS,
+                HelperProto::new("ktime_get_ns", &[], RetType::Integer),
+            ),
+            (
+                id::KTIME_GET_BOOT_NS,
+                HelperProto::new("ktime_get_boot_ns", &[], RetType::Integer),
+            ),
+            (
+                id::KTIME_GET_COARSE_NS,
+                HelperProto::new("ktime_get_coarse_ns", &[], RetType::Integer),
+            ),
+            (
+                id::GET_CURRENT_PID_TGID,
+                HelperProto::new("get_current_pid_tgid", &[], RetType::Integer),
+            ),
+            (
+                id::GET_CURRENT_UID_GID,
+                HelperProto::new("get_current_uid_gid", &[], RetType::Integer),
+            ),
+            (
+                id::GET_CURRENT_COMM,
+                HelperProto::new(
+                    "get_current_comm",
+                    &[PtrToUninitMem, ConstSize],
+                    RetType::Integer,
+                ),
+            ),
+            (
+                id::TRACE_PRINTK,
+                HelperProto::new("trace_printk", &[mem_ro, ConstSize], RetType::Integer),
+            ),
+            (
+                id::TRACE_VPRINTK,
+                HelperProto::new(
+                    "trace_vprintk",
+                    &[mem_ro, ConstSize, PtrToMemOrNull, ConstSizeOrZero],
+                    RetType::Integer,
+                ),
+            ),
+            (
+                id::GET_SMP_PROCESSOR_ID,
+                HelperProto::new("get_smp_processor_id", &[], RetType::Integer),
+            ),
+            (
+                id::GET_PRANDOM_U32,
+                HelperProto::new("get_prandom_u32", &[], RetType::Integer),
+            ),
+            (
+                id::RINGBUF_OUTPUT,
+                HelperProto::new(
+                    "ringbuf_output",
+                    &[ConstMapPtr, mem_ro, ConstSizeOrZero, Scalar],
+                    RetType::Integer,
+                ),
+            ),
+            (
+                id::RINGBUF_RESERVE,
+                HelperProto::new(
+                    "ringbuf_reserve",
+                    &[ConstMapPtr, ConstAllocSize, Scalar],
+                    RetType::RingbufMemOrNull,
+                ),
+            ),
+            (
+                id::RINGBUF_SUBMIT,
+                HelperProto::new("ringbuf_submit", &[RingbufMem, Scalar], RetType::Void),
+            ),
+            (
+                id::RINGBUF_DISCARD,
+                HelperProto::new("ringbuf_discard", &[RingbufMem, Scalar], RetType::Void),
+            ),
+            (
+                id::RINGBUF_QUERY,
+                HelperProto::new("ringbuf_query", &[ConstMapPtr, Scalar], RetType::Integer),
+            ),
+            (
+                id::PERF_EVENT_OUTPUT,
+                HelperProto::new(
+                    "perf_event_output",
+                    &[PtrToCtx, ConstMapPtr, Scalar, mem_ro, ConstSizeOrZero],
+                    RetType::Integer,
+                ),
+            ),
+            (
+                id::TAIL_CALL,
+                HelperProto::new(
+                    "tail_call",
+                    &[PtrToCtx, ConstMapPtr, Scalar],
+                    RetType::Integer,
+                ),
+            ),
+            (
+                id::GET_FUNC_IP,
+                HelperProto::new("get_func_ip", &[PtrToCtx], RetType::Integer),
+            ),
+            (
+                id::OVERRIDE_RETURN,
+                HelperProto::new("override_return", &[PtrToCtx, Scalar], RetType::Integer),
+            ),
         ];
         for (i, p) in entries {
             t.register(i, p);

@@ -45,7 +45,9 @@ impl Marks {
     pub fn has(&self, loc: Loc) -> bool {
         match loc {
             Loc::Reg { frame, reg } => frame < MAX_CALL_DEPTH && self.regs[frame] & (1 << reg) != 0,
-            Loc::Slot { frame, slot } => frame < MAX_CALL_DEPTH && slot < 64 && self.slots[frame] & (1 << slot) != 0,
+            Loc::Slot { frame, slot } => {
+                frame < MAX_CALL_DEPTH && slot < 64 && self.slots[frame] & (1 << slot) != 0
+            }
         }
     }
 

@@ -60,7 +60,10 @@ pub enum PtrKind {
 impl PtrKind {
     /// Whether the pointer may be null.
     pub fn maybe_null(self) -> bool {
-        matches!(self, PtrKind::MapValueOrNull { .. } | PtrKind::RingbufMemOrNull { .. })
+        matches!(
+            self,
+            PtrKind::MapValueOrNull { .. } | PtrKind::RingbufMemOrNull { .. }
+        )
     }
 
     /// The kernel's type name.

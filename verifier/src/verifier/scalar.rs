@@ -26,6 +26,9 @@ pub struct Scalar {
 
 const LOW32: u64 = 0xffff_ffff;
 
+// Named operations (not operator traits): an abstract `add` is an
+// over-approximation, not the arithmetic `+` promises.
+#[allow(clippy::should_implement_trait)]
 impl Scalar {
     /// Any value.
     pub const UNKNOWN: Scalar = Scalar {
@@ -255,13 +258,17 @@ impl Scalar {
             b.smin = lo;
             b.smax = hi;
         }
-        if let (Some(lo), Some(hi)) = (a.u32min.checked_add(c.u32min), a.u32max.checked_add(c.u32max))
-        {
+        if let (Some(lo), Some(hi)) = (
+            a.u32min.checked_add(c.u32min),
+            a.u32max.checked_add(c.u32max),
+        ) {
             b.u32min = lo;
             b.u32max = hi;
         }
-        if let (Some(lo), Some(hi)) = (a.s32min.checked_add(c.s32min), a.s32max.checked_add(c.s32max))
-        {
+        if let (Some(lo), Some(hi)) = (
+            a.s32min.checked_add(c.s32min),
+            a.s32max.checked_add(c.s32max),
+        ) {
             b.s32min = lo;
             b.s32max = hi;
         }
@@ -284,7 +291,10 @@ impl Scalar {
             b.u32min = a.u32min - c.u32max;
             b.u32max = a.u32max - c.u32min;
         }
-        if let (Some(lo), Some(hi)) = (a.s32min.checked_sub(c.s32max), a.s32max.checked_sub(c.s32min)) {
+        if let (Some(lo), Some(hi)) = (
+            a.s32min.checked_sub(c.s32max),
+            a.s32max.checked_sub(c.s32min),
+        ) {
             b.s32min = lo;
             b.s32max = hi;
         }
@@ -488,7 +498,10 @@ impl Scalar {
             JmpCond::Ne => {
                 let (a, b) = (self, o);
                 let (a, b) = match width {
-                    Width::W64 => (a.exclude(b.as_const(), uv, sv)?, b.exclude(a.as_const(), uv, sv)?),
+                    Width::W64 => (
+                        a.exclude(b.as_const(), uv, sv)?,
+                        b.exclude(a.as_const(), uv, sv)?,
+                    ),
                     Width::W32 => {
                         let ac = a.zext32().as_const();
                         let bc = b.zext32().as_const();

@@ -105,7 +105,9 @@ impl Stack {
             return;
         }
         let fill = match value {
-            RegValue::Scalar(s) if s.as_const().is_some_and(|c| c & mask(size) == 0) => ByteState::Zero,
+            RegValue::Scalar(s) if s.as_const().is_some_and(|c| c & mask(size) == 0) => {
+                ByteState::Zero
+            }
             _ => ByteState::Misc,
         };
         self.write_bytes(off, size, fill);

@@ -180,12 +180,24 @@ impl IdMap {
 fn kind_le(a: PtrKind, b: PtrKind, ids: &mut IdMap) -> bool {
     match (a, b) {
         (
-            PtrKind::RingbufMem { size: s1, ref_id: r1 },
-            PtrKind::RingbufMem { size: s2, ref_id: r2 },
+            PtrKind::RingbufMem {
+                size: s1,
+                ref_id: r1,
+            },
+            PtrKind::RingbufMem {
+                size: s2,
+                ref_id: r2,
+            },
         )
         | (
-            PtrKind::RingbufMemOrNull { size: s1, ref_id: r1 },
-            PtrKind::RingbufMemOrNull { size: s2, ref_id: r2 },
+            PtrKind::RingbufMemOrNull {
+                size: s1,
+                ref_id: r1,
+            },
+            PtrKind::RingbufMemOrNull {
+                size: s2,
+                ref_id: r2,
+            },
         ) => s1 == s2 && ids.check(r2, r1),
         _ => a == b,
     }

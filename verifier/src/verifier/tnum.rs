@@ -17,6 +17,9 @@ pub struct Tnum {
 
 const SIGN64: u64 = 1 << 63;
 
+// Named operations (not operator traits): an abstract `add` is an
+// over-approximation, not the arithmetic `+` promises.
+#[allow(clippy::should_implement_trait)]
 impl Tnum {
     /// Every value.
     pub const UNKNOWN: Tnum = Tnum {

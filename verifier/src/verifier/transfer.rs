@@ -11,7 +11,9 @@ use super::scalar::Scalar;
 use super::stack::{ByteState, StackRead};
 use super::state::{Frame, Ref, State};
 use super::verified::Facts;
-use crate::isa::{AluOp, AtomicOp, CallTarget, Insn, JmpCond, LdPseudo, Source, Width, MAX_CALL_DEPTH};
+use crate::isa::{
+    AluOp, AtomicOp, CallTarget, Insn, JmpCond, LdPseudo, Source, Width, MAX_CALL_DEPTH,
+};
 
 /// Where a path goes after one instruction.
 pub(crate) enum Next {
@@ -84,7 +86,12 @@ impl Stepper<'_> {
             }
         }
         match *insn {
-            Insn::Alu { width, op, dst, src } => {
+            Insn::Alu {
+                width,
+                op,
+                dst,
+                src,
+            } => {
                 let v = self.alu(&state, width, op, dst.num(), src)?;
                 if let RegValue::Scalar(s) = v {
                     self.facts.note_upper(pc, s.upper_half_zero());
@@ -164,20 +171,26 @@ impl Stepper<'_> {
             } => {
                 let p = check::base_pointer(&state, src.num())?;
                 let bytes = size.bytes() as u32;
-                let region = check::check_access(self.env, src.num(), &p, off as i64, bytes as u64, false)?;
+                let region =
+                    check::check_access(self.env, src.num(), &p, off as i64, bytes as u64, false)?;
                 self.note_stack(&state, region, bytes as u64);
                 self.note_read(region, bytes as u64);
                 let v = match region {
-                    Region::Stack { frame, off } => match state.frames[frame].stack.load(off, bytes) {
-                        StackRead::Reg(v) => v,
-                        StackRead::Scalar(s) => RegValue::Scalar(if signed {
-                            s.sign_extend(bytes * 8)
-                        } else {
-                            s
-                        }),
-                        StackRead::Uninit(o) => return Err(Reason::UninitStackRead { off: o, size: bytes }),
-                        StackRead::PartialPointer => return Err(Reason::PartialPointerFill),
-                    },
+                    Region::Stack { frame, off } => {
+                        match state.frames[frame].stack.load(off, bytes) {
+                            StackRead::Reg(v) => v,
+                            StackRead::Scalar(s) => {
+                                RegValue::Scalar(if signed { s.sign_extend(bytes * 8) } else { s })
+                            }
+                            StackRead::Uninit(o) => {
+                                return Err(Reason::UninitStackRead {
+                                    off: o,
+                                    size: bytes,
+                                })
+                            }
+                            StackRead::PartialPointer => return Err(Reason::PartialPointerFill),
+                        }
+                    }
                     _ => {
                         let s = Scalar::unknown_bytes(bytes);
                         RegValue::Scalar(if signed { s.sign_extend(bytes * 8) } else { s })
@@ -186,14 +199,20 @@ impl Stepper<'_> {
                 state.set_reg(dst.idx(), v);
                 Ok(Next::Goto(pc + 1, state))
             }
-            Insn::Store { size, dst, off, src } => {
+            Insn::Store {
+                size,
+                dst,
+                off,
+                src,
+            } => {
                 let (v, sreg) = match src {
                     Source::Reg(r) => (check::read_reg(&state, r.num())?, r.num()),
                     Source::Imm(i) => (RegValue::constant(i as i64 as u64), 0),
                 };
                 let p = check::base_pointer(&state, dst.num())?;
                 let bytes = size.bytes() as u32;
-                let region = check::check_access(self.env, dst.num(), &p, off as i64, bytes as u64, true)?;
+                let region =
+                    check::check_access(self.env, dst.num(), &p, off as i64, bytes as u64, true)?;
                 self.note_stack(&state, region, bytes as u64);
                 self.note_write(region, bytes as u64);
                 if let RegValue::Ptr(_) = v {
@@ -248,13 +267,19 @@ impl Stepper<'_> {
                     });
                 }
                 let bytes = size.bytes() as u32;
-                let region = check::check_access(self.env, dst.num(), &p, off as i64, bytes as u64, true)?;
+                let region =
+                    check::check_access(self.env, dst.num(), &p, off as i64, bytes as u64, true)?;
                 self.note_stack(&state, region, bytes as u64);
                 self.note_read(region, bytes as u64);
                 if let Region::Stack { frame, off } = region {
                     let stack = &mut state.frames[frame].stack;
                     match stack.load(off, bytes) {
-                        StackRead::Uninit(o) => return Err(Reason::UninitStackRead { off: o, size: bytes }),
+                        StackRead::Uninit(o) => {
+                            return Err(Reason::UninitStackRead {
+                                off: o,
+                                size: bytes,
+                            })
+                        }
                         StackRead::PartialPointer | StackRead::Reg(RegValue::Ptr(_)) => {
                             return Err(Reason::InvalidAtomic {
                                 reg: dst.num(),
@@ -278,7 +303,10 @@ impl Stepper<'_> {
                 }
                 Ok(Next::Goto(pc + 1, state))
             }
-            Insn::Ja { .. } => Ok(Next::Goto(insn.branch_target(pc).unwrap_or(0) as usize, state)),
+            Insn::Ja { .. } => Ok(Next::Goto(
+                insn.branch_target(pc).unwrap_or(0) as usize,
+                state,
+            )),
             Insn::Jmp {
                 width,
                 cond,
@@ -335,8 +363,7 @@ impl Stepper<'_> {
             return Ok(Next::Done);
         }
         let dying = (state.frames.len() - 1) as u8;
-        let points_into_dying =
-            |v: &RegValue| matches!(v, RegValue::Ptr(p) if p.kind == PtrKind::Stack { frame: dying });
+        let points_into_dying = |v: &RegValue| matches!(v, RegValue::Ptr(p) if p.kind == PtrKind::Stack { frame: dying });
         if points_into_dying(&r0) {
             return Err(Reason::StackPointerEscape);
         }
@@ -351,7 +378,14 @@ impl Stepper<'_> {
         Ok(Next::Goto(callee.return_pc, state))
     }
 
-    fn alu(&self, state: &State, width: Width, op: AluOp, dst: u8, src: Source) -> Result<RegValue, Reason> {
+    fn alu(
+        &self,
+        state: &State,
+        width: Width,
+        op: AluOp,
+        dst: u8,
+        src: Source,
+    ) -> Result<RegValue, Reason> {
         let s = match src {
             Source::Reg(r) => check::read_reg(state, r.num())?,
             Source::Imm(i) => {
@@ -378,7 +412,9 @@ impl Stepper<'_> {
         }
         if let AluOp::MovSx(_) = op {
             return match s {
-                RegValue::Scalar(sc) => Ok(RegValue::Scalar(Scalar::constant(0).alu(width, op, sc))),
+                RegValue::Scalar(sc) => {
+                    Ok(RegValue::Scalar(Scalar::constant(0).alu(width, op, sc)))
+                }
                 _ => Err(Reason::PointerArith {
                     reg: sreg,
                     what: "sign extension of pointer".into(),
@@ -391,7 +427,11 @@ impl Stepper<'_> {
             (RegValue::Ptr(p), RegValue::Scalar(b)) => {
                 pointer_arith_allowed(dst, p, width, op)?;
                 let mut q = p;
-                q.off = if op == AluOp::Add { p.off.add(b) } else { p.off.sub(b) };
+                q.off = if op == AluOp::Add {
+                    p.off.add(b)
+                } else {
+                    p.off.sub(b)
+                };
                 Ok(RegValue::Ptr(q))
             }
             (RegValue::Scalar(a), RegValue::Ptr(p)) if op == AluOp::Add => {
@@ -400,7 +440,9 @@ impl Stepper<'_> {
                 q.off = p.off.add(a);
                 Ok(RegValue::Ptr(q))
             }
-            (RegValue::Ptr(p), RegValue::Ptr(q)) if op == AluOp::Sub && width == Width::W64 && same_region(p.kind, q.kind) => {
+            (RegValue::Ptr(p), RegValue::Ptr(q))
+                if op == AluOp::Sub && width == Width::W64 && same_region(p.kind, q.kind) =>
+            {
                 Ok(RegValue::Scalar(p.off.sub(q.off)))
             }
             (RegValue::Ptr(_), RegValue::Ptr(_)) => Err(Reason::PointerArith {
@@ -439,7 +481,8 @@ impl Stepper<'_> {
                     }
                     Some(st)
                 }
-                (RegValue::Ptr(p), RegValue::Scalar(y)) | (RegValue::Scalar(y), RegValue::Ptr(p))
+                (RegValue::Ptr(p), RegValue::Scalar(y))
+                | (RegValue::Scalar(y), RegValue::Ptr(p))
                     if width == Width::W64
                         && y.as_const() == Some(0)
                         && matches!(cond, JmpCond::Eq | JmpCond::Ne) =>
@@ -521,7 +564,8 @@ impl Stepper<'_> {
                     let RegValue::Ptr(p) = v else {
                         return Err(wrong("pointer to stack or map value"));
                     };
-                    let region = check::check_mem_arg(self.env, &state, reg, &p, size as u64, write)?;
+                    let region =
+                        check::check_mem_arg(self.env, &state, reg, &p, size as u64, write)?;
                     self.note_stack(&state, region, size as u64);
                     if write {
                         writes.push((region, size as u64));
@@ -539,7 +583,9 @@ impl Stepper<'_> {
                 },
                 ArgType::PtrToMemOrNull => match v {
                     RegValue::Ptr(p) => mem = Some((reg, Some(p), false)),
-                    RegValue::Scalar(s) if s.as_const() == Some(0) => mem = Some((reg, None, false)),
+                    RegValue::Scalar(s) if s.as_const() == Some(0) => {
+                        mem = Some((reg, None, false))
+                    }
                     _ => return Err(wrong("mem_or_null")),
                 },
                 ArgType::ConstSize | ArgType::ConstSizeOrZero => {
@@ -566,7 +612,8 @@ impl Stepper<'_> {
                         None => {}
                         Some(_) if s.umax() == 0 => {}
                         Some(p) => {
-                            let region = check::check_mem_arg(self.env, &state, mreg, &p, s.umax(), write)?;
+                            let region =
+                                check::check_mem_arg(self.env, &state, mreg, &p, s.umax(), write)?;
                             self.note_stack(&state, region, s.umax());
                             if write {
                                 writes.push((region, s.umax()));
@@ -615,7 +662,9 @@ impl Stepper<'_> {
         }
         for (region, size) in writes {
             if let Region::Stack { frame, off } = region {
-                state.frames[frame].stack.write_bytes(off, size as u32, ByteState::Misc);
+                state.frames[frame]
+                    .stack
+                    .write_bytes(off, size as u32, ByteState::Misc);
             }
         }
         if let Some(id) = release {
@@ -679,7 +728,9 @@ fn mark_null_checked(st: &mut State, p: Pointer, is_null: bool) {
                 } else {
                     q.kind = match q.kind {
                         PtrKind::MapValueOrNull { map } => PtrKind::MapValue { map },
-                        PtrKind::RingbufMemOrNull { size, ref_id } => PtrKind::RingbufMem { size, ref_id },
+                        PtrKind::RingbufMemOrNull { size, ref_id } => {
+                            PtrKind::RingbufMem { size, ref_id }
+                        }
                         k => k,
                     };
                     q.id = 0;
@@ -759,9 +810,13 @@ pub fn written_reg(insn: &Insn) -> Option<u8> {
         | Insn::LdImm64 { dst, .. }
         | Insn::LdPseudo { dst, .. }
         | Insn::Load { dst, .. } => Some(dst.num()),
-        Insn::Atomic { src, fetch: true, .. } => Some(src.num()),
         Insn::Atomic {
-            op: AtomicOp::Xchg, src, ..
+            src, fetch: true, ..
+        } => Some(src.num()),
+        Insn::Atomic {
+            op: AtomicOp::Xchg,
+            src,
+            ..
         } => Some(src.num()),
         _ => None,
     }

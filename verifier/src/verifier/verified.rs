@@ -107,7 +107,9 @@ impl VerifiedProgram {
             .iter()
             .enumerate()
             .filter_map(|(pc, m)| match m {
-                Some(Some(map)) if maps.get(*map as usize).map(|d| d.map_type) == Some(MapDesc::ARRAY) => {
+                Some(Some(map))
+                    if maps.get(*map as usize).map(|d| d.map_type) == Some(MapDesc::ARRAY) =>
+                {
                     Some((pc, *map))
                 }
                 _ => None,
@@ -117,7 +119,11 @@ impl VerifiedProgram {
             insns,
             subprogs,
             helpers: facts.helpers,
-            upper_zero: facts.upper_zero.iter().map(|z| z.unwrap_or(false)).collect(),
+            upper_zero: facts
+                .upper_zero
+                .iter()
+                .map(|z| z.unwrap_or(false))
+                .collect(),
             inline_lookups,
             maps,
             stats,
@@ -136,7 +142,11 @@ impl VerifiedProgram {
 
     /// The deepest stack any single function uses.
     pub fn max_stack_depth(&self) -> usize {
-        self.subprogs.iter().map(|s| s.stack_depth).max().unwrap_or(0)
+        self.subprogs
+            .iter()
+            .map(|s| s.stack_depth)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Helper ids the program calls.
