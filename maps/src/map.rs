@@ -214,6 +214,19 @@ impl Map {
         }
     }
 
+    /// Iterates over `(key, value)` pairs (values as [`lookup`](Self::lookup)
+    /// returns them); keys deleted during the walk are skipped.
+    pub fn iter(&self) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), MapError>> + '_ {
+        self.keys().filter_map(move |k| match k {
+            Ok(k) => match self.lookup(&k) {
+                Ok(Some(v)) => Some(Ok((k, v))),
+                Ok(None) => None,
+                Err(e) => Some(Err(e)),
+            },
+            Err(e) => Some(Err(e)),
+        })
+    }
+
     /// Every CPU's value of `key` for a per-CPU map (one `value_size` buffer
     /// per possible CPU).
     pub fn lookup_percpu(&self, key: &[u8]) -> Result<Option<Vec<Vec<u8>>>, MapError> {
@@ -380,6 +393,16 @@ impl RingBufConsumer {
     /// The map consumed.
     pub fn map(&self) -> &Map {
         &self.map
+    }
+}
+
+impl Iterator for RingBufConsumer {
+    type Item = Vec<u8>;
+
+    /// The next ready record; None when none is ready now (not the end:
+    /// producers may add more, see [`RingBufConsumer::wait`]).
+    fn next(&mut self) -> Option<Vec<u8>> {
+        self.next_record()
     }
 }
 

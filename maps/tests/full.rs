@@ -330,6 +330,11 @@ fn typed_views_check_sizes_and_types() {
     assert_eq!(hm.get(&2).unwrap(), Some(20));
     hm.remove(&1).unwrap();
     assert_eq!(hm.keys().collect::<Result<Vec<_>, _>>().unwrap(), vec![2]);
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> = h.iter().collect::<Result<_, _>>().unwrap();
+    assert_eq!(
+        pairs,
+        vec![(2u32.to_ne_bytes().to_vec(), 20u64.to_ne_bytes().to_vec())]
+    );
     assert!(matches!(hm.remove(&1), Err(MapError::NotFound { .. })));
     let arr = Array::<u64>::try_from(&a).unwrap();
     arr.set(3, &99, BPF_ANY).unwrap();

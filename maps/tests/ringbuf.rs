@@ -130,7 +130,8 @@ fn reserve_beyond_space_returns_null_and_wait_times_out() {
     assert!(!b.is_null());
     // SAFETY: reserved, committed once.
     assert_eq!(unsafe { raw.ringbuf_submit(b, 0) }, 0);
-    assert_eq!(c.next_record().map(|r| r.len()), Some(200));
+    assert_eq!(c.next().map(|r| r.len()), Some(200));
+    assert_eq!(c.next(), None);
     // Pointers that are not reserved records are refused.
     // SAFETY: invalid pointers are the point of the test; they are only compared.
     unsafe {
