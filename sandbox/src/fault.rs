@@ -12,6 +12,11 @@
 //! key-0 memory. `sigreturn` restores the interrupted PKRU, which is why the
 //! gate's landing pad switches domains itself.
 //!
+//! Recovery does not unwind Rust frames between the gate and the fault: JIT
+//! code must call back into Rust only through helpers that do not fault
+//! (they use [`copy_from_user`] for untrusted pointers), and JIT code is
+//! entered only through a gate, never called directly by a helper.
+//!
 //! Only x86-64 Linux (the JIT's target) has this module.
 
 use std::cell::Cell;
