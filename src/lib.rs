@@ -8,3 +8,4 @@ pub use pkbpf_maps as maps;
 pub mod btf;
 pub mod conformance;
 pub mod object;
+pub mod verify_env;

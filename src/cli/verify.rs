@@ -4,8 +4,9 @@
 //! instruction with `-v`. Exit status 1 when a program is rejected.
 
 use anyhow::{bail, Context, Result};
-use pkbpf::object::{MapKind, Object, ProgramDef, ProgramKind};
-use pkbpf::verifier::{CtxDesc, MapDesc, ProgramEnv, Verifier};
+use pkbpf::object::{Object, ProgramDef};
+use pkbpf::verifier::Verifier;
+use pkbpf::verify_env::program_env;
 use std::path::PathBuf;
 
 /// Arguments of `pkbpf verify`.
@@ -18,56 +19,6 @@ pub struct Args {
     /// Context size in bytes for embedded programs (`SEC("extension")`).
     #[arg(long, default_value_t = 4096)]
     pub ctx_size: u32,
-}
-
-/// The verifier's view of a program's surroundings: its context from the
-/// program kind, the object's maps (in object order, as the loader's
-/// `MapIdx` immediates count them), the source lines from BTF.ext.
-pub fn program_env(obj: &Object, prog: &ProgramDef, ctx_size: u32) -> Result<ProgramEnv> {
-    let ctx = match &prog.kind {
-        ProgramKind::Uprobe { .. } | ProgramKind::Uretprobe { .. } => CtxDesc::PtRegs,
-        ProgramKind::Tracepoint { category, name } if category == "syscalls" => {
-            if name.starts_with("sys_enter") {
-                CtxDesc::SyscallEnter
-            } else if name.starts_with("sys_exit") {
-                CtxDesc::SyscallExit
-            } else {
-                bail!("{}: unknown syscall tracepoint {name}", prog.name)
-            }
-        }
-        ProgramKind::Tracepoint { category, name } => {
-            bail!(
-                "{}: tracepoint {category}/{name} has no known layout",
-                prog.name
-            )
-        }
-        ProgramKind::RawTracepoint { .. } => CtxDesc::RawSyscall,
-        ProgramKind::Embedded => CtxDesc::Buffer {
-            size: ctx_size,
-            writable: std::iter::once(0..ctx_size).collect(),
-        },
-    };
-    let mut env = ProgramEnv::new(ctx);
-    for m in obj.maps() {
-        env.maps.push(MapDesc {
-            map_type: m.map_type as u32,
-            key_size: m.key_size,
-            value_size: m.value_size,
-            max_entries: m.max_entries,
-            read_only: matches!(m.kind, MapKind::Rodata { .. }),
-        });
-    }
-    if let Some(btf) = obj.btf() {
-        env.line_info = prog
-            .line_info
-            .iter()
-            .map(|l| (l.insn as usize, btf.string(l.line_off).trim().to_string()))
-            .filter(|(_, s)| !s.is_empty())
-            .collect();
-        env.line_info.sort_by_key(|(i, _)| *i);
-        env.line_info.dedup_by_key(|(i, _)| *i);
-    }
-    Ok(env)
 }
 
 /// Runs the subcommand; `verbose` is the global `-v` count (log level 2 when set).
