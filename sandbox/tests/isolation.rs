@@ -559,3 +559,103 @@ fn proc_self_mem_cannot_write_an_extension_page_from_the_host() {
     // SAFETY: the page belongs to this domain's key.
     assert_eq!(unsafe { std::ptr::read_volatile(p) }, 0x33);
 }
+
+/// `mov dword [rdi + disp], imm` for each store, then `ret`.
+fn store_program(stores: &[(u32, u32)]) -> Vec<u8> {
+    let mut code = Vec::new();
+    for &(disp, imm) in stores {
+        code.extend_from_slice(&[0xc7, 0x87]);
+        code.extend_from_slice(&disp.to_le_bytes());
+        code.extend_from_slice(&imm.to_le_bytes());
+    }
+    code.push(0xc3);
+    code
+}
+
+fn checksum(p: *const u8) -> u64 {
+    let _t = DomainGuard::enter(Domain::trusted());
+    (0..4096).fold(0u64, |h, i| {
+        // SAFETY: a mapped page, read in T which allows every key.
+        let b = unsafe { std::ptr::read_volatile(p.add(i)) };
+        h.wrapping_mul(0x100_0000_01b3).wrapping_add(b as u64)
+    })
+}
+
+/// Attack 11 at the machine level: unverified store sequences run in an
+/// extension's domain either stay in its own page or fault; the other
+/// extension's page and the runtime's page never change.
+#[test]
+fn random_stores_never_change_other_domains() {
+    require_pku!("random_stores_never_change_other_domains");
+    use proptest::test_runner::{Config, TestRunner};
+    // Arena: own page (E_own), other extension (E_other), runtime (R),
+    // then an unmapped page.
+    let arena = {
+        // SAFETY: a fresh anonymous mapping.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4 * 4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        p as usize
+    };
+    let (own, other) = (pool_key(0), pool_key(5));
+    let runtime = Keys::alloc_runtime().unwrap();
+    // SAFETY: unmapping the arena's last page (nothing refers to it).
+    unsafe { libc::munmap((arena + 3 * 4096) as *mut libc::c_void, 4096) };
+    for (i, k) in [(0, own), (1, other), (2, runtime)] {
+        // SAFETY: our own pages; fill first, then tag.
+        unsafe { std::ptr::write_bytes((arena + i * 4096) as *mut u8, 0x5a, 4096) };
+        // SAFETY: as above.
+        unsafe { protect(arena + i * 4096, 4096, k) }.unwrap();
+    }
+    let gate = GateStub::new(Domain::extension(own), Domain::host()).unwrap();
+    let before = [
+        checksum((arena + 4096) as *const u8),
+        checksum((arena + 8192) as *const u8),
+    ];
+    let mut runner = TestRunner::new(Config {
+        cases: 64,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let stores = proptest::collection::vec((0u32..(4 * 4096 - 4), proptest::num::u32::ANY), 1..12);
+    runner
+        .run(&stores, |stores| {
+            let code = store_program(&stores);
+            let page = map_code(&code);
+            // SAFETY: the page stays mapped until after the range is dropped.
+            let range = unsafe { register_code_range(page as usize, 4096) }.unwrap();
+            // SAFETY: the page holds a C-ABI function of one argument.
+            let f: unsafe extern "C" fn(usize) -> u64 = unsafe { std::mem::transmute(page) };
+            // SAFETY: the stores fault or land in memory the domain allows;
+            // faults are in the registered range and recovered.
+            let r = unsafe { gate.call(f, arena) };
+            drop(range);
+            // SAFETY: our own code page, no longer registered or running.
+            unsafe { libc::munmap(page.cast(), 4096) };
+            let all_own = stores.iter().all(|&(d, _)| (d as usize) + 4 <= 4096);
+            match r {
+                Ok(_) => proptest::prop_assert!(all_own, "a foreign store did not fault"),
+                Err(f) => {
+                    proptest::prop_assert!(!all_own, "own-page stores faulted: {}", f);
+                    let foreign = f.is_pku() || f.code == pkbpf_sandbox::fault::SEGV_MAPERR;
+                    proptest::prop_assert!(foreign, "unexpected fault {}", f);
+                }
+            }
+            proptest::prop_assert_eq!(current_pkru(), Some(Domain::host().pkru()));
+            Ok(())
+        })
+        .unwrap();
+    let after = [
+        checksum((arena + 4096) as *const u8),
+        checksum((arena + 8192) as *const u8),
+    ];
+    assert_eq!(before, after, "another domain's page changed");
+}
