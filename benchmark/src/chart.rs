@@ -96,7 +96,10 @@ where
     builder.margin(20);
     if text {
         builder
-            .caption("pkbpf benchmark: median ns per call (log scale)", ("sans-serif", 22))
+            .caption(
+                "pkbpf benchmark: median ns per call (log scale)",
+                ("sans-serif", 22),
+            )
             .x_label_area_size(40)
             .y_label_area_size(260);
     } else {
@@ -151,9 +154,9 @@ where
         });
         let series = chart.draw_series(bars).map_err(|e| e.to_string())?;
         if text {
-            series
-                .label(env.clone())
-                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
+            series.label(env.clone()).legend(move |(x, y)| {
+                Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled())
+            });
         }
     }
     if text {

@@ -93,7 +93,9 @@ fn with_chunk_slot(body: Vec<u8>) -> Vec<u8> {
 }
 
 fn input_log2() -> Vec<u8> {
-    with_chunk_slot(le_u32s(pseudo_random(7).take(8192).map(|x| (x >> (x % 32)) as u32)))
+    with_chunk_slot(le_u32s(
+        pseudo_random(7).take(8192).map(|x| (x >> (x % 32)) as u32),
+    ))
 }
 
 fn input_memcpy() -> Vec<u8> {
@@ -260,7 +262,13 @@ pub enum EngineCell {
 }
 
 /// Engine names, in column order.
-pub const ENGINES: [&str; 5] = ["native", "pkbpf-interp", "pkbpf-jit", "rbpf-interp", "rbpf-jit"];
+pub const ENGINES: [&str; 5] = [
+    "native",
+    "pkbpf-interp",
+    "pkbpf-jit",
+    "rbpf-interp",
+    "rbpf-jit",
+];
 
 /// The whole engine benchmark's results.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -334,10 +342,11 @@ impl NativeLib {
     }
 
     fn entry(&self, source_name: &str) -> Result<NativeFn, BenchError> {
-        let sym = CString::new(format!("engine_{source_name}")).map_err(|_| BenchError::MissingRow {
-            tool: "libengines.so",
-            row: source_name.to_string(),
-        })?;
+        let sym =
+            CString::new(format!("engine_{source_name}")).map_err(|_| BenchError::MissingRow {
+                tool: "libengines.so",
+                row: source_name.to_string(),
+            })?;
         // SAFETY: `handle` is open; `sym` is NUL-terminated.
         let f = unsafe { libc::dlsym(self.handle, sym.as_ptr()) };
         if f.is_null() {
@@ -406,7 +415,12 @@ fn to_cell(m: Result<Measured, BenchError>, native: Option<&Measured>) -> Engine
                         reason: format!("result {} differs from native's {}", m.result, n.result),
                     };
                 }
-                if let Some(i) = m.ctx_after.iter().zip(&n.ctx_after).position(|(a, b)| a != b) {
+                if let Some(i) = m
+                    .ctx_after
+                    .iter()
+                    .zip(&n.ctx_after)
+                    .position(|(a, b)| a != b)
+                {
                     return EngineCell::Failed {
                         reason: format!("memory differs from native's at byte {i}"),
                     };
@@ -418,7 +432,9 @@ fn to_cell(m: Result<Measured, BenchError>, native: Option<&Measured>) -> Engine
                     summary,
                     result: m.result,
                 },
-                Err(e) => EngineCell::Failed { reason: e.to_string() },
+                Err(e) => EngineCell::Failed {
+                    reason: e.to_string(),
+                },
             }
         }
     }
@@ -496,26 +512,44 @@ pub fn run_program(
     match PkbpfProgram::verify(prog.name, &insns, desc) {
         Err(e) => {
             let reason = error_chain(&e);
-            row.insert("pkbpf-interp".into(), EngineCell::Rejected { reason: reason.clone() });
+            row.insert(
+                "pkbpf-interp".into(),
+                EngineCell::Rejected {
+                    reason: reason.clone(),
+                },
+            );
             row.insert("pkbpf-jit".into(), EngineCell::Rejected { reason });
         }
         Ok(p) => {
             let m = measure_interp(prog, &p, opts);
             row.insert("pkbpf-interp".into(), to_cell(m, native_ok.as_ref()));
-            row.insert("pkbpf-jit".into(), pkbpf_jit_cell(prog, &p, opts, native_ok.as_ref()));
+            row.insert(
+                "pkbpf-jit".into(),
+                pkbpf_jit_cell(prog, &p, opts, native_ok.as_ref()),
+            );
         }
     }
 
     // rbpf.
     let bytes = encode_program(&insns);
-    row.insert("rbpf-interp".into(), rbpf_cell(prog, &bytes, opts, false, native_ok.as_ref()));
-    row.insert("rbpf-jit".into(), rbpf_cell(prog, &bytes, opts, true, native_ok.as_ref()));
+    row.insert(
+        "rbpf-interp".into(),
+        rbpf_cell(prog, &bytes, opts, false, native_ok.as_ref()),
+    );
+    row.insert(
+        "rbpf-jit".into(),
+        rbpf_cell(prog, &bytes, opts, true, native_ok.as_ref()),
+    );
     Ok(row)
 }
 
 /// As [`measure`] on pkbpf's interpreter: one [`InterpSession`] per phase,
 /// so the memory model is built once, not per call.
-fn measure_interp(prog: &EngineProgram, p: &PkbpfProgram, opts: &EngineOptions) -> Result<Measured, BenchError> {
+fn measure_interp(
+    prog: &EngineProgram,
+    p: &PkbpfProgram,
+    opts: &EngineOptions,
+) -> Result<Measured, BenchError> {
     let mut ctx = (prog.input)();
     let result = {
         let mut s = InterpSession::new(p, &mut ctx);
@@ -563,7 +597,12 @@ fn pkbpf_jit_cell(
 }
 
 #[cfg(not(all(target_arch = "x86_64", unix)))]
-fn pkbpf_jit_cell(_: &EngineProgram, _: &PkbpfProgram, _: &EngineOptions, _: Option<&Measured>) -> EngineCell {
+fn pkbpf_jit_cell(
+    _: &EngineProgram,
+    _: &PkbpfProgram,
+    _: &EngineOptions,
+    _: Option<&Measured>,
+) -> EngineCell {
     EngineCell::Absent {
         reason: "pkbpf's JIT is x86-64 only".into(),
     }
@@ -578,11 +617,17 @@ fn rbpf_cell(
 ) -> EngineCell {
     let mut vm = match rbpf::EbpfVmRaw::new(Some(bytes)) {
         Ok(vm) => vm,
-        Err(e) => return EngineCell::Rejected { reason: e.to_string() },
+        Err(e) => {
+            return EngineCell::Rejected {
+                reason: e.to_string(),
+            }
+        }
     };
     if jit {
         if let Err(e) = vm.jit_compile() {
-            return EngineCell::Rejected { reason: e.to_string() };
+            return EngineCell::Rejected {
+                reason: e.to_string(),
+            };
         }
     }
     let engine = if jit { "rbpf-jit" } else { "rbpf-interp" };
@@ -633,13 +678,16 @@ pub fn jit_compile_time_us(runs: usize) -> Result<f64, String> {
     #[cfg(all(target_arch = "x86_64", unix))]
     {
         let insns = straight_line_program(1000)?;
-        let p = PkbpfProgram::verify("straight_1000", &insns, CtxDesc::PtRegs).map_err(|e| error_chain(&e))?;
+        let p = PkbpfProgram::verify("straight_1000", &insns, CtxDesc::PtRegs)
+            .map_err(|e| error_chain(&e))?;
         let mut samples = Vec::new();
         for _ in 0..runs.max(1) {
             let c = crate::pkrun::jit::compile(&p).map_err(|e| error_chain(&e))?;
             samples.push(c.compile_time.as_nanos() as f64 / 1000.0);
         }
-        Summary::of(&samples).map(|s| s.median).map_err(|e| e.to_string())
+        Summary::of(&samples)
+            .map(|s| s.median)
+            .map_err(|e| e.to_string())
     }
     #[cfg(not(all(target_arch = "x86_64", unix)))]
     {
@@ -664,7 +712,11 @@ impl EngineReport {
 
     /// Geometric mean of `engine`'s ratios over the programs where it ran.
     pub fn geomean_ratio(&self, engine: &str) -> Option<f64> {
-        let r: Vec<f64> = self.order.iter().filter_map(|p| self.ratio(p, engine)).collect();
+        let r: Vec<f64> = self
+            .order
+            .iter()
+            .filter_map(|p| self.ratio(p, engine))
+            .collect();
         geomean(&r)
     }
 
@@ -728,7 +780,8 @@ impl EngineReport {
             let text = if e == "native" {
                 "1.00x".to_string()
             } else {
-                self.geomean_ratio(e).map_or("n/a".into(), |g| format!("{g:.2}x"))
+                self.geomean_ratio(e)
+                    .map_or("n/a".into(), |g| format!("{g:.2}x"))
             };
             s.push_str(&format!(" {text:>14}"));
         }

@@ -116,7 +116,11 @@ impl Environment for Native {
 
     fn run_once(&mut self, setup: &Setup) -> Result<BTreeMap<String, Cell>, BenchError> {
         let run = run_native(&setup.target, setup.iterations)?;
-        Ok(run.rows.into_iter().map(|(r, v)| (r, Cell::Ns(v))).collect())
+        Ok(run
+            .rows
+            .into_iter()
+            .map(|(r, v)| (r, Cell::Ns(v)))
+            .collect())
     }
 }
 

@@ -46,7 +46,9 @@ pub fn parse_kload_lines(lines: &[String]) -> Result<KloadReport, BenchError> {
         let rest = parts.next().unwrap_or("").to_string();
         match kind {
             "probe" => {
-                let n = rest.parse().map_err(|_| bad("run count is not an integer"))?;
+                let n = rest
+                    .parse()
+                    .map_err(|_| bad("run count is not an integer"))?;
                 rep.run_counts.insert(name.to_string(), n);
             }
             "unsupported" => {
@@ -92,7 +94,9 @@ impl Environment for Kernel {
         let kload = match build_kload(&setup.workdir) {
             Ok(k) => k,
             Err(e) => {
-                return Readiness::Skipped(format!("kernel rows: cannot build kload with libbpf: {e}"))
+                return Readiness::Skipped(format!(
+                    "kernel rows: cannot build kload with libbpf: {e}"
+                ))
             }
         };
         match build_kernel_objects(&setup.workdir) {
@@ -115,16 +119,24 @@ impl Environment for Kernel {
         for o in &self.objects {
             cmd.arg("-o").arg(o);
         }
-        cmd.arg("--").arg(&setup.target).arg(setup.iterations.to_string());
+        cmd.arg("--")
+            .arg(&setup.target)
+            .arg(setup.iterations.to_string());
         let tool = format!("{cmd:?}");
-        let out = cmd
-            .output()
-            .map_err(|source| BenchError::Spawn { tool: tool.clone(), source })?;
+        let out = cmd.output().map_err(|source| BenchError::Spawn {
+            tool: tool.clone(),
+            source,
+        })?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         if out.status.code() == Some(2) {
             let rep = parse_kload_lines(&stdout.lines().map(String::from).collect::<Vec<_>>())?;
-            let why = rep.skipped.unwrap_or_else(|| "kload could not use bpf()".into());
-            return Ok(target_rows().into_iter().map(|r| (r, Cell::NotRun(why.clone()))).collect());
+            let why = rep
+                .skipped
+                .unwrap_or_else(|| "kload could not use bpf()".into());
+            return Ok(target_rows()
+                .into_iter()
+                .map(|r| (r, Cell::NotRun(why.clone())))
+                .collect());
         }
         if !out.status.success() {
             return Err(BenchError::ToolFailed {
@@ -151,7 +163,9 @@ impl Environment for Kernel {
             });
             let cell = match not_run {
                 Some(why) => Cell::NotRun(why),
-                None if progs.is_empty() => Cell::NotRun("no kernel program probes this row".into()),
+                None if progs.is_empty() => {
+                    Cell::NotRun("no kernel program probes this row".into())
+                }
                 None => Cell::Ns(ns),
             };
             cells.insert(row, cell);

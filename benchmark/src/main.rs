@@ -12,7 +12,10 @@ use pkbpf_bench::sysinfo::SystemInfo;
 use pkbpf_bench::workload::DEFAULT_ITERATIONS;
 
 #[derive(Parser, Debug)]
-#[command(name = "pkbpf-bench", about = "pkbpf benchmarks: bpftime's workloads side by side with the kernel, and the engine comparison")]
+#[command(
+    name = "pkbpf-bench",
+    about = "pkbpf benchmarks: bpftime's workloads side by side with the kernel, and the engine comparison"
+)]
 struct Cli {
     /// Runs per environment.
     #[arg(long, default_value_t = 10)]
@@ -71,26 +74,49 @@ fn main() -> Result<()> {
     let tmp = tempfile::tempdir().context("creating a temporary directory")?;
     let workdir = cli.out.clone().unwrap_or_else(|| tmp.path().to_path_buf());
     std::fs::create_dir_all(&workdir).with_context(|| format!("creating {}", workdir.display()))?;
-    if let Some(Cmd::Engines { runs, reps, quick, json, only }) = cli.cmd {
+    if let Some(Cmd::Engines {
+        runs,
+        reps,
+        quick,
+        json,
+        only,
+    }) = cli.cmd
+    {
         let opts = if quick {
-            EngineOptions { runs: 1, reps: 1, only }
+            EngineOptions {
+                runs: 1,
+                reps: 1,
+                only,
+            }
         } else {
-            EngineOptions { runs: runs.max(1), reps: reps.max(1), only }
+            EngineOptions {
+                runs: runs.max(1),
+                reps: reps.max(1),
+                only,
+            }
         };
         println!("{}", SystemInfo::collect().line());
         let rep = run_engines(&workdir, opts)?;
         print!("{}", rep.table());
         if let Some(path) = json {
             let text = serde_json::to_string_pretty(&rep)?;
-            std::fs::write(&path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+            std::fs::write(&path, text + "\n")
+                .with_context(|| format!("writing {}", path.display()))?;
         }
         let failures = rep.failures();
         if !failures.is_empty() {
-            bail!("{} engine result(s) disagree with native or failed", failures.len());
+            bail!(
+                "{} engine result(s) disagree with native or failed",
+                failures.len()
+            );
         }
         return Ok(());
     }
-    let (runs, iterations) = if cli.quick { (1, 1000) } else { (cli.runs.max(1), cli.iterations.max(1)) };
+    let (runs, iterations) = if cli.quick {
+        (1, 1000)
+    } else {
+        (cli.runs.max(1), cli.iterations.max(1))
+    };
     let opts = SuiteOptions {
         runs,
         iterations,
@@ -99,9 +125,15 @@ fn main() -> Result<()> {
     };
     let report = run_suite(&opts)?;
     print!("{}", report.text());
-    let json = cli.json.or_else(|| cli.out.as_ref().map(|d| d.join("report.json")));
-    let svg = cli.svg.or_else(|| cli.out.as_ref().map(|d| d.join("chart.svg")));
-    let png = cli.png.or_else(|| cli.out.as_ref().map(|d| d.join("chart.png")));
+    let json = cli
+        .json
+        .or_else(|| cli.out.as_ref().map(|d| d.join("report.json")));
+    let svg = cli
+        .svg
+        .or_else(|| cli.out.as_ref().map(|d| d.join("chart.svg")));
+    let png = cli
+        .png
+        .or_else(|| cli.out.as_ref().map(|d| d.join("chart.png")));
     if let Some(p) = &json {
         report.write_json(p)?;
         println!("wrote {}", p.display());
@@ -115,10 +147,19 @@ fn main() -> Result<()> {
         write_png(&data, p)?;
         println!("wrote {}", p.display());
     }
-    let failed: Vec<_> = report.records.iter().filter(|r| r.status == "failed").collect();
+    let failed: Vec<_> = report
+        .records
+        .iter()
+        .filter(|r| r.status == "failed")
+        .collect();
     if !failed.is_empty() {
         for r in &failed {
-            eprintln!("failed: {} on {}: {}", r.row, r.env, r.reason.clone().unwrap_or_default());
+            eprintln!(
+                "failed: {} on {}: {}",
+                r.row,
+                r.env,
+                r.reason.clone().unwrap_or_default()
+            );
         }
         bail!("{} row(s) failed", failed.len());
     }

@@ -105,7 +105,11 @@ impl<'p, 'a> InterpSession<'p, 'a> {
         }
         let out = self
             .interp
-            .run(&mut self.mem, &mut NoHelpers, [self.addr, self.len, 0, 0, 0])
+            .run(
+                &mut self.mem,
+                &mut NoHelpers,
+                [self.addr, self.len, 0, 0, 0],
+            )
             .map_err(|e| fail(e.to_string()))?;
         Ok(out.r0)
     }
@@ -133,13 +137,12 @@ pub mod jit {
     /// Compiles `prog` with no helpers and no maps.
     pub fn compile(prog: &PkbpfProgram) -> Result<Compiled, BenchError> {
         let start = Instant::now();
-        let program = JitProgram::compile(&prog.verified, &JitEnv::new()).map_err(|e| {
-            BenchError::Run {
+        let program =
+            JitProgram::compile(&prog.verified, &JitEnv::new()).map_err(|e| BenchError::Run {
                 program: prog.name.clone(),
                 engine: "pkbpf-jit".into(),
                 reason: format!("compile: {e}"),
-            }
-        })?;
+            })?;
         Ok(Compiled {
             program,
             compile_time: start.elapsed(),
@@ -165,7 +168,13 @@ pub mod jit {
         // SAFETY: the program was verified for a context of `ctx.len()`
         // bytes (checked above) and calls no helpers; `ctx` is a live,
         // exclusively borrowed buffer of that size for the whole call.
-        let r0 = unsafe { jit.call_with_env(ctx.as_mut_ptr() as u64, ctx.len() as u64, std::ptr::null_mut()) };
+        let r0 = unsafe {
+            jit.call_with_env(
+                ctx.as_mut_ptr() as u64,
+                ctx.len() as u64,
+                std::ptr::null_mut(),
+            )
+        };
         r0.map_err(|e| BenchError::Run {
             program: prog.name.clone(),
             engine: "pkbpf-jit".into(),

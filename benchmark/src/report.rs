@@ -121,7 +121,12 @@ impl Report {
         let envs = ["native", "kernel", "pkbpf-none", "pkbpf-mpk"];
         s.push_str(&format!(
             "{:<34} {:>11} {:>11} {:>11} {:>11} {:>14}\n",
-            "probe/tracepoint (median ns)", "native", "kernel", "pkbpf none", "pkbpf mpk", "kernel/pkbpf"
+            "probe/tracepoint (median ns)",
+            "native",
+            "kernel",
+            "pkbpf none",
+            "pkbpf mpk",
+            "kernel/pkbpf"
         ));
         let rows: Vec<&str> = TARGET_FUNCTIONS
             .iter()
@@ -132,7 +137,9 @@ impl Report {
             s.push_str(&format!("{row:<34}"));
             for env in envs {
                 let cell = match self.get(row, env) {
-                    Some(r) if r.summary.is_some() => format!("{:.1}", r.summary.map_or(0.0, |m| m.median)),
+                    Some(r) if r.summary.is_some() => {
+                        format!("{:.1}", r.summary.map_or(0.0, |m| m.median))
+                    }
                     Some(r) => r.status.clone(),
                     None => "-".into(),
                 };
@@ -147,7 +154,9 @@ impl Report {
         for env in ["pkbpf-interp", "pkbpf-jit"] {
             let label = format!("{EMBED_ROW} ({env})");
             let cell = match self.get(EMBED_ROW, env) {
-                Some(r) if r.summary.is_some() => format!("{:.1} ns", r.summary.map_or(0.0, |m| m.median)),
+                Some(r) if r.summary.is_some() => {
+                    format!("{:.1} ns", r.summary.map_or(0.0, |m| m.median))
+                }
                 Some(r) => format!("{}: {}", r.status, r.reason.clone().unwrap_or_default()),
                 None => "-".into(),
             };
@@ -162,7 +171,9 @@ impl Report {
                     r.status,
                     r.reason.clone().unwrap_or_default()
                 );
-                let line = if r.reason.as_deref().is_some_and(|x| x.contains(&r.row)) || self.same_for_all_rows(r) {
+                let line = if r.reason.as_deref().is_some_and(|x| x.contains(&r.row))
+                    || self.same_for_all_rows(r)
+                {
                     line
                 } else {
                     format!("{} ({})", line, r.row)

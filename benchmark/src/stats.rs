@@ -60,7 +60,11 @@ impl Summary {
 
 /// Geometric mean of positive values (`None` when empty or any is not > 0).
 pub fn geomean(values: &[f64]) -> Option<f64> {
-    if values.is_empty() || values.iter().any(|v| !(*v > 0.0) || !v.is_finite()) {
+    if values.is_empty()
+        || values
+            .iter()
+            .any(|v| v.is_nan() || *v <= 0.0 || v.is_infinite())
+    {
         return None;
     }
     Some((values.iter().map(|v| v.ln()).sum::<f64>() / values.len() as f64).exp())

@@ -198,11 +198,15 @@ fn embedded_records(opts: &SuiteOptions, pb: &ProgressBar) -> Vec<Record> {
         Ok(p) => p,
         Err(e) => {
             let why = error_chain(&e);
-            return vec![failed("pkbpf-interp", why.clone()), failed("pkbpf-jit", why)];
+            return vec![
+                failed("pkbpf-interp", why.clone()),
+                failed("pkbpf-jit", why),
+            ];
         }
     };
     let mut out = Vec::new();
-    type Timer = fn(&crate::pkrun::PkbpfProgram, u64) -> Result<crate::embedded::EmbedTiming, BenchError>;
+    type Timer =
+        fn(&crate::pkrun::PkbpfProgram, u64) -> Result<crate::embedded::EmbedTiming, BenchError>;
     let mut engines: Vec<(&str, Option<Timer>)> = vec![("pkbpf-interp", Some(time_interp))];
     #[cfg(all(target_arch = "x86_64", unix))]
     engines.push(("pkbpf-jit", Some(crate::embedded::time_jit)));
@@ -225,7 +229,10 @@ fn embedded_records(opts: &SuiteOptions, pb: &ProgressBar) -> Vec<Record> {
             match timer(&prog, opts.iterations) {
                 Ok(t) if t.r0 == 1 => cells.push(Cell::Ns(t.ns)),
                 Ok(t) => {
-                    cells = vec![Cell::NotRun(format!("returned {} for argument 42, expected 1", t.r0))];
+                    cells = vec![Cell::NotRun(format!(
+                        "returned {} for argument 42, expected 1",
+                        t.r0
+                    ))];
                     break;
                 }
                 Err(e) => {

@@ -41,7 +41,10 @@ pub fn parse_target_output(text: &str) -> Result<(TargetRun, Vec<String>), Bench
         let is_row = name.starts_with("__bench_") || name == SYSCALL_ROW;
         if name == "checksum" {
             let v = it.next().ok_or_else(|| bad("checksum without a value"))?;
-            checksum = Some(v.parse::<u64>().map_err(|_| bad("checksum is not an integer"))?);
+            checksum = Some(
+                v.parse::<u64>()
+                    .map_err(|_| bad("checksum is not an integer"))?,
+            );
         } else if is_row {
             let v = it.next().ok_or_else(|| bad("row without a value"))?;
             let ns: f64 = v.parse().map_err(|_| bad("value is not a number"))?;

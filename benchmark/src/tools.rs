@@ -38,9 +38,10 @@ pub fn write_source(dir: &Path, name: &str, contents: &str) -> Result<PathBuf, B
 /// that names the tool and keeps the end of its stderr.
 pub fn run_checked(cmd: &mut Command) -> Result<Output, BenchError> {
     let tool = format!("{cmd:?}");
-    let out = cmd
-        .output()
-        .map_err(|source| BenchError::Spawn { tool: tool.clone(), source })?;
+    let out = cmd.output().map_err(|source| BenchError::Spawn {
+        tool: tool.clone(),
+        source,
+    })?;
     if !out.status.success() {
         return Err(BenchError::ToolFailed {
             tool,
@@ -67,7 +68,12 @@ pub fn tail(s: &str, max: usize) -> String {
 pub fn build_target(dir: &Path) -> Result<PathBuf, BenchError> {
     let src = write_source(dir, "bench_target.c", TARGET_C)?;
     let bin = dir.join("bench_target");
-    run_checked(Command::new("cc").args(["-O2", "-fno-inline", "-o"]).arg(&bin).arg(&src))?;
+    run_checked(
+        Command::new("cc")
+            .args(["-O2", "-fno-inline", "-o"])
+            .arg(&bin)
+            .arg(&src),
+    )?;
     Ok(bin)
 }
 

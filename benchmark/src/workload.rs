@@ -38,7 +38,10 @@ pub fn kernel_programs(row: &str) -> Vec<String> {
         "__bench_uprobe" => vec!["bench_uprobe".into()],
         "__bench_uretprobe" => vec!["bench_uretprobe".into()],
         "__bench_uprobe_uretprobe" => {
-            vec!["bench_uprobe_both_entry".into(), "bench_uprobe_both_exit".into()]
+            vec![
+                "bench_uprobe_both_entry".into(),
+                "bench_uprobe_both_exit".into(),
+            ]
         }
         "__bench_read" => vec!["bench_probe_read".into()],
         "__bench_write" => vec!["bench_probe_write".into()],

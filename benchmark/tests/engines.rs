@@ -3,7 +3,8 @@
 
 use pkbpf_bench::embedded::{load_embed_program, time_interp};
 use pkbpf_bench::engines::{
-    drive, programs, run_engines, straight_line_program, Calls, EngineCell, EngineOptions, CHUNKS, ENGINES,
+    drive, programs, run_engines, straight_line_program, Calls, EngineCell, EngineOptions, CHUNKS,
+    ENGINES,
 };
 
 const MIB: usize = 1 << 20;
@@ -60,7 +61,11 @@ fn every_engine_agrees_with_native() {
             }
         }
         // rbpf has no verifier of substance: it runs everything.
-        assert!(matches!(row["rbpf-interp"], EngineCell::Ok { .. }), "{p}: {:?}", row["rbpf-interp"]);
+        assert!(
+            matches!(row["rbpf-interp"], EngineCell::Ok { .. }),
+            "{p}: {:?}",
+            row["rbpf-interp"]
+        );
     }
     // The comparison must actually have exercised pkbpf's engines.
     assert!(pkbpf_ran >= 2, "pkbpf ran only {pkbpf_ran} cells");
@@ -78,10 +83,16 @@ fn drive_combines_chunks() {
     .unwrap();
     assert_eq!(r, 60);
     assert_eq!(seen, vec![Some(0), Some(1), Some(2), Some(3)]);
-    let r = drive(Calls::UntilNonZero(CHUNKS), |c| Ok(if c == Some(5) { 7 } else { 0 })).unwrap();
+    let r = drive(Calls::UntilNonZero(CHUNKS), |c| {
+        Ok(if c == Some(5) { 7 } else { 0 })
+    })
+    .unwrap();
     assert_eq!(r, 7);
     assert_eq!(drive(Calls::UntilNonZero(3), |_| Ok(0)).unwrap(), 0);
-    assert_eq!(drive(Calls::Once, |c| Ok(if c.is_none() { 3 } else { 4 })).unwrap(), 3);
+    assert_eq!(
+        drive(Calls::Once, |c| Ok(if c.is_none() { 3 } else { 4 })).unwrap(),
+        3
+    );
 }
 
 #[test]

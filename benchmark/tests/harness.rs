@@ -25,7 +25,11 @@ fn target_prints_17_rows_and_the_syscall_row() {
     let bin = build_target(dir.path()).unwrap();
     let run = run_native(&bin, 100).unwrap();
     let names: Vec<&str> = run.rows.iter().map(|(n, _)| n.as_str()).collect();
-    let bench_rows: Vec<&str> = names.iter().copied().filter(|n| n.starts_with("__bench_")).collect();
+    let bench_rows: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| n.starts_with("__bench_"))
+        .collect();
     assert_eq!(bench_rows, TARGET_FUNCTIONS.to_vec());
     assert_eq!(names.last(), Some(&SYSCALL_ROW));
     assert_eq!(run.rows.len(), 18);
@@ -40,9 +44,15 @@ fn target_prints_17_rows_and_the_syscall_row() {
 fn target_rejects_bad_iteration_counts() {
     let dir = tempfile::tempdir().unwrap();
     let bin = build_target(dir.path()).unwrap();
-    let out = std::process::Command::new(&bin).arg("zero").output().unwrap();
+    let out = std::process::Command::new(&bin)
+        .arg("zero")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(matches!(run_native(&bin, 0), Err(BenchError::ToolFailed { .. })));
+    assert!(matches!(
+        run_native(&bin, 0),
+        Err(BenchError::ToolFailed { .. })
+    ));
 }
 
 #[test]
@@ -71,19 +81,28 @@ fn target_output_parse_errors_are_typed() {
         other => panic!("expected MissingRow, got {other:?}"),
     }
     let no_sum = ok.replace("checksum 7\n", "");
-    assert!(matches!(parse_target_output(&no_sum), Err(BenchError::MissingRow { .. })));
+    assert!(matches!(
+        parse_target_output(&no_sum),
+        Err(BenchError::MissingRow { .. })
+    ));
 }
 
 #[test]
 fn stats_on_known_inputs() {
     let s = Summary::of(&[4.0, 1.0, 3.0, 2.0]).unwrap();
-    assert_eq!((s.n, s.min, s.max, s.avg, s.median), (4, 1.0, 4.0, 2.5, 2.5));
+    assert_eq!(
+        (s.n, s.min, s.max, s.avg, s.median),
+        (4, 1.0, 4.0, 2.5, 2.5)
+    );
     assert!((s.stddev - (5.0f64 / 3.0).sqrt()).abs() < 1e-12);
     let odd = Summary::of(&[10.0, 30.0, 20.0]).unwrap();
     assert_eq!(odd.median, 20.0);
     assert_eq!(odd.stddev, 10.0);
     let one = Summary::of(&[7.5]).unwrap();
-    assert_eq!((one.min, one.max, one.avg, one.stddev, one.median), (7.5, 7.5, 7.5, 0.0, 7.5));
+    assert_eq!(
+        (one.min, one.max, one.avg, one.stddev, one.median),
+        (7.5, 7.5, 7.5, 0.0, 7.5)
+    );
     assert!(matches!(Summary::of(&[]), Err(BenchError::NoSamples)));
     assert!(matches!(
         Summary::of(&[1.0, f64::NAN]),
@@ -136,14 +155,22 @@ fn json_round_trips() {
     assert_eq!(back.median("__bench_uprobe", "kernel"), Some(2550.0));
     assert_eq!(back.median("__bench_uprobe", "pkbpf-mpk"), None);
 
-    let text = std::fs::read_to_string(&path).unwrap().replace(SCHEMA, "other/9");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace(SCHEMA, "other/9");
     std::fs::write(&path, text).unwrap();
     assert!(matches!(
         Report::read_json(&path),
-        Err(BenchError::BadOutput { reason: "unknown schema", .. })
+        Err(BenchError::BadOutput {
+            reason: "unknown schema",
+            ..
+        })
     ));
     std::fs::write(&path, "{").unwrap();
-    assert!(matches!(Report::read_json(&path), Err(BenchError::Json { .. })));
+    assert!(matches!(
+        Report::read_json(&path),
+        Err(BenchError::Json { .. })
+    ));
 }
 
 #[test]
@@ -158,15 +185,25 @@ fn text_report_has_the_table_and_the_reasons() {
         .find(|l| l.starts_with("__bench_uprobe ") && l.contains("unavailable"))
         .unwrap();
     let cols: Vec<&str> = line.split_whitespace().collect();
-    assert_eq!(cols, ["__bench_uprobe", "2.0", "2550.0", "-", "unavailable", "-"], "{line}");
-    assert!(text.contains("pkbpf-mpk: unavailable: no PKU (CPUID.7.0:ECX.PKU=0)"), "{text}");
+    assert_eq!(
+        cols,
+        ["__bench_uprobe", "2.0", "2550.0", "-", "unavailable", "-"],
+        "{line}"
+    );
+    assert!(
+        text.contains("pkbpf-mpk: unavailable: no PKU (CPUID.7.0:ECX.PKU=0)"),
+        "{text}"
+    );
 }
 
 #[test]
 fn charts_are_written_and_not_empty() {
     let dir = tempfile::tempdir().unwrap();
     let data = ChartData::from_report(&sample_report());
-    assert_eq!(data.rows, vec!["__bench_uprobe".to_string(), "syscall_write".to_string()]);
+    assert_eq!(
+        data.rows,
+        vec!["__bench_uprobe".to_string(), "syscall_write".to_string()]
+    );
     assert_eq!(data.envs, vec!["native".to_string(), "kernel".to_string()]);
     assert_eq!(data.values[1], vec![Some(125.0), None]);
     let svg = write_svg(&data, &dir.path().join("c.svg")).unwrap();
@@ -191,7 +228,10 @@ fn kload_lines_parse() {
     .collect();
     let rep = parse_kload_lines(&lines).unwrap();
     assert_eq!(rep.run_counts.get("bench_uprobe"), Some(&1000));
-    assert_eq!(rep.unsupported.get("bench_probe_write").map(String::as_str), Some("Invalid argument"));
+    assert_eq!(
+        rep.unsupported.get("bench_probe_write").map(String::as_str),
+        Some("Invalid argument")
+    );
     assert!(rep.unattached.contains_key("bench_sys_exit_write"));
     let skipped = parse_kload_lines(&["skipped: kernel rows: not root".to_string()]).unwrap();
     assert_eq!(skipped.skipped.as_deref(), Some("not root"));
@@ -206,7 +246,10 @@ fn every_row_has_its_kernel_programs() {
     for f in TARGET_FUNCTIONS {
         assert!(!kernel_programs(f).is_empty(), "{f}");
     }
-    assert_eq!(kernel_programs("__bench_per_cpu_hash_map_delete"), vec!["bench_per_cpu_hash_map_delete"]);
+    assert_eq!(
+        kernel_programs("__bench_per_cpu_hash_map_delete"),
+        vec!["bench_per_cpu_hash_map_delete"]
+    );
     assert_eq!(kernel_programs(SYSCALL_ROW), vec!["bench_sys_exit_write"]);
     assert_eq!(kernel_programs("embedded_call"), Vec::<String>::new());
 }
@@ -222,13 +265,19 @@ fn pkbpf_environments_never_report_numbers_they_did_not_measure() {
     let mut none = Pkbpf {
         sandbox: PkbpfSandbox::None,
     };
-    assert_eq!(none.prepare(&setup), Readiness::Pending(PENDING_REASON.into()));
+    assert_eq!(
+        none.prepare(&setup),
+        Readiness::Pending(PENDING_REASON.into())
+    );
     let mut mpk = Pkbpf {
         sandbox: PkbpfSandbox::Mpk,
     };
     match pkbpf_sandbox::detect() {
         pkbpf_sandbox::PkuStatus::Available => {
-            assert_eq!(mpk.prepare(&setup), Readiness::Pending(PENDING_REASON.into()))
+            assert_eq!(
+                mpk.prepare(&setup),
+                Readiness::Pending(PENDING_REASON.into())
+            )
         }
         pkbpf_sandbox::PkuStatus::Missing(_) => match mpk.prepare(&setup) {
             Readiness::Unavailable(r) => assert!(r.starts_with("no PKU ("), "{r}"),
@@ -252,7 +301,10 @@ fn kernel_rows_run_and_every_probe_fired() {
     match k.prepare(&setup) {
         Readiness::Ready => {}
         other => {
-            println!("skipped: kernel_rows_run_and_every_probe_fired: {}", other.reason().unwrap_or(""));
+            println!(
+                "skipped: kernel_rows_run_and_every_probe_fired: {}",
+                other.reason().unwrap_or("")
+            );
             return;
         }
     }
