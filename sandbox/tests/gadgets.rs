@@ -68,7 +68,10 @@ fn process_scan_reports_a_mapped_gate_precisely() {
         .iter()
         .filter(|g| g.mapping == exe && g.kind == GadgetKind::Wrpkru)
         .collect();
-    assert!(own.len() >= 17, "pkru.rs's 17 switches not found: {own:?}");
+    if cfg!(not(pkbpf_force_disabled_mpk)) {
+        // (The disabled backend never links them.)
+        assert!(own.len() >= 17, "pkru.rs's 17 switches not found: {own:?}");
+    }
     assert!(
         own.iter().all(|g| g.checked),
         "unchecked WRPKRU in {exe}: {own:?}"
