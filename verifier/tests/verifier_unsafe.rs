@@ -185,6 +185,13 @@ fn cases() -> Vec<Case> {
         ("pt_regs write", P, s("*(u64 *)(r1 + 0) = 0\nr0 = 0\nexit"), "CtxAccess", "uprobe context is read-only"),
         ("pt_regs negative", P, s("r0 = *(u64 *)(r1 - 8)\nexit"), "CtxAccess", "before the context"),
         ("pt_regs across fields", P, s("r0 = *(u64 *)(r1 + 4)\nexit"), "CtxAccess", "spans two registers"),
+        (
+            "pt_regs misaligned",
+            P,
+            s("r0 = *(u32 *)(r1 + 2)\nexit"),
+            "CtxAccess",
+            "context fields are read naturally aligned, as in the kernel",
+        ),
         ("sys_enter past end", S, s("r0 = *(u64 *)(r1 + 64)\nexit"), "CtxAccess", "the record is 64 bytes"),
         ("sys_exit past end", X, s("r0 = *(u64 *)(r1 + 24)\nexit"), "CtxAccess", "the record is 24 bytes"),
         ("sys_exit write", X, s("*(u64 *)(r1 + 16) = 0\nr0 = 0\nexit"), "CtxAccess", "tracepoint records are read-only"),

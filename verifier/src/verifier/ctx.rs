@@ -64,11 +64,12 @@ impl CtxDesc {
                 .any(|r| r.start as i64 <= off && end <= r.end as i64),
             CtxDesc::MemWithLen { .. } => true,
             _ if write => false,
-            // Fixed layouts of 8-byte fields: the access stays in one field.
+            // Fixed layouts of 8-byte fields, read naturally aligned (as the
+            // kernel's kprobe and tracepoint rules), so within one field.
             CtxDesc::PtRegs
             | CtxDesc::SyscallEnter
             | CtxDesc::SyscallExit
-            | CtxDesc::RawSyscall => off / 8 == (end - 1) / 8,
+            | CtxDesc::RawSyscall => off % size as i64 == 0,
             CtxDesc::Buffer { .. } => true,
         }
     }
