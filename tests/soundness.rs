@@ -237,6 +237,79 @@ fn accepted_generated_programs_run_cleanly() {
     );
 }
 
+/// A bounded loop (`r6` counts to `n`) around a random body, followed by a
+/// random tail: exercises pruning across iterations and read marks.
+fn loop_program() -> impl Strategy<Value = (Vec<Insn>, Vec<u8>)> {
+    (
+        program(),
+        prop::collection::vec(body_insn(), 1..8),
+        1i32..12,
+    )
+        .prop_map(|((mut p, mem), body, n)| {
+            // `p` ends with `r0 = 0; exit`: insert the loop before it.
+            let tail = p.split_off(p.len() - 2);
+            let never_r6 = |i: &Insn| !matches!(i, Insn::Alu { dst, .. } | Insn::Load { dst, .. } | Insn::Neg { dst, .. } if dst.num() == 6);
+            let body: Vec<Insn> = body.into_iter().filter(never_r6).collect();
+            let start = p.len();
+            p.push(Insn::Alu { width: Width::W64, op: AluOp::Mov, dst: reg(6), src: Source::Imm(0) });
+            let head = p.len();
+            p.extend(body);
+            p.push(Insn::Alu { width: Width::W64, op: AluOp::Add, dst: reg(6), src: Source::Imm(1) });
+            let back = p.len();
+            p.push(Insn::Jmp {
+                width: Width::W64,
+                cond: JmpCond::Lt,
+                dst: reg(6),
+                src: Source::Imm(n),
+                off: (head as i64 - back as i64 - 1) as i16,
+            });
+            p.extend(tail);
+            let last = p.len() as i64 - 1;
+            // Forward jumps inside the body stay inside the loop or leave it forward.
+            for (pc, insn) in p.iter_mut().enumerate().skip(start) {
+                if pc == back {
+                    continue;
+                }
+                if let Insn::Jmp { off, .. } = insn {
+                    let t = (pc as i64 + 1 + *off as i64).clamp(head as i64, last);
+                    *off = (t - pc as i64 - 1) as i16;
+                }
+            }
+            (p, mem)
+        })
+}
+
+#[test]
+fn accepted_loop_programs_run_cleanly() {
+    let n = cases(600);
+    let mut runner = TestRunner::new(Config {
+        cases: n,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let accepted = std::cell::Cell::new(0u32);
+    let result = runner.run(&loop_program(), |(prog, mem)| {
+        let env = ProgramEnv::conformance(mem.len() as u32);
+        if verify(&prog, &env).is_ok() {
+            accepted.set(accepted.get() + 1);
+            if let Err(e) = run_checked(&prog, &mem) {
+                let text = pkbpf_verifier::disasm::disassemble(&prog);
+                return Err(TestCaseError::fail(format!("accepted but {e}\n{text}")));
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    let accepted = accepted.get();
+    println!("accepted {accepted} of {n} loop programs");
+    assert!(
+        accepted >= n / 20,
+        "only {accepted} loop programs were accepted"
+    );
+}
+
 fn corpus() -> Vec<(String, Vec<Insn>, Vec<u8>)> {
     let dir = std::env::var_os("PKBPF_CONFORMANCE_DIR")
         .map(PathBuf::from)
