@@ -5,8 +5,9 @@
 //!
 //! - `pkey_mprotect` and `pkey_free` are denied outright: after
 //!   initialisation nobody may re-tag pages or recycle a key;
-//! - `process_vm_writev` is denied (the kernel's access to the process's
-//!   memory does not honour PKRU);
+//! - `process_vm_writev` and `ptrace` are denied (the kernel's remote
+//!   accesses to the process's memory do not honour PKRU; the filter is
+//!   inherited by children, so a forked helper cannot attach either);
 //! - `mprotect`, `munmap`, `madvise`, `mremap` (old range, and the new one
 //!   with `MREMAP_FIXED`) and `mmap` with `MAP_FIXED` are denied when their
 //!   range overlaps a protected range, so a page cannot be re-mapped,
@@ -295,6 +296,7 @@ impl Hardening {
             libc::SYS_pkey_mprotect,
             libc::SYS_pkey_free,
             libc::SYS_process_vm_writev,
+            libc::SYS_ptrace,
         ] {
             let (hit, next) = (a.label(), a.label());
             a.jump(JEQ_K, nr as u32, hit, next);

@@ -56,7 +56,10 @@ fn run(prog: &[libc::sock_filter], nr: u32, arch: u32, args: [u64; 6]) -> u32 {
 fn model(ranges: &[(u64, u64)], nr: i64, args: [u64; 6]) -> u32 {
     let hits = |a: u64, l: u64| ranges.iter().any(|&(s, e)| a < e && a.wrapping_add(l) > s);
     let deny = match nr {
-        libc::SYS_pkey_mprotect | libc::SYS_pkey_free | libc::SYS_process_vm_writev => true,
+        libc::SYS_pkey_mprotect
+        | libc::SYS_pkey_free
+        | libc::SYS_process_vm_writev
+        | libc::SYS_ptrace => true,
         libc::SYS_mprotect | libc::SYS_munmap | libc::SYS_madvise => hits(args[0], args[1]),
         libc::SYS_mremap => hits(args[0], args[1]) || (args[3] & 2 != 0 && hits(args[4], args[2])),
         libc::SYS_mmap => args[3] & 0x10 != 0 && hits(args[0], args[1]),
@@ -69,7 +72,7 @@ fn model(ranges: &[(u64, u64)], nr: i64, args: [u64; 6]) -> u32 {
     }
 }
 
-const CALLS: [i64; 9] = [
+const CALLS: [i64; 10] = [
     libc::SYS_mprotect,
     libc::SYS_munmap,
     libc::SYS_madvise,
@@ -78,6 +81,7 @@ const CALLS: [i64; 9] = [
     libc::SYS_pkey_mprotect,
     libc::SYS_pkey_free,
     libc::SYS_process_vm_writev,
+    libc::SYS_ptrace,
     libc::SYS_read,
 ];
 
@@ -316,6 +320,11 @@ fn applied_filter_denies_remapping_protected_pages() {
             expect(
                 "process_vm_writev",
                 libc::process_vm_writev(libc::getpid(), &local, 1, &remote, 1, 0) as i64,
+                libc::EPERM,
+            );
+            expect(
+                "ptrace",
+                libc::ptrace(libc::PTRACE_PEEKDATA, libc::getppid(), base, 0),
                 libc::EPERM,
             );
             expect(
