@@ -346,6 +346,24 @@ impl Iterator for Keys<'_> {
 
 /// Reads a `RINGBUF` map's records in order. Use one consumer per ring
 /// (across all processes), as with the kernel's ring buffers.
+///
+/// ```
+/// use std::time::Duration;
+/// use pkbpf_maps::{MapDef, MapType, RegionBuilder, RingBufConsumer};
+/// let mut b = RegionBuilder::new();
+/// b.add(MapDef::new("events", MapType::RingBuf, 0, 0, 4096))?;
+/// let region = b.build()?;
+/// let map = region.map("events")?;
+/// // What `bpf_ringbuf_output` does for a program:
+/// // SAFETY: 5 readable bytes.
+/// assert_eq!(unsafe { map.raw().ringbuf_output(b"hello".as_ptr(), 5, 0) }, 0);
+/// let mut consumer = RingBufConsumer::new(&map)?;
+/// assert!(consumer.wait(Duration::from_secs(1)));
+/// let mut seen = Vec::new();
+/// consumer.poll(|record| seen.push(record.to_vec()));
+/// assert_eq!(seen, [b"hello".to_vec()]);
+/// # Ok::<(), pkbpf_maps::MapError>(())
+/// ```
 #[derive(Debug)]
 pub struct RingBufConsumer {
     map: Map,

@@ -507,6 +507,21 @@ impl std::fmt::Debug for Region {
 impl Region {
     /// Maps an existing region from its fd (inherited, passed over a socket,
     /// or opened from `/proc/PID/fd/N`) and validates its header.
+    ///
+    /// ```
+    /// use std::os::fd::AsRawFd;
+    /// use pkbpf_maps::{MapDef, MapType, Region, RegionBuilder};
+    /// let mut b = RegionBuilder::new();
+    /// b.add(MapDef::new("counts", MapType::Array, 4, 8, 4))?;
+    /// let loader = b.build()?;
+    /// // Another process would open /proc/<loader pid>/fd/<fd>.
+    /// let path = format!("/proc/self/fd/{}", loader.fd().as_raw_fd());
+    /// let file = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    /// let target = Region::open(file.into())?;
+    /// target.map("counts")?.update(&1u32.to_ne_bytes(), &7u64.to_ne_bytes(), 0)?;
+    /// assert_eq!(loader.map("counts")?.lookup(&1u32.to_ne_bytes())?, Some(7u64.to_ne_bytes().to_vec()));
+    /// # Ok::<(), pkbpf_maps::MapError>(())
+    /// ```
     pub fn open(fd: OwnedFd) -> Result<Region, MapError> {
         let file = File::from(fd);
         // SAFETY: see `RegionBuilder::build`; the content is validated below
