@@ -266,6 +266,39 @@ impl RawMap {
         }
     }
 
+    /// `bpf_map_lookup_percpu_elem`: CPU `cpu`'s value of a per-CPU map, or
+    /// null (absent key, CPU out of range, or not a per-CPU map).
+    ///
+    /// # Safety
+    /// `key` points to `key_size` readable bytes.
+    #[doc(alias = "bpf_map_lookup_percpu_elem")]
+    pub unsafe fn lookup_percpu(&self, key: *const u8, cpu: u32) -> *mut u8 {
+        if !self.ty.is_per_cpu() || cpu >= self.p.ncpus {
+            return std::ptr::null_mut();
+        }
+        let off = cpu as usize * self.p.stride;
+        // SAFETY: forwarded; `off` stays inside the element's slot.
+        unsafe {
+            match self.ty {
+                MapType::PerCpuArray => {
+                    let idx = read_u32(key);
+                    if idx >= self.max_entries {
+                        return std::ptr::null_mut();
+                    }
+                    self.values.add(idx as usize * self.p.slot + off)
+                }
+                _ => {
+                    let e = self.hash_find(key, true);
+                    if e == crate::hash::NIL {
+                        std::ptr::null_mut()
+                    } else {
+                        self.elem_value(e).add(off)
+                    }
+                }
+            }
+        }
+    }
+
     /// `bpf_map_update_elem` from a program (per-CPU maps: the calling CPU's
     /// value).
     ///

@@ -346,6 +346,28 @@ fn typed_views_check_sizes_and_types() {
     let vals: Vec<u32> = (0..n as u32).map(|c| c * 10 + 1).collect();
     pc.insert(&2, &vals, BPF_ANY).unwrap();
     assert_eq!(pc.get(&2).unwrap(), Some(vals));
+    for c in 0..n as u32 {
+        // SAFETY: 4-byte key; non-null points to CPU c's 4-byte value.
+        let p = unsafe { pa.raw().lookup_percpu(2u32.to_ne_bytes().as_ptr(), c) };
+        assert!(!p.is_null());
+        // SAFETY: as above.
+        assert_eq!(unsafe { std::ptr::read(p as *const u32) }, c * 10 + 1);
+    }
+    // SAFETY: 4-byte keys; only nullness is checked.
+    unsafe {
+        assert!(pa
+            .raw()
+            .lookup_percpu(2u32.to_ne_bytes().as_ptr(), n as u32)
+            .is_null());
+        assert!(pa
+            .raw()
+            .lookup_percpu(9u32.to_ne_bytes().as_ptr(), 0)
+            .is_null());
+        assert!(h
+            .raw()
+            .lookup_percpu(2u32.to_ne_bytes().as_ptr(), 0)
+            .is_null());
+    }
     assert!(
         matches!(
             pc.insert(&2, &[1], BPF_ANY),

@@ -429,6 +429,14 @@ fn percpu_program_writes_hit_current_cpu() {
             assert!(!p.is_null());
             // SAFETY: non-null: this CPU's 8-byte value.
             assert_eq!(unsafe { std::ptr::read(p as *const u64) }, 77);
+            for c in 0..m2.region().ncpus() {
+                // SAFETY: 4-byte key; non-null points to CPU c's 8 bytes.
+                let p = unsafe { m2.raw().lookup_percpu(key.as_ptr(), c) };
+                assert!(!p.is_null());
+                // SAFETY: as above.
+                let v = unsafe { std::ptr::read(p as *const u64) };
+                assert_eq!(v, if c == 0 { 77 } else { 0 }, "{ty} cpu {c}");
+            }
         })
         .join()
         .unwrap();
