@@ -210,7 +210,7 @@ fn program() -> impl Strategy<Value = (Vec<Insn>, Vec<u8>)> {
 #[test]
 fn accepted_generated_programs_run_cleanly() {
     let mut runner = TestRunner::new(Config {
-        cases: cases(1500),
+        cases: cases(1000),
         failure_persistence: None,
         ..Config::default()
     });
@@ -230,9 +230,9 @@ fn accepted_generated_programs_run_cleanly() {
         panic!("{e}");
     }
     let accepted = accepted.get();
-    println!("accepted {accepted} of {} generated programs", cases(1500));
+    println!("accepted {accepted} of {} generated programs", cases(1000));
     assert!(
-        accepted >= cases(1500) / 10,
+        accepted >= cases(1000) / 10,
         "only {accepted} generated programs were accepted"
     );
 }

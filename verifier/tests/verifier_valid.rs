@@ -316,3 +316,29 @@ fn line_info_printed_once_per_change() {
     assert_eq!(log.matches("; int x = 0;").count(), 1, "{log}");
     assert_eq!(log.matches("; return x;").count(), 1, "{log}");
 }
+
+#[test]
+fn u32_counter_spilled_to_stack_keeps_its_bounds() {
+    // clang spills a u32 loop counter as 4 bytes: filling it back must keep
+    // the bounds, or the loop never ends for the verifier.
+    accept(
+        "u32 spill",
+        &env(),
+        "*(u64 *)(r10 - 16) = 0
+         w1 = 0
+         *(u32 *)(r10 - 4) = r1
+         loop:
+         r1 = *(u32 *)(r10 - 4)
+         r1 += 1
+         *(u32 *)(r10 - 4) = r1
+         if r1 < 0x20 goto loop
+         r2 = r10
+         r2 += -16
+         r1 = *(u32 *)(r10 - 4)
+         r1 &= 7
+         r2 += r1
+         r0 = *(u8 *)(r2 + 0)
+         r0 = 0
+         exit",
+    );
+}

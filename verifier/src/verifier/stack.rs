@@ -28,6 +28,30 @@ pub enum Slot {
     Spill(RegValue),
     /// Per-byte states (byte 0 is the lowest address).
     Bytes([ByteState; 8]),
+    /// Per-byte states, plus the exact scalar a narrower store (1, 2 or 4
+    /// bytes at byte `at` of the slot) wrote, zero-extended: a load of the
+    /// same bytes gets it back (a `u32` counter spilled by clang keeps its
+    /// bounds). Any other write to the slot turns it into `Bytes`.
+    Partial {
+        /// Per-byte states.
+        bytes: [ByteState; 8],
+        /// First byte of the narrow store within the slot.
+        at: u8,
+        /// Its size in bytes.
+        size: u8,
+        /// The stored value, zero-extended from `size` bytes.
+        value: Scalar,
+    },
+}
+
+impl Slot {
+    /// The per-byte view of a slot that is not a spill.
+    pub fn bytes(&self) -> Option<&[ByteState; 8]> {
+        match self {
+            Slot::Bytes(b) | Slot::Partial { bytes: b, .. } => Some(b),
+            Slot::Spill(_) => None,
+        }
+    }
 }
 
 const EMPTY: Slot = Slot::Bytes([ByteState::Invalid; 8]);
@@ -85,6 +109,9 @@ impl Stack {
     /// `Misc`, or `Zero` for a constant zero; a pointer's become `Misc`).
     fn split(&mut self, i: usize) {
         let s = self.slot_mut(i);
+        if let Slot::Partial { bytes, .. } = s {
+            *s = Slot::Bytes(*bytes);
+        }
         if let Slot::Spill(v) = s {
             let b = match v {
                 RegValue::Scalar(sc) if sc.as_const() == Some(0) => ByteState::Zero,
@@ -111,6 +138,18 @@ impl Stack {
             _ => ByteState::Misc,
         };
         self.write_bytes(off, size, fill);
+        let (slot, at) = Stack::slot_of(off);
+        let (slot_end, _) = Stack::slot_of(off + size as i64 - 1);
+        if let (RegValue::Scalar(v), true) = (value, slot == slot_end) {
+            if let Slot::Bytes(bytes) = self.slot(slot).clone() {
+                *self.slot_mut(slot) = Slot::Partial {
+                    bytes,
+                    at: at as u8,
+                    size: size as u8,
+                    value: truncate(v, size),
+                };
+            }
+        }
     }
 
     /// Marks `size` bytes at `off` as holding `state`.
@@ -139,7 +178,7 @@ impl Stack {
             match self.slot(slot) {
                 Slot::Spill(RegValue::NotInit) => true,
                 Slot::Spill(_) => false,
-                Slot::Bytes(b) => b[byte] == ByteState::Invalid,
+                Slot::Bytes(b) | Slot::Partial { bytes: b, .. } => b[byte] == ByteState::Invalid,
             }
         })
     }
@@ -161,6 +200,14 @@ impl Stack {
         if self.has_pointer(off, size) {
             return StackRead::PartialPointer;
         }
+        if let Slot::Partial {
+            at, size: n, value, ..
+        } = self.slot(slot)
+        {
+            if *at as usize == Stack::slot_of(off).1 && *n as u32 == size {
+                return StackRead::Scalar(*value);
+            }
+        }
         // Exact value when the bytes come from one spilled constant.
         if let Slot::Spill(RegValue::Scalar(s)) = self.slot(slot) {
             let (slot_end, _) = Stack::slot_of(off + size as i64 - 1);
@@ -176,7 +223,7 @@ impl Stack {
             match self.slot(slot) {
                 Slot::Spill(RegValue::Scalar(s)) => s.as_const() == Some(0),
                 Slot::Spill(_) => false,
-                Slot::Bytes(b) => b[byte] == ByteState::Zero,
+                Slot::Bytes(b) | Slot::Partial { bytes: b, .. } => b[byte] == ByteState::Zero,
             }
         });
         if all_zero {
@@ -210,7 +257,7 @@ impl Stack {
             let off = -((i as i64 + 1) * 8);
             match s {
                 Slot::Spill(v) => out.push(format!("fp{off}={}", reg(v))),
-                Slot::Bytes(b) => {
+                Slot::Bytes(b) | Slot::Partial { bytes: b, .. } => {
                     if b.iter().all(|x| *x == ByteState::Invalid) {
                         continue;
                     }
@@ -228,6 +275,19 @@ impl Stack {
             }
         }
         out
+    }
+}
+
+/// The low `size` bytes of `v`, zero-extended.
+fn truncate(v: Scalar, size: u32) -> Scalar {
+    match size {
+        4 => v.zext32(),
+        8 => v,
+        n => v.alu(
+            crate::isa::Width::W64,
+            crate::isa::AluOp::And,
+            Scalar::constant(mask(n)),
+        ),
     }
 }
 

@@ -226,7 +226,7 @@ fn stack_le(new: &Stack, old: &Stack, ids: &mut IdMap, live: impl Fn(usize) -> b
                         return false;
                     }
                 }
-                Slot::Bytes(nb) => {
+                Slot::Bytes(nb) | Slot::Partial { bytes: nb, .. } => {
                     // An unknown scalar spill accepts any initialised bytes.
                     let ok = match o {
                         RegValue::NotInit => true,
@@ -241,10 +241,28 @@ fn stack_le(new: &Stack, old: &Stack, ids: &mut IdMap, live: impl Fn(usize) -> b
                     }
                 }
             },
-            (n, Slot::Bytes(ob)) => {
+            (n, old_slot) => {
+                let Some(ob) = old_slot.bytes() else {
+                    unreachable!("spills are matched above")
+                };
+                if let Slot::Partial {
+                    at, size, value, ..
+                } = old_slot
+                {
+                    // The old path may have read the narrow value back.
+                    match n {
+                        Slot::Partial {
+                            at: a2,
+                            size: s2,
+                            value: v2,
+                            ..
+                        } if a2 == at && s2 == size && v2.le(value) => {}
+                        _ => return false,
+                    }
+                }
                 for (k, ob) in ob.iter().enumerate() {
                     let nb = match n {
-                        Slot::Bytes(nb) => nb[k],
+                        Slot::Bytes(nb) | Slot::Partial { bytes: nb, .. } => nb[k],
                         Slot::Spill(RegValue::Ptr(_)) => return false,
                         Slot::Spill(RegValue::NotInit) => ByteState::Invalid,
                         Slot::Spill(RegValue::Scalar(s)) => {
