@@ -342,3 +342,48 @@ fn u32_counter_spilled_to_stack_keeps_its_bounds() {
          exit",
     );
 }
+
+#[test]
+fn loop_with_inner_branch_is_pruned_by_read_marks() {
+    // clang's shape for `for (i = 0; i < 1000; i++) { update; p = lookup; if (p) v += *p; }`:
+    // both branch outcomes rejoin at the loop head with different dead stack
+    // contents; without read marks every iteration would double the paths.
+    let v = accept(
+        "hash loop",
+        &env(),
+        "r7 = 0
+         goto body
+         del:
+         r2 = r10
+         r2 += -4
+         r1 = map[idx:0]
+         call bpf_map_delete_elem#3
+         r7 += 1
+         if r7 != 0x3e8 goto body
+         r0 = 0
+         exit
+         body:
+         *(u32 *)(r10 - 4) = r7
+         *(u64 *)(r10 - 16) = r7
+         r6 = r10
+         r6 += -4
+         r3 = r10
+         r3 += -16
+         r1 = map[idx:0]
+         r2 = r6
+         r4 = 0
+         call bpf_map_update_elem#2
+         r1 = map[idx:0]
+         r2 = r6
+         call bpf_map_lookup_elem#1
+         if r0 == 0x0 goto del
+         r1 = *(u64 *)(r0 + 0)
+         r2 = *(u64 *)(r10 - 16)
+         r2 += r1
+         *(u64 *)(r10 - 16) = r2
+         goto del",
+    );
+    let s = v.stats();
+    assert!(s.pruned >= 999, "{s:?}");
+    assert!(s.processed < 100_000, "{s:?}");
+}
