@@ -7,5 +7,10 @@ pub use pkbpf_maps as maps;
 
 pub mod btf;
 pub mod conformance;
+pub mod helpers;
+pub mod kernel;
 pub mod object;
+pub mod runtime;
 pub mod verify_env;
+
+pub use runtime::{Engine, LoadedObject, Program, Runtime};
