@@ -13,13 +13,24 @@
 //! round trip that removes write permission forces a TLB-shootdown IPI on every
 //! core running this process, and returning from that interrupt serialises.
 //!
-//! Known limit: a thread preempted *inside* the first five bytes (after the
-//! first instruction, before the fifth byte) when the jump is written resumes
-//! in the middle of the `jmp`. This needs a thread stopped exactly there; a
-//! site whose first instruction is at least 5 bytes long is immune.
+//! A thread stopped *between* the displaced instructions (preempted, or
+//! blocked in a system call made by one of them) would resume in the middle of
+//! the new `jmp`. Before the tail is written, the patcher therefore sends
+//! every other thread a SIGTRAP with `tgkill` (no extra signal number is
+//! taken from the application); the handler recognises it by `SI_TKILL` from
+//! our own pid, moves a `rip` found at an interior instruction start to that
+//! instruction's relocated copy in the trampoline, and acknowledges. The
+//! patcher waits for all acknowledgements (at most 200 ms: a thread that
+//! blocks SIGTRAP is not waited for). New arrivals meet the `int3` already.
+//! Not covered: a thread whose interrupted context is an outer signal frame
+//! (it was inside a signal handler when evacuated), and return addresses
+//! inside the patched bytes (the planner refuses the jump when a displaced
+//! instruction other than the last is a call).
 
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use crate::resolve::MapEntry;
 use crate::trampoline::PAGE;
@@ -143,6 +154,62 @@ impl Drop for Unprotect {
     }
 }
 
+const EVAC_MAX: usize = 16;
+static EVAC_FROM: [AtomicUsize; EVAC_MAX] = [const { AtomicUsize::new(0) }; EVAC_MAX];
+static EVAC_TO: [AtomicUsize; EVAC_MAX] = [const { AtomicUsize::new(0) }; EVAC_MAX];
+static EVAC_LEN: AtomicUsize = AtomicUsize::new(0);
+static EVAC_ACKS: AtomicUsize = AtomicUsize::new(0);
+
+/// In the SIGTRAP handler: where a thread at `rip` must go, if anywhere.
+pub(crate) fn evacuation_target(rip: usize) -> Option<usize> {
+    let n = EVAC_LEN.load(Ordering::Acquire).min(EVAC_MAX);
+    (0..n)
+        .find(|&i| EVAC_FROM[i].load(Ordering::Relaxed) == rip)
+        .map(|i| EVAC_TO[i].load(Ordering::Relaxed))
+}
+
+/// In the SIGTRAP handler: one thread has looked at its `rip`.
+pub(crate) fn evacuation_ack() {
+    EVAC_ACKS.fetch_add(1, Ordering::AcqRel);
+}
+
+/// Moves every other thread out of the interior of the bytes being patched
+/// (see the module docs). Called with the registry lock held, so one at a time.
+fn evacuate(moves: &[(usize, usize)]) {
+    if moves.is_empty() {
+        return;
+    }
+    for (i, &(from, to)) in moves.iter().take(EVAC_MAX).enumerate() {
+        EVAC_FROM[i].store(from, Ordering::Relaxed);
+        EVAC_TO[i].store(to, Ordering::Relaxed);
+    }
+    EVAC_ACKS.store(0, Ordering::Release);
+    EVAC_LEN.store(moves.len().min(EVAC_MAX), Ordering::Release);
+    // SAFETY: getpid/gettid have no preconditions.
+    let (pid, me) = unsafe { (libc::getpid(), libc::gettid()) };
+    let mut sent = 0;
+    if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
+        for tid in dir
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<libc::pid_t>().ok())
+        {
+            if tid == me {
+                continue;
+            }
+            // SAFETY: signalling a thread of our own process; our SIGTRAP
+            // handler is installed (attach installs it before patching).
+            if unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, libc::SIGTRAP) } == 0 {
+                sent += 1;
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_millis(200);
+    while EVAC_ACKS.load(Ordering::Acquire) < sent && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_micros(50));
+    }
+    EVAC_LEN.store(0, Ordering::Release);
+}
+
 /// Copies the `len` bytes of code at `addr`.
 ///
 /// # Safety
@@ -160,17 +227,25 @@ pub(crate) unsafe fn read_code(addr: usize, len: usize) -> Vec<u8> {
 /// `addr` must be an instruction boundary in executable code of this process,
 /// and a SIGTRAP route for `addr` must be registered before the call (so a
 /// thread meeting the transient `int3` has somewhere to go). The caller
-/// serialises patching of overlapping ranges.
-pub(crate) unsafe fn write_code(addr: usize, new: &[u8], maps: &[MapEntry]) -> Result<()> {
+/// serialises patching of overlapping ranges. `evacuate` maps the interior
+/// instruction starts of the bytes being replaced to where a thread stopped
+/// there must continue (empty when restoring original bytes).
+pub(crate) unsafe fn write_code(
+    addr: usize,
+    new: &[u8],
+    evacuate_to: &[(usize, usize)],
+    maps: &[MapEntry],
+) -> Result<()> {
     let guard = Unprotect::new(addr, new.len(), maps)?;
     let p = addr as *mut u8;
     if new.len() > 1 {
         // SAFETY: the pages are RWX (guard); single-byte stores are atomic on x86.
         unsafe { std::ptr::write_volatile(p, 0xcc) };
         guard.serialise();
+        evacuate(evacuate_to);
         for (i, &b) in new.iter().enumerate().skip(1) {
-            // SAFETY: as above; no thread executes these bytes while byte 0 is int3
-            // (a thread already past byte 0 is the documented limit).
+            // SAFETY: as above; no thread executes these bytes while byte 0 is
+            // int3, and threads that were past byte 0 have been evacuated.
             unsafe { std::ptr::write_volatile(p.add(i), b) };
         }
         guard.serialise();

@@ -241,21 +241,32 @@ impl Emit {
 }
 
 /// Relocates `displaced` (decoded at their original addresses) to run at
-/// `new_ip`, followed by a jump to `resume`.
+/// `new_ip`, followed by a jump to `resume`; also answers where each displaced
+/// instruction starts in the new code.
 pub(crate) fn relocate(
     displaced: &[Instruction],
     new_ip: u64,
     resume: u64,
-) -> std::result::Result<Vec<u8>, String> {
+) -> std::result::Result<(Vec<u8>, Vec<u64>), String> {
     let mut block: Vec<Instruction> = displaced.to_vec();
     block.push(Instruction::with_branch(Code::Jmp_rel32_64, resume).map_err(|e| e.to_string())?);
     let result = BlockEncoder::encode(
         64,
         InstructionBlock::new(&block, new_ip),
-        BlockEncoderOptions::NONE,
+        BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS,
     )
     .map_err(|e| e.to_string())?;
-    Ok(result.code_buffer)
+    let starts = result.new_instruction_offsets[..displaced.len()]
+        .iter()
+        .map(|&o| new_ip + o as u64)
+        .collect();
+    Ok((result.code_buffer, starts))
+}
+
+/// An entry trampoline: its code and where each displaced instruction was relocated.
+pub(crate) struct EntryCode {
+    pub(crate) code: Vec<u8>,
+    pub(crate) relocated: Vec<u64>,
 }
 
 /// The entry trampoline for a site at `addr`, to live at `base`. `site` is
@@ -267,7 +278,7 @@ pub(crate) fn entry_code(
     dispatch: usize,
     displaced: &[Instruction],
     resume: usize,
-) -> std::result::Result<Vec<u8>, String> {
+) -> std::result::Result<EntryCode, String> {
     let mut e = Emit::default();
     e.lea_rsp(-RED_ZONE);
     e.save_frame(RED_ZONE);
@@ -287,12 +298,15 @@ pub(crate) fn entry_code(
     e.i32(overridden.0.len() as i32);
     e.b(&overridden.0);
     e.restore_frame(RED_ZONE);
-    let tail = relocate(displaced, (base + e.0.len()) as u64, resume as u64)?;
+    let (tail, relocated) = relocate(displaced, (base + e.0.len()) as u64, resume as u64)?;
     e.b(&tail);
     if e.0.len() > PAGE {
         return Err("trampoline larger than a page".into());
     }
-    Ok(e.0)
+    Ok(EntryCode {
+        code: e.0,
+        relocated,
+    })
 }
 
 /// The process-wide return trampoline: `dispatch_return(frame) -> original return address`.

@@ -80,6 +80,8 @@ pub(crate) struct Site {
     trampoline: usize,
     original: Vec<u8>,
     patch: Vec<u8>,
+    /// Interior instruction starts of the patched bytes → their relocated copies.
+    evacuate: Vec<(usize, usize)>,
     entry: [AtomicPtr<Handler>; MAX_HANDLERS],
     pub(crate) ret: [AtomicPtr<Handler>; MAX_HANDLERS],
     ret_count: AtomicUsize,
@@ -186,6 +188,17 @@ extern "C" fn on_sigtrap(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mu
     // SAFETY: the kernel hands an SA_SIGINFO handler a valid ucontext.
     let uc = unsafe { &mut *uctx.cast::<libc::ucontext_t>() };
     let rip = uc.uc_mcontext.gregs[libc::REG_RIP as usize] as usize;
+    // SAFETY: the kernel hands an SA_SIGINFO handler a valid siginfo.
+    let (code, sender) = unsafe { ((*info).si_code, (*info).si_pid()) };
+    // SAFETY: getpid has no preconditions.
+    if code == libc::SI_TKILL && sender == unsafe { libc::getpid() } {
+        // An evacuation request from our own patcher, not an int3.
+        if let Some(to) = patch::evacuation_target(rip) {
+            uc.uc_mcontext.gregs[libc::REG_RIP as usize] = to as i64;
+        }
+        patch::evacuation_ack();
+        return;
+    }
     let addr = rip.wrapping_sub(1);
     if let Some(tramp) = route_for(addr) {
         uc.uc_mcontext.gregs[libc::REG_RIP as usize] = tramp as i64;
@@ -320,7 +333,12 @@ fn plan(
     if displaced.is_empty() {
         return Err(HookError::Decode { addr });
     }
-    let mut jump_ok = !force_int3 && total >= 5 && !flow_ended;
+    // A call before the last displaced instruction would leave return
+    // addresses inside the patched bytes.
+    let inner_call = displaced[..displaced.len() - 1].iter().any(|i| {
+        i.is_call_near() || i.is_call_near_indirect() || i.is_call_far() || i.is_call_far_indirect()
+    });
+    let mut jump_ok = !force_int3 && total >= 5 && !flow_ended && !inner_call;
     if jump_ok
         && displaced.iter().any(|i| {
             has_branch_target(i)
@@ -368,6 +386,7 @@ fn build_site(
         trampoline: page.base,
         original: Vec::new(),
         patch: Vec::new(),
+        evacuate: Vec::new(),
         entry: [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_HANDLERS],
         ret: [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_HANDLERS],
         ret_count: AtomicUsize::new(0),
@@ -385,8 +404,8 @@ fn build_site(
             addr + len,
         )
     };
-    let code = match make(&plan.displaced) {
-        Ok(code) => code,
+    let built = match make(&plan.displaced) {
+        Ok(built) => built,
         Err(_) if plan.mode == PatchMode::Jump => {
             plan.mode = PatchMode::Int3;
             plan.displaced.truncate(1);
@@ -394,6 +413,15 @@ fn build_site(
         }
         Err(reason) => return Err(HookError::Relocate { addr, reason }),
     };
+    // Where a thread stopped between displaced instructions must continue.
+    site.evacuate = plan
+        .displaced
+        .iter()
+        .zip(&built.relocated)
+        .skip(1)
+        .map(|(i, &new)| (i.ip() as usize, new as usize))
+        .collect();
+    let code = built.code;
     site.mode = plan.mode;
     site.patch = match plan.mode {
         PatchMode::Jump => {
@@ -479,7 +507,7 @@ fn detach_id(id: u64) -> Result<()> {
         let maps = read_self_maps()?;
         // SAFETY: restoring the bytes this site replaced, at the same instruction
         // boundary; its SIGTRAP route stays registered for the int3 window.
-        unsafe { patch::write_code(addr, &site.original, &maps)? };
+        unsafe { patch::write_code(addr, &site.original, &[], &maps)? };
         site.patched.store(false, Ordering::Relaxed);
     }
     Ok(())
@@ -535,7 +563,7 @@ pub unsafe fn attach(
         let patched = read_self_maps().and_then(|maps| {
             // SAFETY: the caller guarantees `addr` is an instruction boundary
             // in code; the site's route is registered (build_site).
-            unsafe { patch::write_code(addr, &site.patch, &maps) }
+            unsafe { patch::write_code(addr, &site.patch, &site.evacuate, &maps) }
         });
         if let Err(e) = patched {
             slots[slot].store(std::ptr::null_mut(), Ordering::Release);

@@ -66,6 +66,23 @@ std::arch::global_asm!(
     "cld",
     "ret",
     ".size pk_flags_caller, .-pk_flags_caller",
+    // Blocks in pause() between its displaced instructions (rip = +3).
+    ".globl pk_parked",
+    ".type pk_parked,@function",
+    "pk_parked:",
+    "nop",
+    "syscall",
+    "nop dword ptr [rax]",
+    "mov eax, 7",
+    "ret",
+    ".size pk_parked, .-pk_parked",
+    ".globl pk_call_parked",
+    ".type pk_call_parked,@function",
+    "pk_call_parked:",
+    "mov eax, 34", // SYS_pause
+    "call pk_parked",
+    "ret",
+    ".size pk_call_parked, .-pk_call_parked",
     ".globl pk_tiny",
     ".type pk_tiny,@function",
     "pk_tiny:",
@@ -115,6 +132,7 @@ extern "C" {
     fn pk_stress2(x: u64) -> u64;
     fn pk_stress3(x: u64) -> u64;
     fn pk_tiny() -> u64;
+    fn pk_call_parked() -> u64;
     fn pk_flags_caller(flags: u64) -> u64;
     fn pk_loop_head(n: u32) -> u32;
     fn pk_riprel(x: u64) -> u64;
@@ -864,4 +882,56 @@ fn a_full_shadow_stack_misses_returns_instead_of_failing() {
         "missed {missed}"
     );
     assert_eq!(left, 0);
+}
+
+#[test]
+fn a_thread_stopped_inside_the_patched_bytes_is_evacuated() {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let addr = resolve("/proc/self/exe:pk_parked").address;
+    let before = code_bytes(addr, 16);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t = std::thread::spawn(move || {
+        // SAFETY: gettid has no preconditions.
+        tx.send(unsafe { libc::gettid() }).unwrap();
+        // SAFETY: blocks in pause() until a signal arrives, then returns 7.
+        unsafe { black_box(pk_call_parked as unsafe extern "C" fn() -> u64)() }
+    });
+    let tid = rx.recv().unwrap();
+    // Wait until the thread sleeps in pause(), i.e. its rip is pk_parked+3.
+    let stat = format!("/proc/self/task/{tid}/syscall");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&stat).unwrap_or_default();
+        if text.split_whitespace().next() == Some("34") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "thread never blocked: {text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let link = attach_at(
+        "/proc/self/exe:pk_parked",
+        ProbeKind::Entry,
+        counter(&N),
+        false,
+    );
+    assert_eq!(link.mode(), PatchMode::Jump);
+    assert_eq!(code_bytes(addr, 1)[0], 0xe9);
+    // The evacuation signal woke the thread; it must finish in the trampoline's copy.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !t.is_finished() {
+        assert!(std::time::Instant::now() < deadline, "the thread was never evacuated");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(t.join().unwrap(), 7);
+    assert_eq!(
+        N.load(Ordering::Relaxed),
+        0,
+        "it was past the probe point already"
+    );
+    link.detach().unwrap();
+    assert_eq!(code_bytes(addr, 16), before);
 }
