@@ -1,0 +1,497 @@
+//! The embedding runtime: load an object, verify and compile its programs
+//! against its maps, call them.
+//!
+//! ```no_run
+//! use pkbpf::runtime::{Engine, Runtime, Sandbox};
+//! let rt = Runtime::builder().sandbox(Sandbox::Auto).engine(Engine::Jit).build()?;
+//! let obj = rt.load_file("filter.bpf.o")?;
+//! let mut ctx = [0u8; 16];
+//! let r0 = obj.program("add_inputs")?.call(&mut ctx)?;
+//! let counts = obj.map("legacy_counts")?;
+//! # let _ = (r0, counts);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Loading creates all of the object's maps in one shared region (sized from
+//! their definitions), copies `.data`/`.rodata` initial values, freezes
+//! `.rodata`, fills prog arrays from their initializers, then verifies each
+//! program in the environment of its kind (see [`program_env`]) and compiles
+//! it (JIT) or keeps it for the reference interpreter.
+//!
+//! # Isolation
+//!
+//! [`Runtime::isolation`] reports the sandbox mode. Protection-key domains
+//! are not wired into calls yet: with [`Sandbox::Mpk`] the builder fails
+//! closed ([`RuntimeError::MpkNotWired`]); with [`Sandbox::Auto`] on PKU
+//! hardware calls run unprotected and [`Isolation::protected`] says so.
+
+mod object;
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use object::{LoadedObject, Program};
+pub use pkbpf_sandbox::{Sandbox, SandboxMode};
+pub use pkbpf_verifier::verifier::helpers::{ArgType, HelperProto, RetType};
+
+pub use crate::helpers::{HelperArgs, HookCtx, HostHelperError, PrintkSink};
+use crate::helpers::{HostFn, MAX_HOST_HELPERS};
+use crate::object::{ObjectError, Object, ProgramDef, ProgramKind};
+use pkbpf_verifier::{CtxDesc, ProgramEnv};
+
+/// Which engine runs programs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Engine {
+    /// The x86-64 JIT (the default).
+    #[default]
+    Jit,
+    /// The reference interpreter (slow; every access checked; for debugging).
+    Interpreter,
+}
+
+/// The context an embedded program gets: `size` bytes from the host, of
+/// which the program may write only `writable`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CtxLayout {
+    /// Size in bytes.
+    pub size: u32,
+    /// Writable byte ranges.
+    pub writable: Vec<Range<u32>>,
+}
+
+impl CtxLayout {
+    /// `size` bytes, all writable.
+    pub fn writable(size: u32) -> CtxLayout {
+        CtxLayout {
+            size,
+            writable: vec![0..size],
+        }
+    }
+
+    /// `size` bytes, none writable.
+    pub fn read_only(size: u32) -> CtxLayout {
+        CtxLayout {
+            size,
+            writable: Vec::new(),
+        }
+    }
+}
+
+/// The verifier's log of a rejected program; `Debug` keeps its lines.
+#[derive(Clone, PartialEq, Eq)]
+pub struct VerifierLog(pub String);
+
+impl std::fmt::Debug for VerifierLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Display for VerifierLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Errors of building a runtime and loading objects.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The sandbox mode could not be selected.
+    #[error("sandbox selection failed")]
+    Sandbox {
+        /// The sandbox's error.
+        #[source]
+        source: pkbpf_sandbox::SandboxError,
+    },
+    /// `Sandbox::Mpk` was asked for, but calls do not run in protection-key
+    /// domains yet (failing closed rather than running unprotected).
+    #[error("sandbox mpk: protection-key domains are not wired into the runtime yet")]
+    MpkNotWired,
+    /// Reading the object file failed.
+    #[error("reading {path}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The object could not be parsed.
+    #[error("parsing the object failed")]
+    Object {
+        /// The loader's error.
+        #[source]
+        source: ObjectError,
+    },
+    /// A program kind whose context layout pkbpf does not know.
+    #[error("no context layout")]
+    Context {
+        /// Which program and tracepoint.
+        #[source]
+        source: crate::verify_env::UnknownContext,
+    },
+    /// Creating or initialising a map failed.
+    #[error("map {map}")]
+    Map {
+        /// The map's name.
+        map: String,
+        /// The maps crate's error.
+        #[source]
+        source: pkbpf_maps::MapError,
+    },
+    /// A prog array initializer names a program the object does not have.
+    #[error("map {map} slot {slot}: no program {program}")]
+    InitialProg {
+        /// The prog array.
+        map: String,
+        /// The slot.
+        slot: u32,
+        /// The missing program.
+        program: String,
+    },
+    /// The verifier rejected a program.
+    #[error("program {program} rejected by the verifier")]
+    Verify {
+        /// The program.
+        program: String,
+        /// The rejection.
+        #[source]
+        source: pkbpf_verifier::VerifyError,
+        /// The verifier's log (level 1).
+        log: VerifierLog,
+    },
+    /// The JIT could not compile a verified program.
+    #[error("program {program}: JIT compilation failed")]
+    Jit {
+        /// The program.
+        program: String,
+        /// The JIT's error.
+        #[source]
+        source: pkbpf_jit::x86::JitError,
+    },
+    /// No program of that name.
+    #[error("no program named {name}")]
+    NoSuchProgram {
+        /// The name asked for.
+        name: String,
+    },
+    /// No map of that name.
+    #[error("no map named {name}")]
+    NoSuchMap {
+        /// The name asked for.
+        name: String,
+    },
+    /// More host helpers than the runtime has trampolines for.
+    #[error("too many host helpers (at most {max})")]
+    TooManyHostHelpers {
+        /// The limit.
+        max: usize,
+    },
+    /// A program given as instructions has no instructions.
+    #[error("program {program} is empty")]
+    EmptyProgram {
+        /// Its name.
+        program: String,
+    },
+}
+
+/// Why one call failed. The runtime and the next call are unaffected.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The context is not the size the program was verified for.
+    #[error("program {program}: context is {found} bytes, expected {expected}")]
+    CtxSize {
+        /// The program.
+        program: String,
+        /// The declared size.
+        expected: u32,
+        /// The size given.
+        found: usize,
+    },
+    /// A helper aborted the call (a host helper's error, or a bad argument).
+    #[error("program {program}: helper aborted the call (code {code:#x}){}", reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
+    HelperAbort {
+        /// The program running when it happened.
+        program: String,
+        /// The abort code.
+        code: u64,
+        /// The helper's reason, if it gave one.
+        reason: Option<String>,
+    },
+    /// The JIT code ended abnormally.
+    #[error("program {program}: run failed")]
+    Run {
+        /// The program.
+        program: String,
+        /// The JIT's report.
+        #[source]
+        source: pkbpf_jit::x86::RunError,
+    },
+    /// The interpreter stopped with an error.
+    #[error("program {program}: interpreter stopped")]
+    Interp {
+        /// The program.
+        program: String,
+        /// The interpreter's error.
+        #[source]
+        source: pkbpf_jit::interp::ExecError,
+    },
+}
+
+/// What [`Runtime::isolation`] reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Isolation {
+    /// The sandbox mode selected at build time.
+    pub mode: SandboxMode,
+    /// Whether calls actually run inside protection-key domains (false
+    /// until the domains are wired; see the module documentation).
+    pub protected: bool,
+    /// The runtime key, when protected.
+    pub runtime_key: Option<u32>,
+    /// The keys of loaded objects, when protected.
+    pub extension_keys: Vec<u32>,
+}
+
+pub(crate) struct HostHelper {
+    pub id: i32,
+    pub proto: HelperProto,
+    pub f: HostFn,
+}
+
+/// Builds a [`Runtime`].
+pub struct RuntimeBuilder {
+    sandbox: Sandbox,
+    engine: Engine,
+    embedded_ctx: CtxLayout,
+    host: Vec<HostHelper>,
+    printk: Option<PrintkSink>,
+    too_many: bool,
+}
+
+impl std::fmt::Debug for RuntimeBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeBuilder")
+            .field("sandbox", &self.sandbox)
+            .field("engine", &self.engine)
+            .field("embedded_ctx", &self.embedded_ctx)
+            .field("host_helpers", &self.host.iter().map(|h| h.id).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl RuntimeBuilder {
+    /// The sandbox mode (default `Auto`).
+    pub fn sandbox(mut self, sandbox: Sandbox) -> Self {
+        self.sandbox = sandbox;
+        self
+    }
+
+    /// The engine (default the JIT).
+    pub fn engine(mut self, engine: Engine) -> Self {
+        self.engine = engine;
+        self
+    }
+
+    /// The context embedded programs (`SEC("extension")` and unknown
+    /// sections) are verified against and called with (default 64 writable
+    /// bytes). Per object: [`Runtime::load_with_ctx`].
+    pub fn embedded_ctx(mut self, layout: CtxLayout) -> Self {
+        self.embedded_ctx = layout;
+        self
+    }
+
+    /// Registers host helper `id` with prototype `proto` (the verifier checks
+    /// every call against it). It replaces a built-in helper of the same id.
+    pub fn helper(
+        mut self,
+        id: i32,
+        proto: HelperProto,
+        f: impl Fn(&HelperArgs) -> Result<u64, HostHelperError> + Send + Sync + 'static,
+    ) -> Self {
+        if let Some(h) = self.host.iter_mut().find(|h| h.id == id) {
+            h.proto = proto;
+            h.f = Arc::new(f);
+        } else if self.host.len() < MAX_HOST_HELPERS {
+            self.host.push(HostHelper {
+                id,
+                proto,
+                f: Arc::new(f),
+            });
+        } else {
+            self.too_many = true;
+        }
+        self
+    }
+
+    /// Where `bpf_trace_printk` lines go (default: stderr, one per line).
+    pub fn printk(mut self, sink: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.printk = Some(Arc::new(sink));
+        self
+    }
+
+    /// Selects the sandbox mode and builds the runtime.
+    pub fn build(self) -> Result<Runtime, RuntimeError> {
+        if self.too_many {
+            return Err(RuntimeError::TooManyHostHelpers {
+                max: MAX_HOST_HELPERS,
+            });
+        }
+        let mode = pkbpf_sandbox::select(self.sandbox)
+            .map_err(|source| RuntimeError::Sandbox { source })?;
+        if self.sandbox == Sandbox::Mpk {
+            return Err(RuntimeError::MpkNotWired);
+        }
+        Ok(Runtime {
+            mode,
+            engine: self.engine,
+            embedded_ctx: self.embedded_ctx,
+            host: Arc::new(self.host),
+            printk: self
+                .printk
+                .unwrap_or_else(|| Arc::new(|line: &str| eprintln!("{line}"))),
+        })
+    }
+}
+
+/// Loads objects and runs their programs.
+pub struct Runtime {
+    mode: SandboxMode,
+    engine: Engine,
+    embedded_ctx: CtxLayout,
+    host: Arc<Vec<HostHelper>>,
+    printk: PrintkSink,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("mode", &self.mode)
+            .field("engine", &self.engine)
+            .finish()
+    }
+}
+
+impl Runtime {
+    /// A builder with the defaults (sandbox auto, JIT).
+    pub fn builder() -> RuntimeBuilder {
+        RuntimeBuilder {
+            sandbox: Sandbox::Auto,
+            engine: Engine::Jit,
+            embedded_ctx: CtxLayout::writable(64),
+            host: Vec::new(),
+            printk: None,
+            too_many: false,
+        }
+    }
+
+    /// The engine programs run on.
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// The sandbox mode and keys.
+    pub fn isolation(&self) -> Isolation {
+        Isolation {
+            mode: self.mode,
+            protected: false,
+            runtime_key: None,
+            extension_keys: Vec::new(),
+        }
+    }
+
+    /// Loads the object file at `path`.
+    pub fn load_file(&self, path: impl AsRef<Path>) -> Result<LoadedObject, RuntimeError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| RuntimeError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        self.load(&bytes)
+    }
+
+    /// Loads an object from its bytes, embedded programs getting the
+    /// builder's context layout.
+    pub fn load(&self, bytes: &[u8]) -> Result<LoadedObject, RuntimeError> {
+        self.load_with_ctx(bytes, &self.embedded_ctx.clone())
+    }
+
+    /// Loads an object whose embedded programs get `ctx`.
+    pub fn load_with_ctx(&self, bytes: &[u8], ctx: &CtxLayout) -> Result<LoadedObject, RuntimeError> {
+        let obj = Object::parse(bytes).map_err(|source| RuntimeError::Object { source })?;
+        let mut envs = Vec::new();
+        for p in obj.programs() {
+            envs.push(self.env_for(&obj, p, ctx)?);
+        }
+        object::load(self, &obj, envs)
+    }
+
+    /// Loads one embedded program given as instructions (one per slot), with
+    /// no maps: for hosts that build programs themselves.
+    pub fn load_insns(
+        &self,
+        name: &str,
+        insns: &[pkbpf_verifier::isa::Insn],
+        ctx: &CtxLayout,
+    ) -> Result<LoadedObject, RuntimeError> {
+        if insns.is_empty() {
+            return Err(RuntimeError::EmptyProgram {
+                program: name.to_string(),
+            });
+        }
+        let env = self.with_host_helpers(ProgramEnv::new(ctx_desc(ctx)));
+        object::load_raw(self, name, insns, env)
+    }
+
+    /// The verifier environment of `prog`: its context from its kind, the
+    /// object's maps, built-in and host helpers.
+    pub fn env_for(
+        &self,
+        obj: &Object,
+        prog: &ProgramDef,
+        ctx: &CtxLayout,
+    ) -> Result<ProgramEnv, RuntimeError> {
+        let mut env = program_env(obj, prog, ctx)?;
+        env = self.with_host_helpers(env);
+        Ok(env)
+    }
+
+    fn with_host_helpers(&self, mut env: ProgramEnv) -> ProgramEnv {
+        for h in self.host.iter() {
+            env.helpers.register(h.id, h.proto.clone());
+        }
+        env
+    }
+
+    pub(crate) fn host(&self) -> &Arc<Vec<HostHelper>> {
+        &self.host
+    }
+
+    pub(crate) fn printk_sink(&self) -> &PrintkSink {
+        &self.printk
+    }
+}
+
+fn ctx_desc(ctx: &CtxLayout) -> CtxDesc {
+    CtxDesc::Buffer {
+        size: ctx.size,
+        writable: ctx.writable.clone(),
+    }
+}
+
+/// The verifier environment of a program from its kind: uprobe/uretprobe →
+/// `pt_regs`; `syscalls/sys_enter_*` and `sys_exit_*` tracepoints → those
+/// records; raw tracepoints → `u64 args[2]`; embedded → `ctx`. Maps in object
+/// order (`.rodata` read-only), built-in helpers.
+pub fn program_env(
+    obj: &Object,
+    prog: &ProgramDef,
+    ctx: &CtxLayout,
+) -> Result<ProgramEnv, RuntimeError> {
+    let mut env = crate::verify_env::program_env(obj, prog, ctx.size)
+        .map_err(|source| RuntimeError::Context { source })?;
+    if matches!(prog.kind, ProgramKind::Embedded) {
+        env.ctx = ctx_desc(ctx);
+    }
+    Ok(env)
+}

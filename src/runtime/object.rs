@@ -1,0 +1,447 @@
+//! A loaded object: its map region, its verified and compiled programs, and
+//! the call path (tail calls included) on either engine.
+
+use std::collections::BTreeMap;
+use std::ffi::c_void;
+
+use pkbpf_jit::interp::{self, HelperCtx, HelperError, Interpreter, Memory, RegionKind};
+use pkbpf_jit::x86::{
+    ArrayLayout, HelperFn, JitEnv, JitMap, JitProgram, RunError, HELPER_EXIT, HELPER_TAIL_CALL,
+};
+use pkbpf_maps::{Map, MapDef, MapType, RegionBuilder};
+use pkbpf_verifier::isa::{Insn, LdPseudo};
+use pkbpf_verifier::{ProgramEnv, Verifier};
+
+use super::{CallError, Engine, Runtime, RuntimeError, VerifierLog};
+use crate::helpers::{self, HookCtx, Invocation, ObjectState};
+use crate::object::{MapKind, Object};
+
+enum Code {
+    Jit(JitProgram),
+    Interp(Vec<Insn>),
+}
+
+struct LoadedProg {
+    name: String,
+    code: Code,
+    ctx_size: u32,
+}
+
+/// A loaded object: maps in one shared region and its programs, verified
+/// and ready to call. Dropping it frees the code and the maps.
+pub struct LoadedObject {
+    // Field order: programs (code) go before the state their helpers use.
+    progs: Vec<LoadedProg>,
+    helpers: BTreeMap<u32, HelperFn>,
+    jit_maps: Vec<JitMap>,
+    state: Box<ObjectState>,
+}
+
+impl std::fmt::Debug for LoadedObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedObject")
+            .field(
+                "programs",
+                &self.progs.iter().map(|p| &p.name).collect::<Vec<_>>(),
+            )
+            .field("region", &self.state.region)
+            .finish()
+    }
+}
+
+/// A program of a [`LoadedObject`], ready to call.
+#[derive(Clone, Copy)]
+pub struct Program<'o> {
+    obj: &'o LoadedObject,
+    index: usize,
+}
+
+impl std::fmt::Debug for Program<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Program")
+            .field("name", &self.name())
+            .field("ctx_size", &self.ctx_size())
+            .finish()
+    }
+}
+
+fn helper_table(rt: &Runtime) -> BTreeMap<u32, HelperFn> {
+    let mut t = helpers::builtin();
+    for (slot, h) in rt.host().iter().enumerate() {
+        if let Some(f) = helpers::host_trampoline_for(slot) {
+            t.insert(h.id as u32, f);
+        }
+    }
+    t
+}
+
+fn verify(
+    name: &str,
+    insns: &[Insn],
+    env: &ProgramEnv,
+) -> Result<pkbpf_verifier::VerifiedProgram, RuntimeError> {
+    let (res, log) = Verifier::new(env).log_level(1).verify(insns);
+    res.map_err(|source| RuntimeError::Verify {
+        program: name.to_string(),
+        source,
+        log: VerifierLog(log),
+    })
+}
+
+fn finish(
+    rt: &Runtime,
+    state: ObjectState,
+    progs: Vec<(String, Vec<Insn>, ProgramEnv)>,
+) -> Result<LoadedObject, RuntimeError> {
+    let region = &state.region;
+    let mut jit_maps = Vec::new();
+    for i in 0..region.len() {
+        let raw = region.raw(i).expect("index below region.len()");
+        let is_array = raw.map_type() == MapType::Array;
+        jit_maps.push(JitMap {
+            object: raw as *const _ as u64,
+            value: is_array.then(|| raw.values_ptr() as u64),
+            array: is_array.then(|| ArrayLayout {
+                values: raw.values_ptr() as u64,
+                stride: raw.slot_size() as u32,
+                max_entries: raw.max_entries(),
+            }),
+        });
+    }
+    let helpers = helper_table(rt);
+    let jit_env = JitEnv {
+        helpers: helpers.clone(),
+        maps: jit_maps.clone(),
+    };
+    let mut loaded = Vec::new();
+    for (name, insns, env) in progs {
+        let verified = verify(&name, &insns, &env)?;
+        let code = match rt.engine() {
+            Engine::Jit => Code::Jit(JitProgram::compile(&verified, &jit_env).map_err(
+                |source| RuntimeError::Jit {
+                    program: name.clone(),
+                    source,
+                },
+            )?),
+            Engine::Interpreter => Code::Interp(verified.insns().to_vec()),
+        };
+        loaded.push(LoadedProg {
+            name,
+            code,
+            ctx_size: env.ctx.size(),
+        });
+    }
+    Ok(LoadedObject {
+        progs: loaded,
+        helpers,
+        jit_maps,
+        state: Box::new(state),
+    })
+}
+
+pub(super) fn load(
+    rt: &Runtime,
+    obj: &Object,
+    envs: Vec<ProgramEnv>,
+) -> Result<LoadedObject, RuntimeError> {
+    let map_err = |map: &str| {
+        let map = map.to_string();
+        move |source| RuntimeError::Map { map, source }
+    };
+    let mut b = RegionBuilder::new();
+    for m in obj.maps() {
+        b.add(MapDef {
+            name: m.name.clone(),
+            map_type: m.map_type,
+            key_size: m.key_size,
+            value_size: m.value_size,
+            max_entries: m.max_entries,
+            flags: m.flags,
+        })
+        .map_err(map_err(&m.name))?;
+    }
+    let region = b.build().map_err(map_err("<region>"))?;
+    for m in obj.maps() {
+        let map = region.map(&m.name).map_err(map_err(&m.name))?;
+        if let Some(data) = &m.initial_data {
+            let mut value = vec![0u8; m.value_size as usize];
+            let n = data.len().min(value.len());
+            value[..n].copy_from_slice(&data[..n]);
+            map.update(&0u32.to_ne_bytes(), &value, 0)
+                .map_err(map_err(&m.name))?;
+        }
+        for (slot, prog) in &m.initial_progs {
+            let idx = obj
+                .programs()
+                .iter()
+                .position(|p| &p.name == prog)
+                .ok_or_else(|| RuntimeError::InitialProg {
+                    map: m.name.clone(),
+                    slot: *slot,
+                    program: prog.clone(),
+                })?;
+            map.update(&slot.to_ne_bytes(), &(idx as u32).to_ne_bytes(), 0)
+                .map_err(map_err(&m.name))?;
+        }
+        if matches!(m.kind, MapKind::Rodata { .. }) {
+            map.freeze();
+        }
+    }
+    let state = ObjectState {
+        region,
+        ctx_descs: envs.iter().map(|e| e.ctx.clone()).collect(),
+        host: rt.host().iter().map(|h| h.f.clone()).collect(),
+        printk: rt.printk_sink().clone(),
+    };
+    let progs = obj
+        .programs()
+        .iter()
+        .zip(envs)
+        .map(|(p, env)| (p.name.clone(), p.insns.clone(), env))
+        .collect();
+    finish(rt, state, progs)
+}
+
+pub(super) fn load_raw(
+    rt: &Runtime,
+    name: &str,
+    insns: &[Insn],
+    env: ProgramEnv,
+) -> Result<LoadedObject, RuntimeError> {
+    let region = RegionBuilder::new()
+        .build()
+        .map_err(|source| RuntimeError::Map {
+            map: "<region>".into(),
+            source,
+        })?;
+    let state = ObjectState {
+        region,
+        ctx_descs: vec![env.ctx.clone()],
+        host: rt.host().iter().map(|h| h.f.clone()).collect(),
+        printk: rt.printk_sink().clone(),
+    };
+    finish(rt, state, vec![(name.to_string(), insns.to_vec(), env)])
+}
+
+impl LoadedObject {
+    /// The program called `name`.
+    pub fn program(&self, name: &str) -> Result<Program<'_>, RuntimeError> {
+        self.progs
+            .iter()
+            .position(|p| p.name == name)
+            .map(|index| Program { obj: self, index })
+            .ok_or_else(|| RuntimeError::NoSuchProgram {
+                name: name.to_string(),
+            })
+    }
+
+    /// The programs, in object order.
+    pub fn programs(&self) -> impl Iterator<Item = Program<'_>> {
+        (0..self.progs.len()).map(|index| Program { obj: self, index })
+    }
+
+    /// The map called `name` (the maps crate's userspace handle; typed views
+    /// via `try_from`, e.g. `pkbpf_maps::typed::Array::<u64>::try_from(&map)`).
+    pub fn map(&self, name: &str) -> Result<Map, RuntimeError> {
+        self.state
+            .region
+            .map(name)
+            .map_err(|_| RuntimeError::NoSuchMap {
+                name: name.to_string(),
+            })
+    }
+
+    /// The shared region holding the maps (its fd can be given to another
+    /// process).
+    pub fn region(&self) -> &pkbpf_maps::Region {
+        &self.state.region
+    }
+
+    fn run(
+        &self,
+        first: usize,
+        ctx: &mut [u8],
+        hook: Option<&mut HookCtx>,
+    ) -> Result<u64, CallError> {
+        let expected = self.progs[first].ctx_size;
+        if ctx.len() != expected as usize {
+            return Err(CallError::CtxSize {
+                program: self.progs[first].name.clone(),
+                expected,
+                found: ctx.len(),
+            });
+        }
+        let mut inv = Invocation::new(&self.state, first, hook);
+        let ctx_ptr = ctx.as_mut_ptr() as u64;
+        let ctx_len = ctx.len() as u64;
+        loop {
+            let p = &self.progs[inv.prog];
+            let env = &mut inv as *mut Invocation<'_> as *mut c_void;
+            let res = match &p.code {
+                // SAFETY: the program was verified for a context of exactly
+                // `ctx_len` bytes (checked above; tail-call targets share the
+                // caller's context layout, checked by the helper), maps and
+                // helpers are the ones it was compiled with, and `env` is the
+                // live invocation, not otherwise used during the call.
+                Code::Jit(j) => unsafe { j.call_with_env(ctx_ptr, ctx_len, env) },
+                Code::Interp(insns) => self.interp(insns, ctx_ptr, ctx_len, env, &p.name)?,
+            };
+            match res {
+                Ok(r0) => return Ok(r0),
+                Err(RunError::TailCall { target }) => inv.prog = target as usize,
+                Err(RunError::HelperAbort { code }) => {
+                    return Err(CallError::HelperAbort {
+                        program: p.name.clone(),
+                        code,
+                        reason: inv.abort_reason.take(),
+                    })
+                }
+                Err(source) => {
+                    return Err(CallError::Run {
+                        program: p.name.clone(),
+                        source,
+                    })
+                }
+            }
+        }
+    }
+
+    fn interp(
+        &self,
+        insns: &[Insn],
+        ctx: u64,
+        len: u64,
+        env: *mut c_void,
+        name: &str,
+    ) -> Result<Result<u64, RunError>, CallError> {
+        let mut mem = Memory::new();
+        let region = &self.state.region;
+        // SAFETY: the context is the caller's live `&mut [u8]` for the whole
+        // run; map values pages stay mapped while `self` (and its region)
+        // lives, and Rust code touches them only through atomics or the
+        // maps' own locks.
+        unsafe {
+            mem.add_region(interp::Region {
+                start: ctx,
+                len,
+                writable: true,
+                kind: RegionKind::Ctx,
+            });
+            for i in 0..region.len() {
+                if let Some(v) = region.values_range(i).filter(|v| v.len > 0) {
+                    mem.add_region(interp::Region {
+                        start: v.addr as u64,
+                        len: v.len as u64,
+                        writable: true,
+                        kind: RegionKind::MapValue { map: i as u32 },
+                    });
+                }
+            }
+        }
+        let mut adapter = InterpHelpers {
+            helpers: &self.helpers,
+            maps: &self.jit_maps,
+            env,
+            tail: None,
+            abort: None,
+        };
+        let opts = interp::Options {
+            check_uninit: false,
+            ..interp::Options::default()
+        };
+        let out = Interpreter::new(insns)
+            .with_options(opts)
+            .run(&mut mem, &mut adapter, [ctx, len, 0, 0, 0]);
+        match (out, adapter.abort, adapter.tail) {
+            (_, Some(code), _) => Ok(Err(RunError::HelperAbort { code })),
+            (Ok(_), None, Some(target)) => Ok(Err(RunError::TailCall { target })),
+            (Ok(o), None, None) => Ok(Ok(o.r0)),
+            (Err(source), None, _) => Err(CallError::Interp {
+                program: name.to_string(),
+                source,
+            }),
+        }
+    }
+}
+
+/// The interpreter's view of the same helpers the JIT calls.
+struct InterpHelpers<'a> {
+    helpers: &'a BTreeMap<u32, HelperFn>,
+    maps: &'a [JitMap],
+    env: *mut c_void,
+    tail: Option<u64>,
+    abort: Option<u64>,
+}
+
+impl interp::Helpers for InterpHelpers<'_> {
+    fn call(
+        &mut self,
+        id: u32,
+        a: [u64; 5],
+        ctx: &mut HelperCtx<'_, '_>,
+    ) -> Result<u64, HelperError> {
+        let f = self.helpers.get(&id).ok_or(HelperError::Unknown { id })?;
+        // SAFETY: the verified program passed these arguments; `env` is the
+        // live invocation (see `LoadedObject::run`).
+        let r = unsafe { f(a[0], a[1], a[2], a[3], a[4], self.env) };
+        match r.abort {
+            0 => Ok(r.value),
+            HELPER_EXIT => {
+                ctx.exit(r.value);
+                Ok(r.value)
+            }
+            HELPER_TAIL_CALL => {
+                self.tail = Some(r.value);
+                ctx.exit(0);
+                Ok(0)
+            }
+            code => {
+                self.abort = Some(code);
+                Err(HelperError::Failed {
+                    reason: format!("helper {id} aborted with code {code:#x}"),
+                })
+            }
+        }
+    }
+
+    fn resolve_pseudo(
+        &mut self,
+        kind: LdPseudo,
+        imm: i32,
+        next_imm: i32,
+    ) -> Result<u64, HelperError> {
+        let m = usize::try_from(imm).ok().and_then(|i| self.maps.get(i));
+        match (kind, m) {
+            (LdPseudo::MapIdx, Some(m)) => Ok(m.object),
+            (LdPseudo::MapIdxValue, Some(JitMap { value: Some(v), .. })) => {
+                Ok(v.wrapping_add(next_imm as u32 as u64))
+            }
+            _ => Err(HelperError::UnsupportedPseudo { kind, imm }),
+        }
+    }
+}
+
+impl<'o> Program<'o> {
+    /// The program's name.
+    pub fn name(&self) -> &'o str {
+        &self.obj.progs[self.index].name
+    }
+
+    /// Size of the context it was verified for.
+    pub fn ctx_size(&self) -> u32 {
+        self.obj.progs[self.index].ctx_size
+    }
+
+    /// Runs the program on `ctx` (exactly [`ctx_size`](Self::ctx_size)
+    /// bytes), following tail calls; returns `r0`. A helper abort ends this
+    /// call only.
+    pub fn call(&self, ctx: &mut [u8]) -> Result<u64, CallError> {
+        self.obj.run(self.index, ctx, None)
+    }
+
+    /// Runs the program as a hook does: `hook` gives `bpf_get_func_ip` its
+    /// address and receives `bpf_override_return`'s value.
+    pub fn call_hooked(&self, ctx: &mut [u8], hook: &mut HookCtx) -> Result<u64, CallError> {
+        self.obj.run(self.index, ctx, Some(hook))
+    }
+}
