@@ -217,12 +217,11 @@ impl Map {
             ..Default::default()
         };
         // SAFETY: the attribute holds no addresses.
-        let fd = unsafe { bpf(Cmd::MapCreate, &mut attr) }.map_err(|source| {
-            KernelError::Syscall {
+        let fd =
+            unsafe { bpf(Cmd::MapCreate, &mut attr) }.map_err(|source| KernelError::Syscall {
                 cmd: Cmd::MapCreate.name(),
                 source,
-            }
-        })?;
+            })?;
         Ok(Map {
             fd: owned_fd(fd),
             spec: spec.clone(),
@@ -493,10 +492,15 @@ impl Program {
 /// (see [`KernelObject::create`]) and loads the program with the type its
 /// kind implies (see [`prog_type_for`]). The maps stay alive in the
 /// returned [`KernelObject`].
-pub fn load_object_program(obj: &Object, name: &str) -> Result<(KernelObject, Program), KernelError> {
-    let prog = obj.program(name).ok_or_else(|| KernelError::NoSuchProgram {
-        program: name.to_string(),
-    })?;
+pub fn load_object_program(
+    obj: &Object,
+    name: &str,
+) -> Result<(KernelObject, Program), KernelError> {
+    let prog = obj
+        .program(name)
+        .ok_or_else(|| KernelError::NoSuchProgram {
+            program: name.to_string(),
+        })?;
     let maps = KernelObject::create(obj)?;
     let loaded = maps.load(obj, prog)?;
     Ok((maps, loaded))

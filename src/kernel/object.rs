@@ -5,8 +5,8 @@
 //! `BPF_PSEUDO_MAP_FD` / `BPF_PSEUDO_MAP_VALUE` with the kernel's fds.
 
 use super::{
-    KernelError, Map, MapSpec, Program, ProgramSpec, PROG_TYPE_KPROBE, PROG_TYPE_RAW_TRACEPOINT,
-    PROG_TYPE_SYSCALL, PROG_TYPE_TRACEPOINT, F_SLEEPABLE,
+    KernelError, Map, MapSpec, Program, ProgramSpec, F_SLEEPABLE, PROG_TYPE_KPROBE,
+    PROG_TYPE_RAW_TRACEPOINT, PROG_TYPE_SYSCALL, PROG_TYPE_TRACEPOINT,
 };
 use crate::object::{MapKind, Object, ProgramDef, ProgramKind};
 use pkbpf_verifier::isa::{Insn, LdPseudo};

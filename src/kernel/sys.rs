@@ -162,7 +162,10 @@ pub(crate) fn obj_name(name: &str) -> [u8; 16] {
     let mut out = [0u8; 16];
     for (o, b) in out
         .iter_mut()
-        .zip(name.bytes().filter(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'.'))
+        .zip(
+            name.bytes()
+                .filter(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'.'),
+        )
         .take(15)
     {
         *o = b;
