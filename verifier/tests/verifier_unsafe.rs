@@ -512,3 +512,27 @@ fn structural_errors_without_assembler() {
     let err = verify(&[], &env(Env::P)).unwrap_err();
     assert_eq!(err.reason, Reason::EmptyProgram);
 }
+
+#[test]
+fn a_copy_overwritten_before_the_check_does_not_narrow() {
+    // r1 = r6, then r1 is changed: checking r1 says nothing about r6.
+    let src = format!(
+        "r6 = *(u64 *)(r1 + 0)\n{}if r0 == 0x0 goto out\nr1 = r6\nr1 += 0\nif r1 > 0xf goto out\nr0 += r6\nr0 = *(u8 *)(r0 + 0)\nout:\nr0 = 0\nexit",
+        lookup!("1")
+    );
+    let err = verify(&assemble(&src).unwrap(), &env(Env::P)).unwrap_err();
+    assert!(
+        matches!(err.reason, Reason::MapValueOutOfBounds { .. }),
+        "{err}"
+    );
+    // A 32-bit copy is not the same 64-bit value either.
+    let src = format!(
+        "r6 = *(u64 *)(r1 + 0)\n{}if r0 == 0x0 goto out\nw1 = w6\nif r1 > 0xf goto out\nr0 += r6\nr0 = *(u8 *)(r0 + 0)\nout:\nr0 = 0\nexit",
+        lookup!("1")
+    );
+    let err = verify(&assemble(&src).unwrap(), &env(Env::P)).unwrap_err();
+    assert!(
+        matches!(err.reason, Reason::MapValueOutOfBounds { .. }),
+        "{err}"
+    );
+}

@@ -387,3 +387,26 @@ fn loop_with_inner_branch_is_pruned_by_read_marks() {
     assert!(s.pruned >= 999, "{s:?}");
     assert!(s.processed < 100_000, "{s:?}");
 }
+
+#[test]
+fn bounds_check_on_a_copy_narrows_the_original() {
+    // clang may test a copy and index with the original.
+    accept(
+        "copy",
+        &env(),
+        "r6 = *(u64 *)(r1 + 0)
+         *(u32 *)(r10 - 4) = 0
+         r2 = r10
+         r2 += -4
+         r1 = map[idx:1]
+         call bpf_map_lookup_elem#1
+         if r0 == 0x0 goto out
+         r1 = r6
+         if r1 > 0xf goto out
+         r0 += r6
+         r0 = *(u8 *)(r0 + 0)
+         out:
+         r0 = 0
+         exit",
+    );
+}

@@ -23,6 +23,10 @@ pub struct Frame {
     pub return_pc: usize,
     /// Entry instruction of the function.
     pub entry: usize,
+    /// Copy classes: registers with the same non-zero link hold the same
+    /// 64-bit scalar (set by `rX = rY`, cleared when either is written), so
+    /// a branch that narrows one narrows the others.
+    pub links: [u32; 11],
 }
 
 impl Frame {
@@ -35,6 +39,7 @@ impl Frame {
             stack: Stack::default(),
             return_pc,
             entry,
+            links: [0; 11],
         }
     }
 }
@@ -139,6 +144,9 @@ impl State {
             if !stack_le(&a.stack, &b.stack, &mut ids, |s| slot_live(fi, s)) {
                 return false;
             }
+            if !links_le(a, b, |r| reg_live(fi, r)) {
+                return false;
+            }
         }
         if self.refs.len() != old.refs.len() {
             return false;
@@ -147,6 +155,28 @@ impl State {
             .iter()
             .all(|r| old.refs.iter().any(|o| ids.get(o.id) == Some(r.id)))
     }
+}
+
+/// Every copy class of the old frame with two or more compared members must
+/// be within one class of the new frame (the old path may have relied on
+/// their equality).
+fn links_le(new: &Frame, old: &Frame, live: impl Fn(usize) -> bool) -> bool {
+    let mut map: HashMap<u32, u32> = HashMap::new();
+    for r in 0..11 {
+        let o = old.links[r];
+        if o == 0 || !live(r) {
+            continue;
+        }
+        let members = (0..11).filter(|&q| old.links[q] == o && live(q)).count();
+        if members < 2 {
+            continue;
+        }
+        let n = new.links[r];
+        if n == 0 || *map.entry(o).or_insert(n) != n {
+            return false;
+        }
+    }
+    true
 }
 
 /// A consistent renaming of ids from the old state to the new one.

@@ -1,10 +1,12 @@
 //! What an instruction does to a state, once `check.rs` has said it may run.
 
+use super::cfg::use_def;
 use super::cfg::Cfg;
 use super::check::{self, Region};
 use super::env::ProgramEnv;
 use super::error::Reason;
 use super::helpers::{allowed_map_types, ArgType, RetType};
+use super::lattice::Lattice;
 use super::liveness::{slots_of, Loc};
 use super::reg::{Pointer, PtrKind, RegValue};
 use super::scalar::Scalar;
@@ -85,6 +87,16 @@ impl Stepper<'_> {
                 return Err(Reason::FramePointerWrite);
             }
         }
+        // Written registers leave their copy classes.
+        let (_, defs) = use_def(insn);
+        {
+            let f = state.cur_mut();
+            for r in 0..11 {
+                if defs & (1 << r) != 0 {
+                    f.links[r] = 0;
+                }
+            }
+        }
         match *insn {
             Insn::Alu {
                 width,
@@ -93,6 +105,17 @@ impl Stepper<'_> {
                 src,
             } => {
                 let v = self.alu(&state, width, op, dst.num(), src)?;
+                if let (AluOp::Mov, Width::W64, Source::Reg(s), RegValue::Scalar(_)) =
+                    (op, width, src, v)
+                {
+                    if s != dst {
+                        let f = state.cur_mut();
+                        if f.links[s.idx()] == 0 {
+                            f.links[s.idx()] = fresh(self.next_id);
+                        }
+                        f.links[dst.idx()] = f.links[s.idx()];
+                    }
+                }
                 if let RegValue::Scalar(s) = v {
                     self.facts.note_upper(pc, s.upper_half_zero());
                 } else {
@@ -375,6 +398,9 @@ impl Stepper<'_> {
         for r in 1..=5 {
             state.set_reg(r, RegValue::NotInit);
         }
+        for r in 0..=5 {
+            state.cur_mut().links[r] = 0;
+        }
         Ok(Next::Goto(callee.return_pc, state))
     }
 
@@ -478,6 +504,24 @@ impl Stepper<'_> {
                     st.set_reg(dst as usize, RegValue::Scalar(x2));
                     if let Some(r) = sreg {
                         st.set_reg(r as usize, RegValue::Scalar(y2));
+                    }
+                    // Copies hold the same value: narrow them too.
+                    let mut narrowed = vec![(dst as usize, x2)];
+                    if let Some(r) = sreg {
+                        narrowed.push((r as usize, y2));
+                    }
+                    for (r, v) in narrowed {
+                        let link = st.cur().links[r];
+                        if link == 0 {
+                            continue;
+                        }
+                        for q in 0..11 {
+                            if q != r && st.cur().links[q] == link {
+                                if let RegValue::Scalar(old) = st.reg(q) {
+                                    st.set_reg(q, RegValue::Scalar(old.meet(&v)?));
+                                }
+                            }
+                        }
                     }
                     Some(st)
                 }
