@@ -212,3 +212,19 @@ fn branch_on_constant_decides() {
         .unwrap();
     assert_eq!((x.umin(), x.umax()), (0, 9));
 }
+
+#[test]
+fn regression_both_outcomes_of_an_unknown_comparison_are_feasible() {
+    // Found while building: the signed 32-bit view derived from a tnum whose
+    // sign bit is unknown was truncated to 0, so `unknown > 5` looked
+    // impossible both ways and the verifier skipped the rest of the program.
+    for cond in JmpCond::ALL {
+        for w in [Width::W64, Width::W32] {
+            for taken in [true, false] {
+                let r = Scalar::UNKNOWN.refine(Scalar::constant(5), w, cond, taken);
+                assert!(r.is_some(), "{cond:?} {w:?} taken={taken}");
+            }
+        }
+    }
+    assert_eq!(Scalar::urange(6, u64::MAX).umin(), 6);
+}
