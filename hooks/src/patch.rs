@@ -15,13 +15,20 @@
 //!
 //! A thread stopped *between* the displaced instructions (preempted, or
 //! blocked in a system call made by one of them) would resume in the middle of
-//! the new `jmp`. Before the tail is written, the patcher therefore sends
-//! every other thread a SIGTRAP with `tgkill` (no extra signal number is
-//! taken from the application); the handler recognises it by `SI_TKILL` from
-//! our own pid, moves a `rip` found at an interior instruction start to that
-//! instruction's relocated copy in the trampoline, and acknowledges. The
-//! patcher waits for all acknowledgements (at most 200 ms: a thread that
-//! blocks SIGTRAP is not waited for). New arrivals meet the `int3` already.
+//! the new `jmp`. Before the tail is written, the patcher therefore queues
+//! every other thread an *evacuation signal* (`rt_tgsigqueueinfo`, carrying a
+//! generation number); its handler moves a `rip` found at an interior
+//! instruction start to that instruction's relocated copy in the trampoline,
+//! and acknowledges. The patcher waits for all acknowledgements of its
+//! generation (at most 200 ms: a thread that blocks the signal is not waited
+//! for). New arrivals meet the `int3` already. The evacuation signal is the
+//! highest real-time signal whose action is still `SIG_DFL` at the first
+//! patch, claimed for the life of the process (an application that later
+//! installs its own handler on it disables evacuation). It must not be
+//! SIGTRAP: a standard signal does not queue, so an evacuation request
+//! pending when a thread hits the `int3` would swallow the trap (or the
+//! reverse), and the two cases cannot be told apart from `rip`. Without a
+//! free real-time signal, evacuation is skipped.
 //! Not covered: a thread whose interrupted context is an outer signal frame
 //! (it was inside a signal handler when evacuated), and return addresses
 //! inside the patched bytes (the planner refuses the jump when a displaced
@@ -160,17 +167,69 @@ static EVAC_TO: [AtomicUsize; EVAC_MAX] = [const { AtomicUsize::new(0) }; EVAC_M
 static EVAC_LEN: AtomicUsize = AtomicUsize::new(0);
 static EVAC_ACKS: AtomicUsize = AtomicUsize::new(0);
 
-/// In the SIGTRAP handler: where a thread at `rip` must go, if anywhere.
-pub(crate) fn evacuation_target(rip: usize) -> Option<usize> {
+static EVAC_GEN: AtomicUsize = AtomicUsize::new(0);
+
+/// Where a thread at `rip` must go, if anywhere.
+fn evacuation_target(rip: usize) -> Option<usize> {
     let n = EVAC_LEN.load(Ordering::Acquire).min(EVAC_MAX);
     (0..n)
         .find(|&i| EVAC_FROM[i].load(Ordering::Relaxed) == rip)
         .map(|i| EVAC_TO[i].load(Ordering::Relaxed))
 }
 
-/// In the SIGTRAP handler: one thread has looked at its `rip`.
-pub(crate) fn evacuation_ack() {
+/// Byte offset of `si_value` in a `SI_QUEUE` siginfo (after signo, errno,
+/// code, padding, pid, uid).
+const SI_VALUE_OFFSET: usize = 24;
+
+extern "C" fn on_evacuate(_sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut libc::c_void) {
+    // SAFETY: the kernel hands an SA_SIGINFO handler a valid siginfo of at
+    // least 128 bytes; `si_value` of a queued signal is at this offset.
+    let generation = unsafe {
+        info.cast::<u8>()
+            .add(SI_VALUE_OFFSET)
+            .cast::<u32>()
+            .read_unaligned()
+    };
+    if generation as usize != EVAC_GEN.load(Ordering::Acquire) {
+        return; // a late request from an evacuation that already gave up
+    }
+    // SAFETY: the kernel hands an SA_SIGINFO handler a valid ucontext.
+    let uc = unsafe { &mut *uctx.cast::<libc::ucontext_t>() };
+    let rip = uc.uc_mcontext.gregs[libc::REG_RIP as usize] as usize;
+    if let Some(to) = evacuation_target(rip) {
+        uc.uc_mcontext.gregs[libc::REG_RIP as usize] = to as i64;
+    }
     EVAC_ACKS.fetch_add(1, Ordering::AcqRel);
+}
+
+/// The evacuation signal (see the module docs), claimed on first use.
+fn evacuation_signal() -> Option<libc::c_int> {
+    static SIG: OnceLock<Option<libc::c_int>> = OnceLock::new();
+    *SIG.get_or_init(|| {
+        for sig in (libc::SIGRTMIN() + 1..=libc::SIGRTMAX()).rev() {
+            // SAFETY: a zeroed sigaction is a valid out-parameter.
+            let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+            // SAFETY: querying the current action only.
+            if unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) } != 0
+                || old.sa_sigaction != libc::SIG_DFL
+            {
+                continue;
+            }
+            // SAFETY: as above; we fill in the fields we use.
+            let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
+            act.sa_sigaction = on_evacuate as *const () as usize;
+            act.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART | libc::SA_ONSTACK;
+            // SAFETY: valid sigaction pointers; the signal was unused (SIG_DFL).
+            if unsafe {
+                libc::sigemptyset(&mut act.sa_mask);
+                libc::sigaction(sig, &act, std::ptr::null_mut())
+            } == 0
+            {
+                return Some(sig);
+            }
+        }
+        None
+    })
 }
 
 /// Moves every other thread out of the interior of the bytes being patched
@@ -179,14 +238,24 @@ fn evacuate(moves: &[(usize, usize)]) {
     if moves.is_empty() {
         return;
     }
+    let Some(sig) = evacuation_signal() else {
+        return;
+    };
     for (i, &(from, to)) in moves.iter().take(EVAC_MAX).enumerate() {
         EVAC_FROM[i].store(from, Ordering::Relaxed);
         EVAC_TO[i].store(to, Ordering::Relaxed);
     }
     EVAC_ACKS.store(0, Ordering::Release);
     EVAC_LEN.store(moves.len().min(EVAC_MAX), Ordering::Release);
-    // SAFETY: getpid/gettid have no preconditions.
-    let (pid, me) = unsafe { (libc::getpid(), libc::gettid()) };
+    let generation = (EVAC_GEN.fetch_add(1, Ordering::AcqRel) + 1) as u32;
+    // SAFETY: getpid/gettid/getuid have no preconditions.
+    let (pid, me, uid) = unsafe { (libc::getpid(), libc::gettid(), libc::getuid()) };
+    let mut info = [0u8; 128];
+    info[0..4].copy_from_slice(&sig.to_ne_bytes());
+    info[8..12].copy_from_slice(&libc::SI_QUEUE.to_ne_bytes());
+    info[16..20].copy_from_slice(&pid.to_ne_bytes());
+    info[20..24].copy_from_slice(&uid.to_ne_bytes());
+    info[SI_VALUE_OFFSET..SI_VALUE_OFFSET + 4].copy_from_slice(&generation.to_ne_bytes());
     let mut sent = 0;
     if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
         for tid in dir
@@ -196,9 +265,11 @@ fn evacuate(moves: &[(usize, usize)]) {
             if tid == me {
                 continue;
             }
-            // SAFETY: signalling a thread of our own process; our SIGTRAP
-            // handler is installed (attach installs it before patching).
-            if unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, libc::SIGTRAP) } == 0 {
+            // SAFETY: queueing a signal with a well-formed SI_QUEUE siginfo to
+            // a thread of our own process; its handler is installed.
+            let rc =
+                unsafe { libc::syscall(libc::SYS_rt_tgsigqueueinfo, pid, tid, sig, info.as_ptr()) };
+            if rc == 0 {
                 sent += 1;
             }
         }
@@ -206,6 +277,10 @@ fn evacuate(moves: &[(usize, usize)]) {
     let deadline = Instant::now() + Duration::from_millis(200);
     while EVAC_ACKS.load(Ordering::Acquire) < sent && Instant::now() < deadline {
         std::thread::sleep(Duration::from_micros(50));
+    }
+    let acks = EVAC_ACKS.load(Ordering::Acquire);
+    if acks < sent {
+        tracing::debug!(sent, acks, "evacuation: not every thread answered in time");
     }
     EVAC_LEN.store(0, Ordering::Release);
 }

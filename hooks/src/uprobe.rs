@@ -188,17 +188,6 @@ extern "C" fn on_sigtrap(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mu
     // SAFETY: the kernel hands an SA_SIGINFO handler a valid ucontext.
     let uc = unsafe { &mut *uctx.cast::<libc::ucontext_t>() };
     let rip = uc.uc_mcontext.gregs[libc::REG_RIP as usize] as usize;
-    // SAFETY: the kernel hands an SA_SIGINFO handler a valid siginfo.
-    let (code, sender) = unsafe { ((*info).si_code, (*info).si_pid()) };
-    // SAFETY: getpid has no preconditions.
-    if code == libc::SI_TKILL && sender == unsafe { libc::getpid() } {
-        // An evacuation request from our own patcher, not an int3.
-        if let Some(to) = patch::evacuation_target(rip) {
-            uc.uc_mcontext.gregs[libc::REG_RIP as usize] = to as i64;
-        }
-        patch::evacuation_ack();
-        return;
-    }
     let addr = rip.wrapping_sub(1);
     if let Some(tramp) = route_for(addr) {
         uc.uc_mcontext.gregs[libc::REG_RIP as usize] = tramp as i64;

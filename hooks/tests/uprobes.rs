@@ -83,6 +83,13 @@ std::arch::global_asm!(
     "call pk_parked",
     "ret",
     ".size pk_call_parked, .-pk_call_parked",
+    ".globl pk_stress_short",
+    ".type pk_stress_short,@function",
+    "pk_stress_short:",
+    "mov rax, rdi",
+    "add rax, 1",
+    "ret",
+    ".size pk_stress_short, .-pk_stress_short",
     ".globl pk_tiny",
     ".type pk_tiny,@function",
     "pk_tiny:",
@@ -132,6 +139,7 @@ extern "C" {
     fn pk_stress2(x: u64) -> u64;
     fn pk_stress3(x: u64) -> u64;
     fn pk_tiny() -> u64;
+    fn pk_stress_short(x: u64) -> u64;
     fn pk_call_parked() -> u64;
     fn pk_flags_caller(flags: u64) -> u64;
     fn pk_loop_head(n: u32) -> u32;
@@ -405,38 +413,40 @@ fn eight_threads_on_the_int3_path_give_exact_counts() {
     assert_eq!(R.load(Ordering::Relaxed), 8 * N);
 }
 
-#[test]
-fn attach_and_detach_while_threads_call() {
-    static E: AtomicU64 = AtomicU64::new(0);
-    static R: AtomicU64 = AtomicU64::new(0);
-    static CALLS: AtomicU64 = AtomicU64::new(0);
-    static STOP: AtomicBool = AtomicBool::new(false);
-    let addr = pk_stress2 as *const () as usize;
+/// Attaches and detaches entry+return probes on `f` (named `name`) 100 times
+/// while 4 threads call it and check its result.
+fn churn_while_called(
+    name: &str,
+    f: unsafe extern "C" fn(u64) -> u64,
+    stats: &'static [AtomicU64; 3],
+) {
+    let [e_count, r_count, calls_count] = stats;
+    let addr = f as *const () as usize;
     let before = code_bytes(addr, 16);
+    let stop = Arc::new(AtomicBool::new(false));
     let threads: Vec<_> = (0..4)
         .map(|_| {
-            std::thread::spawn(|| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
                 let mut i = 0u64;
-                while !STOP.load(Ordering::Relaxed) {
-                    // SAFETY: pk_stress2 is pure arithmetic.
-                    let r = call_asm(pk_stress2, i);
-                    assert_eq!(r, i + 1);
-                    CALLS.fetch_add(1, Ordering::Relaxed);
+                while !stop.load(Ordering::Relaxed) {
+                    assert_eq!(call_asm(f, i), i + 1);
+                    calls_count.fetch_add(1, Ordering::Relaxed);
                     i += 1;
                 }
             })
         })
         .collect();
     // Resolve once: parsing this (large, debug) test binary per attach is slow.
-    let target = resolve("/proc/self/exe:pk_stress2");
+    let target = resolve(&format!("/proc/self/exe:{name}"));
     assert_eq!(target.address, addr);
     let at = |kind, h| {
-        // SAFETY: pk_stress2 is a function entry of this process.
+        // SAFETY: `f` is a function entry of this process.
         unsafe { attach(addr, target.function, kind, h, &AttachOptions::default()) }.unwrap()
     };
     for round in 0..100 {
-        let e = at(ProbeKind::Entry, counter(&E));
-        let r = at(ProbeKind::Return, counter(&R));
+        let e = at(ProbeKind::Entry, counter(e_count));
+        let r = at(ProbeKind::Return, counter(r_count));
         std::thread::sleep(std::time::Duration::from_micros(200));
         if round % 2 == 0 {
             drop((e, r));
@@ -446,25 +456,42 @@ fn attach_and_detach_while_threads_call() {
     }
     assert_eq!(code_bytes(addr, 16), before);
     std::thread::sleep(std::time::Duration::from_millis(20));
-    STOP.store(true, Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
     for t in threads {
         t.join().unwrap();
     }
     // A call that was already inside the trampoline when detach returned may
     // still run its handler; once the threads are joined, nothing is in flight.
-    let (e, r) = (E.load(Ordering::Relaxed), R.load(Ordering::Relaxed));
-    let calls = CALLS.load(Ordering::Relaxed);
+    let (e, r) = (
+        e_count.load(Ordering::Relaxed),
+        r_count.load(Ordering::Relaxed),
+    );
+    let calls = calls_count.load(Ordering::Relaxed);
     assert!(e > 0, "probes fired while attached");
     assert!(e <= calls && r <= calls, "e={e} r={r} calls={calls}");
     for i in 0..100 {
-        assert_eq!(call_asm(pk_stress2, i), i + 1);
+        assert_eq!(call_asm(f, i), i + 1);
     }
     assert_eq!(
-        E.load(Ordering::Relaxed),
+        e_count.load(Ordering::Relaxed),
         e,
         "no hits after the last detach"
     );
-    assert_eq!(R.load(Ordering::Relaxed), r);
+    assert_eq!(r_count.load(Ordering::Relaxed), r);
+}
+
+#[test]
+fn attach_and_detach_while_threads_call() {
+    static STATS: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
+    churn_while_called("pk_stress2", pk_stress2, &STATS);
+}
+
+/// Here the first instruction is 3 bytes: threads are often between the
+/// displaced instructions when the jump is written, and must be evacuated.
+#[test]
+fn attach_and_detach_with_a_short_first_instruction() {
+    static STATS: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
+    churn_while_called("pk_stress_short", pk_stress_short, &STATS);
 }
 
 #[no_mangle]
@@ -923,7 +950,10 @@ fn a_thread_stopped_inside_the_patched_bytes_is_evacuated() {
     // The evacuation signal woke the thread; it must finish in the trampoline's copy.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while !t.is_finished() {
-        assert!(std::time::Instant::now() < deadline, "the thread was never evacuated");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the thread was never evacuated"
+        );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     assert_eq!(t.join().unwrap(), 7);
