@@ -318,3 +318,41 @@ fn tail_calls_follow_the_prog_array() {
     }
     assert_eq!(all[0], all[1]);
 }
+
+#[test]
+fn a_faulting_program_aborts_that_call_only() {
+    let Some(bytes) = bytes_of("a_faulting_program_aborts_that_call_only", "embedded") else {
+        return;
+    };
+    let rt = runtime(Engine::Jit);
+    let obj = rt.load_with_ctx(&bytes, &CtxLayout::writable(16)).unwrap();
+    let add = obj.program("add_inputs").unwrap();
+    assert_eq!(add.call(&mut input(2, 3)).unwrap(), 5);
+    // Hostile host action: take the counter array's value pages away, so the
+    // program's `*v += 1` faults inside JIT code.
+    let counts = obj.map("legacy_counts").unwrap();
+    let values = counts.values_range();
+    let protect = |prot| {
+        // SAFETY: the range is the map's own page-aligned values pages; no
+        // other thread uses this object.
+        assert_eq!(unsafe { libc::mprotect(values.addr as *mut libc::c_void, values.len, prot) }, 0);
+    };
+    protect(libc::PROT_NONE);
+    let err = add.call(&mut input(2, 3)).unwrap_err();
+    protect(libc::PROT_READ | libc::PROT_WRITE);
+    match err {
+        pkbpf::runtime::CallError::Fault { program, fault } => {
+            assert_eq!(program, "add_inputs");
+            assert_eq!(fault.addr, values.addr, "{fault}");
+        }
+        other => panic!("expected a fault, got {other:?}"),
+    }
+    assert_eq!(
+        obj.fault_counts().iter().find(|(n, _)| *n == "add_inputs").unwrap().1,
+        1
+    );
+    // The next call works and the counter saw two increments.
+    assert_eq!(add.call(&mut input(4, 5)).unwrap(), 9);
+    let counts = Array::<u64>::try_from(&counts).unwrap();
+    assert_eq!(counts.get(0).unwrap(), 2);
+}

@@ -228,6 +228,15 @@ pub enum CallError {
         #[source]
         source: pkbpf_jit::x86::RunError,
     },
+    /// The JIT code faulted (a memory access the hardware refused); the
+    /// call was unwound at the entry gate.
+    #[error("program {program}: faulted: {fault}")]
+    Fault {
+        /// The program.
+        program: String,
+        /// The fault.
+        fault: pkbpf_sandbox::Fault,
+    },
     /// The interpreter stopped with an error.
     #[error("program {program}: interpreter stopped")]
     Interp {

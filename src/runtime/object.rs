@@ -6,8 +6,10 @@ use std::ffi::c_void;
 
 use pkbpf_jit::interp::{self, HelperCtx, HelperError, Interpreter, Memory, RegionKind};
 use pkbpf_jit::x86::{
-    ArrayLayout, HelperFn, JitEnv, JitMap, JitProgram, RunError, HELPER_EXIT, HELPER_TAIL_CALL,
+    ArrayLayout, HelperFn, JitEnv, JitMap, JitProgram, RunCtx, RunError, ABORT_BAD_CALLX,
+    ABORT_FELL_OFF, HELPER_EXIT, HELPER_TAIL_CALL,
 };
+use pkbpf_sandbox::{CodeRange, Domain, GateStub};
 use pkbpf_maps::{Map, MapDef, MapType, RegionBuilder};
 use pkbpf_verifier::isa::{Insn, LdPseudo};
 use pkbpf_verifier::{ProgramEnv, Verifier};
@@ -23,6 +25,9 @@ enum Code {
 
 struct LoadedProg {
     name: String,
+    /// The JIT code's registration for fault recovery (dropped before the
+    /// code is unmapped).
+    range: Option<CodeRange>,
     code: Code,
     ctx_size: u32,
 }
@@ -32,6 +37,9 @@ struct LoadedProg {
 pub struct LoadedObject {
     // Field order: programs (code) go before the state their helpers use.
     progs: Vec<LoadedProg>,
+    /// The entry gate JIT code runs behind: a fault in registered JIT code
+    /// unwinds to it and ends that call only.
+    gate: Option<GateStub>,
     helpers: BTreeMap<u32, HelperFn>,
     jit_maps: Vec<JitMap>,
     state: Box<ObjectState>,
@@ -113,6 +121,13 @@ fn finish(
         helpers: helpers.clone(),
         maps: jit_maps.clone(),
     };
+    let gate = match rt.engine() {
+        Engine::Jit => Some(
+            GateStub::new(Domain::host(), Domain::host())
+                .map_err(|source| RuntimeError::Sandbox { source })?,
+        ),
+        Engine::Interpreter => None,
+    };
     let mut loaded = Vec::new();
     for (name, insns, env) in progs {
         let verified = verify(&name, &insns, &env)?;
@@ -125,14 +140,29 @@ fn finish(
             )?),
             Engine::Interpreter => Code::Interp(verified.insns().to_vec()),
         };
+        let range = match &code {
+            Code::Jit(j) => {
+                let (start, len) = j.code_range();
+                // SAFETY: the range is this program's code mapping; the
+                // CodeRange is dropped (field order of LoadedProg) before the
+                // code, and no call runs while the object is being dropped.
+                Some(
+                    unsafe { pkbpf_sandbox::fault::register_code_range(start as usize, len) }
+                        .map_err(|source| RuntimeError::Sandbox { source })?,
+                )
+            }
+            Code::Interp(_) => None,
+        };
         loaded.push(LoadedProg {
             name,
+            range,
             code,
             ctx_size: env.ctx.size(),
         });
     }
     Ok(LoadedObject {
         progs: loaded,
+        gate,
         helpers,
         jit_maps,
         state: Box::new(state),
@@ -283,7 +313,11 @@ impl LoadedObject {
                 // caller's context layout, checked by the helper), maps and
                 // helpers are the ones it was compiled with, and `env` is the
                 // live invocation, not otherwise used during the call.
-                Code::Jit(j) => unsafe { j.call_with_env(ctx_ptr, ctx_len, env) },
+                Code::Jit(j) => unsafe { self.jit_call(j, ctx_ptr, ctx_len, env) }
+                    .map_err(|fault| CallError::Fault {
+                        program: p.name.clone(),
+                        fault,
+                    })?,
                 Code::Interp(insns) => self.interp(insns, ctx_ptr, ctx_len, env, &p.name)?,
             };
             match res {
@@ -304,6 +338,45 @@ impl LoadedObject {
                 }
             }
         }
+    }
+
+    /// Runs JIT code behind the object's entry gate.
+    ///
+    /// # Safety
+    /// As [`JitProgram::call_with_env`].
+    unsafe fn jit_call(
+        &self,
+        j: &JitProgram,
+        r1: u64,
+        r2: u64,
+        env: *mut c_void,
+    ) -> Result<Result<u64, RunError>, pkbpf_sandbox::Fault> {
+        let mut args = GateArgs {
+            entry: j.entry(),
+            r1,
+            r2,
+            ctx: RunCtx::new(env),
+        };
+        let gate = self.gate.as_ref().expect("JIT objects have a gate");
+        // SAFETY: `gate_target` follows the C ABI and only calls the JIT
+        // entry with `args`, which lives across the call; the rest is the
+        // caller's contract.
+        let r0 = unsafe { gate.call(gate_target, &mut args as *mut GateArgs as usize) }?;
+        Ok(match args.ctx.abort {
+            0 | HELPER_EXIT => Ok(r0),
+            HELPER_TAIL_CALL => Err(RunError::TailCall { target: r0 }),
+            ABORT_BAD_CALLX => Err(RunError::BadCallx),
+            ABORT_FELL_OFF => Err(RunError::FellOff),
+            code => Err(RunError::HelperAbort { code }),
+        })
+    }
+
+    /// Recovered faults in each program's JIT code so far, by name.
+    pub fn fault_counts(&self) -> Vec<(&str, u64)> {
+        self.progs
+            .iter()
+            .map(|p| (p.name.as_str(), p.range.as_ref().map_or(0, |r| r.faults())))
+            .collect()
     }
 
     fn interp(
@@ -362,6 +435,27 @@ impl LoadedObject {
             }),
         }
     }
+}
+
+/// What [`gate_target`] needs to enter JIT code.
+#[repr(C)]
+struct GateArgs {
+    entry: pkbpf_jit::x86::Entry,
+    r1: u64,
+    r2: u64,
+    ctx: RunCtx,
+}
+
+/// The gate's target: calls the JIT entry. It holds nothing that needs
+/// dropping, so a fault recovered at the gate skips this frame safely.
+///
+/// # Safety
+/// `args` is a live `GateArgs` for verified code (see `jit_call`).
+unsafe extern "C" fn gate_target(args: usize) -> u64 {
+    // SAFETY: the caller's contract.
+    let a = unsafe { &mut *(args as *mut GateArgs) };
+    // SAFETY: as `JitProgram::call_with_env`; `a.ctx` outlives the call.
+    unsafe { (a.entry)(a.r1, a.r2, &mut a.ctx) }
 }
 
 /// The interpreter's view of the same helpers the JIT calls.
