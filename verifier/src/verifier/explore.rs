@@ -29,6 +29,9 @@ const MAX_STATES_PER_INSN: usize = 64;
 /// Most states kept in all (memory bound); past it, paths are explored
 /// without new checkpoints.
 const MAX_TOTAL_STATES: usize = 65_536;
+/// Most register and slot values kept in all (about 100 bytes each): the
+/// memory bound for deep call chains with full stacks.
+const MAX_KEPT_VALUES: usize = 2_000_000;
 /// Comparisons a kept state may fail before it is dropped from its list.
 const MAX_MISSES: u32 = 8;
 
@@ -200,6 +203,7 @@ struct Explorer<'a> {
     next_id: u32,
     facts: Facts,
     stats: Stats,
+    kept_values: usize,
 }
 
 enum Visit {
@@ -220,6 +224,7 @@ impl<'a> Explorer<'a> {
             next_id: 0,
             facts: Facts::new(insns.len(), cfg.subprogs.len()),
             stats: Stats::default(),
+            kept_values: 0,
         }
     }
 
@@ -293,10 +298,15 @@ impl<'a> Explorer<'a> {
         // long loop compares each iteration with a few states, not all.
         let checkpoints = &self.checkpoints;
         list.retain(|&i| checkpoints[i].misses <= MAX_MISSES);
-        if list.len() >= MAX_STATES_PER_INSN || self.checkpoints.len() >= MAX_TOTAL_STATES {
+        let cost: usize = state.frames.iter().map(|f| 11 + f.stack.len()).sum();
+        if list.len() >= MAX_STATES_PER_INSN
+            || self.checkpoints.len() >= MAX_TOTAL_STATES
+            || self.kept_values + cost > MAX_KEPT_VALUES
+        {
             return Ok(Visit::Continue(parent));
         }
         let idx = self.checkpoints.len();
+        self.kept_values += cost;
         list.push(idx);
         let n = list.len();
         self.checkpoints.push(Checkpoint {
