@@ -58,7 +58,9 @@ pub mod uretprobe;
 pub use frame::{Handler, HookFrame, PtRegs, RawHandlerFn};
 pub use resolve::{resolve_target, ProbeTarget, ResolvedTarget, SymbolSpec};
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-pub use uprobe::{attach, attach_target, AttachOptions, PatchMode, ProbeKind, ProbeLink};
+pub use uprobe::{
+    attach, attach_section, attach_target, AttachOptions, PatchMode, ProbeKind, ProbeLink,
+};
 
 /// Everything that can go wrong resolving, attaching or detaching a probe.
 #[derive(Debug, thiserror::Error)]

@@ -15,9 +15,15 @@
 //! when the jump is unsafe: the function is shorter than the displaced bytes,
 //! an instruction before the fifth byte ends the flow (`ret`, `jmp`), a branch
 //! in the function (linear sweep of its body when its size is known) targets
-//! the inside of the displaced bytes, or relocation fails; it can also be
+//! the inside of the displaced bytes, a displaced instruction other than the
+//! last is a call (its return address would point inside them), or
+//! relocation fails; it can also be
 //! forced with [`AttachOptions::force_int3`]. Jump tables cannot be seen by the
 //! sweep: an indirect jump into the first 5 bytes of a function is not detected.
+//!
+//! Patching follows the int3-first protocol of `patch`, which also moves
+//! threads stopped between the displaced instructions into the trampoline's
+//! copies of them before the jump is completed.
 //!
 //! Detach does not wait for hits in flight: a thread that had already jumped
 //! into the trampoline when detach returned may still run the handler once
@@ -27,6 +33,15 @@
 //! Handlers run on the probed thread, outside any signal context in both
 //! modes. A handler that (indirectly) hits a probe on its own thread does not
 //! run handlers again (per-thread guard), as the kernel's `bpf_prog_active`.
+//!
+//! Limits: the trampoline preserves the general registers, the arithmetic
+//! flags and DF, and xmm0–15; handlers must leave the upper halves of
+//! ymm/zmm, the x87 state and MXCSR alone (Rust and JIT code built without AVX
+//! do). Probing code that the hit path itself runs (this crate's dispatchers,
+//! or `__tls_get_addr` when the crate is inside a `dlopen`ed library) recurses
+//! without end. An application that replaces the SIGTRAP handler after the
+//! first attach breaks `Int3` sites (the handler is installed once; a
+//! previous handler is chained for traps that are not ours).
 
 use std::collections::HashMap;
 use std::ffi::c_void;
@@ -589,4 +604,24 @@ pub unsafe fn attach_target(
     let resolved = resolve_target(target)?;
     // SAFETY: forwarded caller contract.
     unsafe { attach(resolved.address, resolved.function, kind, handler, opts) }
+}
+
+/// Attaches by libbpf section name: `uprobe/BINARY:SYMBOL[+OFFSET]` (entry)
+/// or `uretprobe/BINARY:SYMBOL` (return), as a loader finds them in an object.
+///
+/// # Safety
+/// As for [`attach_target`].
+pub unsafe fn attach_section(
+    section: &str,
+    handler: Handler,
+    opts: &AttachOptions,
+) -> Result<ProbeLink> {
+    let (target, ret) = ProbeTarget::parse_section(section)?;
+    let kind = if ret {
+        ProbeKind::Return
+    } else {
+        ProbeKind::Entry
+    };
+    // SAFETY: forwarded caller contract.
+    unsafe { attach_target(&target, kind, handler, opts) }
 }

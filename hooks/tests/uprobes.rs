@@ -965,3 +965,43 @@ fn a_thread_stopped_inside_the_patched_bytes_is_evacuated() {
     link.detach().unwrap();
     assert_eq!(code_bytes(addr, 16), before);
 }
+
+add6_fn!(pk_add6_section);
+
+#[test]
+fn attach_by_libbpf_section_name() {
+    static E: AtomicU64 = AtomicU64::new(0);
+    static R: AtomicU64 = AtomicU64::new(0);
+    let opts = AttachOptions::default();
+    // SAFETY: function entries of this process.
+    let (e, r) = unsafe {
+        (
+            pkbpf_hooks::attach_section(
+                "uprobe//proc/self/exe:pk_add6_section",
+                counter(&E),
+                &opts,
+            )
+            .unwrap(),
+            pkbpf_hooks::attach_section(
+                "uretprobe//proc/self/exe:pk_add6_section",
+                counter(&R),
+                &opts,
+            )
+            .unwrap(),
+        )
+    };
+    assert_eq!((e.kind(), r.kind()), (ProbeKind::Entry, ProbeKind::Return));
+    black_box(pk_add6_section as Add6)(1, 2, 3, 4, 5, 6);
+    drop((e, r));
+    assert_eq!(
+        (E.load(Ordering::Relaxed), R.load(Ordering::Relaxed)),
+        (1, 1)
+    );
+    // SAFETY: refused before anything is patched.
+    let err = unsafe { pkbpf_hooks::attach_section("kprobe/do_sys_open", counter(&E), &opts) }
+        .unwrap_err();
+    assert!(
+        matches!(err, pkbpf_hooks::HookError::InvalidTarget { .. }),
+        "{err}"
+    );
+}
