@@ -198,8 +198,17 @@ fn judge(title: &str, rows: &[Row]) -> Vec<String> {
         }
     }
     let count = |f: &dyn Fn(&Row) -> bool| rows.iter().filter(|r| f(r)).count();
+    // Where both reject: does pkbpf give the kernel's reason, word for word?
+    let same_reason = count(&|r| match (&r.kernel, &r.pkbpf) {
+        (Verdict::Reject(k), Verdict::Reject(p)) => {
+            let k = k.rsplit_once(" (errno").map_or(k.as_str(), |(a, _)| a);
+            let p = p.split_once(": ").map_or(p.as_str(), |(_, b)| b);
+            k == p
+        }
+        _ => false,
+    });
     println!(
-        "summary: {agree} agree (both accept {}, both reject {}), {explained} explained disagreements, {} unexplained; kernel n/a {}",
+        "summary: {agree} agree (both accept {}, both reject {}, {same_reason} of them with the kernel's reason text), {explained} explained disagreements, {} unexplained; kernel n/a {}",
         count(&|r| r.kernel.accepted() && r.pkbpf.accepted()),
         count(&|r| r.kernel.rejected() && r.pkbpf.rejected()),
         bad.len(),
@@ -322,7 +331,7 @@ fn conformance_corpus_against_the_kernel_verifier() {
         corpus.len()
     );
     let (mut kprobe_rows, mut mem_rows) = (Vec::new(), Vec::new());
-    let (mut runs, mut run_mismatch) = (Vec::new(), Vec::new());
+    let (mut runs, mut run_mismatch, mut compared) = (Vec::new(), Vec::new(), 0usize);
     for (name, test) in &corpus {
         let insns = match test.insns() {
             Ok(i) => i,
@@ -354,6 +363,7 @@ fn conformance_corpus_against_the_kernel_verifier() {
             });
             match (ours, theirs) {
                 (Ok(r0), Ok(out)) => {
+                    compared += 1;
                     let ok = out.retval == r0 as u32
                         && test.result.is_none_or(|e| e as u32 == out.retval)
                         && (test.mem.is_empty() || out.ctx_in_after == mem);
@@ -392,6 +402,13 @@ fn conformance_corpus_against_the_kernel_verifier() {
     for l in &runs {
         println!("{l}");
     }
+    println!(
+        "summary: {compared} run in both, {} agree on r0 (low 32 bits), the expected result and memory, {} differ, {} not compared",
+        compared - run_mismatch.len(),
+        run_mismatch.len(),
+        runs.len() - compared
+    );
+    assert!(compared > 100, "too few programs cross-run: {compared}");
     assert!(
         run_mismatch.is_empty(),
         "kernel and pkbpf results differ:\n{}",

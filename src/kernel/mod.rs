@@ -152,8 +152,38 @@ impl fmt::Display for VerifierLog {
 }
 
 /// Whether `bpf()` can be used here: `Err` says why not (not root, the
-/// syscall missing or forbidden). Probes by creating a 1-entry array map.
+/// syscall missing or forbidden). Probes by creating a 1-entry array map and
+/// loading a two-instruction kprobe program (unprivileged BPF, where
+/// enabled, allows the first but not the second).
 pub fn available() -> Result<(), String> {
+    map_probe()?;
+    let prog = [
+        Insn::Alu {
+            width: pkbpf_verifier::isa::Width::W64,
+            op: pkbpf_verifier::isa::AluOp::Mov,
+            dst: pkbpf_verifier::isa::Reg::R0,
+            src: pkbpf_verifier::isa::Source::Imm(0),
+        },
+        Insn::Exit,
+    ];
+    Program::load(&ProgramSpec {
+        name: "pkbpf_probe",
+        prog_type: PROG_TYPE_KPROBE,
+        insns: &prog,
+        license: "GPL",
+        kern_version: 0,
+        flags: 0,
+    })
+    .map(drop)
+    .map_err(|e| match e {
+        KernelError::Syscall { source, .. } => {
+            format!("bpf(BPF_PROG_LOAD) of a kprobe program fails: {source}")
+        }
+        other => format!("a trivial kprobe program does not load: {other}"),
+    })
+}
+
+fn map_probe() -> Result<(), String> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
     match Map::create(&MapSpec {
