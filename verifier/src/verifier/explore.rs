@@ -423,6 +423,9 @@ impl<'a> Explorer<'a> {
             }
             match next {
                 Next::Goto(t, s) => {
+                    if s.frames.len() == frame + 1 {
+                        self.log.written(self.env, &s, defs);
+                    }
                     pc = t;
                     state = s;
                 }

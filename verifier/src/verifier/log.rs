@@ -28,6 +28,8 @@ pub struct Log {
     level: u32,
     text: String,
     last_line: Option<usize>,
+    /// End of the last instruction line, while nothing followed it.
+    insn_end: Option<usize>,
 }
 
 impl Log {
@@ -37,6 +39,7 @@ impl Log {
             level,
             text: String::new(),
             last_line: None,
+            insn_end: None,
         }
     }
 
@@ -61,6 +64,32 @@ impl Log {
     fn line(&mut self, s: &str) {
         self.text.push_str(s);
         self.text.push('\n');
+        self.insn_end = None;
+    }
+
+    /// Level 2: the registers an instruction wrote, appended to its line as
+    /// the kernel does (`2: (07) r2 += -4 ; R2=fp-4`).
+    pub fn written(&mut self, env: &ProgramEnv, state: &State, regs: u16) {
+        if self.level < 2 || regs == 0 {
+            return;
+        }
+        let Some(end) = self.insn_end else { return };
+        if end != self.text.len() {
+            return;
+        }
+        let f0 = state.cur();
+        if (0..11).all(|r| regs & (1 << r) == 0 || f0.regs[r] == RegValue::NotInit) {
+            return;
+        }
+        let f = state.cur();
+        let parts: Vec<String> = (0..11)
+            .filter(|&r| regs & (1 << r) != 0 && f.regs[r] != RegValue::NotInit)
+            .map(|r| format!("R{r}={}", f.regs[r].render(env)))
+            .collect();
+        self.text.pop();
+        self.text.push_str(&format!(" ; {}", parts.join(" ")));
+        self.text.push('\n');
+        self.insn_end = None;
     }
 
     /// An instruction about to be processed.
@@ -79,6 +108,7 @@ impl Log {
         insn.encode_into(&mut raw);
         let code = raw.first().map(|r| r.code).unwrap_or(0);
         self.line(&format!("{pc}: ({code:02x}) {}", insn_to_string(insn, pc)));
+        self.insn_end = Some(self.text.len());
     }
 
     /// A path resumed at a branch target.
