@@ -204,6 +204,11 @@ fn resolves_own_symbols_to_their_addresses() {
     let (start, size) = r.function.unwrap();
     assert_eq!(start, r.address);
     assert!(size > 0);
+    // BINARY:OFFSET is a file offset, as in the kernel's uprobe interface.
+    let by_offset = resolve(&format!("/proc/self/exe:{:#x}", r.file_offset));
+    assert_eq!(by_offset.address, r.address);
+    assert_eq!(by_offset.vaddr, r.vaddr);
+    assert_eq!(by_offset.function, None);
     let r = resolve("/proc/self/exe:pk_short_jcc+3");
     assert_eq!(r.address, pk_short_jcc as *const () as usize + 3);
 }
