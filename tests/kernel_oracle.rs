@@ -20,13 +20,13 @@
 
 mod common;
 
-use pkbpf::conformance::{Engine, InterpEngine, TestFile};
+use pkbpf::conformance::{Engine, InterpEngine, ProgramSource, TestFile};
 use pkbpf::kernel::{
     self, KernelError, KernelObject, Program, ProgramSpec, TestRun, F_SLEEPABLE, PROG_TYPE_KPROBE,
     PROG_TYPE_SYSCALL,
 };
 use pkbpf::object::Object;
-use pkbpf::verifier::isa::{CallTarget, Insn, LdPseudo};
+use pkbpf::verifier::isa::{encode_program, CallTarget, Insn, LdPseudo};
 use pkbpf::verifier::{verify, CtxDesc, ProgramEnv};
 use pkbpf::verify_env::program_env;
 use std::fmt;
@@ -130,6 +130,18 @@ fn pkbpf_verdict(insns: &[Insn], env: &ProgramEnv) -> Verdict {
         Ok(_) => Verdict::Accept,
         Err(e) => Verdict::Reject(format!("insn {}: {e}", e.insn)),
     }
+}
+
+/// An error with its sources, `: `-separated.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        next = s.source();
+    }
+    out
 }
 
 /// One row of the agreement table.
@@ -265,16 +277,32 @@ fn object_corpus_against_the_kernel_verifier() {
     );
 }
 
-/// The positive conformance tests, sorted by name.
-fn conformance_corpus() -> Result<Vec<(String, TestFile)>, String> {
-    let dir = std::env::var_os("PKBPF_CONFORMANCE_DIR")
+/// The conformance corpus directory.
+fn conformance_dir() -> PathBuf {
+    std::env::var_os("PKBPF_CONFORMANCE_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(concat!(
                 env!("CARGO_MANIFEST_DIR"),
                 "/../shared/corpus/bpf_conformance"
             ))
-        });
+        })
+}
+
+/// The `.data` files of `dir`, sorted.
+fn data_files(dir: &std::path::Path) -> Result<Vec<PathBuf>, String> {
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "data"))
+        .collect();
+    paths.sort();
+    Ok(paths)
+}
+
+/// The positive conformance tests, sorted by name.
+fn conformance_corpus() -> Result<Vec<(String, TestFile)>, String> {
+    let dir = conformance_dir();
     let mut paths: Vec<_> = std::fs::read_dir(&dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -599,4 +627,77 @@ fn kernel_object_maps_hold_globals_and_rodata_is_frozen() {
         kernel::load_object_program(&obj, "no_such_prog"),
         Err(KernelError::NoSuchProgram { .. })
     ));
+}
+
+#[test]
+fn negative_conformance_programs_against_the_kernel_verifier() {
+    const TEST: &str = "negative_conformance_programs_against_the_kernel_verifier";
+    if !kernel_or_skip(TEST) {
+        return;
+    }
+    let files = match data_files(&conformance_dir().join("negative")) {
+        Ok(f) => f,
+        Err(why) => {
+            println!("skipped: kernel_oracle: {TEST}: corpus not readable: {why}");
+            return;
+        }
+    };
+    assert!(files.len() >= 50, "only {} negative programs", files.len());
+    let mut rows = Vec::new();
+    for path in &files {
+        let name = format!(
+            "negative/{}",
+            path.file_stem().unwrap_or_default().to_string_lossy()
+        );
+        let test = match TestFile::load(path) {
+            Ok(t) => t,
+            Err(e) => {
+                // No program text the kernel could be given either.
+                rows.push(Row {
+                    name,
+                    kernel: Verdict::NotApplicable("no program".into()),
+                    pkbpf: Verdict::Reject(format!("test file: {}", chain(&e))),
+                });
+                continue;
+            }
+        };
+        let bytes = match &test.program {
+            ProgramSource::Raw(b) => Some(b.clone()),
+            ProgramSource::Asm(src) => pkbpf::verifier::asm::assemble(src)
+                .ok()
+                .map(|p| encode_program(&p)),
+        };
+        let kernel = match &bytes {
+            Some(b) => kernel_verdict(&Program::load_bytes(
+                &ProgramSpec {
+                    name: "negative",
+                    prog_type: PROG_TYPE_SYSCALL,
+                    insns: &[],
+                    license: "GPL",
+                    kern_version: 0,
+                    flags: F_SLEEPABLE,
+                },
+                b,
+            )),
+            None => Verdict::NotApplicable("does not assemble".into()),
+        };
+        let pkbpf = match test.insns() {
+            Ok(insns) => pkbpf_verdict(&insns, &ProgramEnv::conformance(test.mem.len() as u32)),
+            Err(e) => Verdict::Reject(format!("decode: {}", chain(&e))),
+        };
+        rows.push(Row {
+            name,
+            kernel,
+            pkbpf,
+        });
+    }
+    let bad = judge(
+        "negative conformance programs: kernel (syscall type) vs pkbpf (decode + verify)",
+        &rows,
+    );
+    assert!(
+        bad.is_empty(),
+        "unexplained disagreements:\n{}",
+        bad.join("\n")
+    );
 }

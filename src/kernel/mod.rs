@@ -405,7 +405,14 @@ impl Program {
     /// [`KernelError::Rejected`].
     #[doc(alias = "BPF_PROG_LOAD")]
     pub fn load(spec: &ProgramSpec<'_>) -> Result<Program, KernelError> {
-        let bytes = encode_program(spec.insns);
+        Program::load_bytes(spec, &encode_program(spec.insns))
+    }
+
+    /// Like [`Program::load`], with the program given as encoded bytes
+    /// (`spec.insns` is not used): to ask the kernel about programs pkbpf's
+    /// decoder refuses. A trailing partial slot is not sent.
+    #[doc(alias = "BPF_PROG_LOAD")]
+    pub fn load_bytes(spec: &ProgramSpec<'_>, bytes: &[u8]) -> Result<Program, KernelError> {
         let insn_cnt = size32("program", bytes.len() / 8)?;
         if spec.license.contains('\0') {
             return Err(KernelError::BadLicense {
