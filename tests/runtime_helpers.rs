@@ -71,8 +71,16 @@ fn probe_read_kernel_is_efault() {
         exit
     ";
     for engine in ENGINES {
-        let obj = load(Runtime::builder().engine(engine), src, &CtxLayout::writable(8)).unwrap();
-        assert_eq!(obj.program("prog").unwrap().call(&mut [0; 8]).unwrap(), EFAULT);
+        let obj = load(
+            Runtime::builder().engine(engine),
+            src,
+            &CtxLayout::writable(8),
+        )
+        .unwrap();
+        assert_eq!(
+            obj.program("prog").unwrap().call(&mut [0; 8]).unwrap(),
+            EFAULT
+        );
     }
 }
 
@@ -115,7 +123,7 @@ fn printk_lines(engine: Engine, fmt: &[u8; 8], args: [u64; 3]) -> (u64, Vec<Stri
 
 #[test]
 fn printk_formats_and_line_shape() {
-    let word = b"hey\0".as_ptr() as u64;
+    let word = c"hey".as_ptr() as u64;
     for engine in ENGINES {
         let (r0, lines) = printk_lines(engine, b"%d|%s|\0\0", [(-7i64) as u64, word, 0]);
         assert_eq!(lines.len(), 1);
@@ -125,12 +133,19 @@ fn printk_formats_and_line_shape() {
         let (head, tail) = line.split_once(": bpf_trace_printk: ").unwrap();
         assert_eq!(tail, msg);
         let task = head.split_whitespace().next().unwrap();
-        assert!(task.ends_with(&format!("-{}", std::process::id())), "{line}");
+        assert!(
+            task.ends_with(&format!("-{}", std::process::id())),
+            "{line}"
+        );
         assert!(head.contains("] .... "), "{line}");
 
         let (r0, lines) = printk_lines(engine, b"%lx%c%%\0", [0xbeef, b'!' as u64, 0]);
         assert_eq!(lines, vec![lines[0].clone()]);
-        assert!(lines[0].ends_with(": bpf_trace_printk: beef!%"), "{}", lines[0]);
+        assert!(
+            lines[0].ends_with(": bpf_trace_printk: beef!%"),
+            "{}",
+            lines[0]
+        );
         assert_eq!(r0, 7);
 
         // Bad %s pointers print empty, unsupported conversions are refused.
@@ -150,7 +165,11 @@ fn host_builder(engine: Engine) -> RuntimeBuilder {
         .engine(engine)
         .helper(
             HOST_ID,
-            HelperProto::new("scale_add", &[ArgType::Scalar, ArgType::Scalar], RetType::Integer),
+            HelperProto::new(
+                "scale_add",
+                &[ArgType::Scalar, ArgType::Scalar],
+                RetType::Integer,
+            ),
             |a| {
                 if a.args[0] == 0 {
                     return Err(HostHelperError {
@@ -191,7 +210,9 @@ fn host_helper_is_called_and_aborts_one_call_only() {
         let p = obj.program("prog").unwrap();
         assert_eq!(p.call(&mut ctx_u64(4)).unwrap(), 42);
         match p.call(&mut ctx_u64(0)).unwrap_err() {
-            CallError::HelperAbort { program, reason, .. } => {
+            CallError::HelperAbort {
+                program, reason, ..
+            } => {
                 assert_eq!(program, "prog");
                 assert_eq!(reason.as_deref(), Some("zero is not allowed"));
             }

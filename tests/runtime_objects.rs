@@ -69,7 +69,13 @@ fn embedded_programs_run_on_both_engines() {
         let counts = Array::<u64>::try_from(&counts).unwrap();
         assert_eq!(counts.get(0).unwrap(), 3, "{engine:?}");
         assert_eq!(counts.get(1).unwrap(), 0, "{engine:?}");
-        assert_eq!(obj.program("custom").unwrap().call(&mut input(0, 0)).unwrap(), 7);
+        assert_eq!(
+            obj.program("custom")
+                .unwrap()
+                .call(&mut input(0, 0))
+                .unwrap(),
+            7
+        );
         results.push(r);
     }
     assert_eq!(results[0], results[1], "engines agree");
@@ -82,7 +88,11 @@ fn wrong_ctx_size_is_a_typed_error() {
     };
     let rt = runtime(Engine::Jit);
     let obj = rt.load_with_ctx(&bytes, &CtxLayout::writable(16)).unwrap();
-    let err = obj.program("add_inputs").unwrap().call(&mut [0u8; 8]).unwrap_err();
+    let err = obj
+        .program("add_inputs")
+        .unwrap()
+        .call(&mut [0u8; 8])
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         "program add_inputs: context is 8 bytes, expected 16"
@@ -93,13 +103,17 @@ fn wrong_ctx_size_is_a_typed_error() {
 
 #[test]
 fn embedded_ctx_smaller_than_accessed_is_rejected_with_log() {
-    let Some(bytes) = bytes_of("embedded_ctx_smaller_than_accessed_is_rejected_with_log", "embedded")
-    else {
+    let Some(bytes) = bytes_of(
+        "embedded_ctx_smaller_than_accessed_is_rejected_with_log",
+        "embedded",
+    ) else {
         return;
     };
     let rt = runtime(Engine::Jit);
     // add_inputs reads 16 bytes of its context; 8 declared is not enough.
-    let err = rt.load_with_ctx(&bytes, &CtxLayout::writable(8)).unwrap_err();
+    let err = rt
+        .load_with_ctx(&bytes, &CtxLayout::writable(8))
+        .unwrap_err();
     match err {
         pkbpf::runtime::RuntimeError::Verify { program, log, .. } => {
             assert_eq!(program, "add_inputs");
@@ -115,8 +129,10 @@ fn u64_at(v: &[u8], off: u32) -> u64 {
 
 #[test]
 fn calls_and_globals_read_through_the_map_api() {
-    let Some(bytes) = bytes_of("calls_and_globals_read_through_the_map_api", "calls_globals")
-    else {
+    let Some(bytes) = bytes_of(
+        "calls_and_globals_read_through_the_map_api",
+        "calls_globals",
+    ) else {
         return;
     };
     let parsed = Object::parse(&bytes).unwrap();
@@ -147,9 +163,19 @@ fn calls_and_globals_read_through_the_map_api() {
         let second = obj.program("calls_second").unwrap();
         assert_eq!(second.call(&mut pt_regs(7, 0)).unwrap(), 21);
 
-        let data = obj.map(".data").unwrap().lookup(&0u32.to_ne_bytes()).unwrap().unwrap();
+        let data = obj
+            .map(".data")
+            .unwrap()
+            .lookup(&0u32.to_ne_bytes())
+            .unwrap()
+            .unwrap();
         assert_eq!(u64_at(&data, var(".data", "hits")), 9, "7 + two calls");
-        let bss = obj.map(".bss").unwrap().lookup(&0u32.to_ne_bytes()).unwrap().unwrap();
+        let bss = obj
+            .map(".bss")
+            .unwrap()
+            .lookup(&0u32.to_ne_bytes())
+            .unwrap()
+            .unwrap();
         assert_eq!(u64_at(&bss, var(".bss", "last_value")), 301);
         let scratch = var(".bss", "scratch") as usize;
         assert_eq!(
@@ -164,8 +190,16 @@ fn calls_and_globals_read_through_the_map_api() {
 
         let lines = lines.lock().unwrap().clone();
         assert_eq!(lines.len(), 2, "{lines:?}");
-        assert!(lines[0].ends_with(": bpf_trace_printk: r=19"), "{}", lines[0]);
-        assert!(lines[1].ends_with(": bpf_trace_printk: r=301"), "{}", lines[1]);
+        assert!(
+            lines[0].ends_with(": bpf_trace_printk: r=19"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].ends_with(": bpf_trace_printk: r=301"),
+            "{}",
+            lines[1]
+        );
         check_trace_line(&lines[0]);
         outcomes.push((data, bss));
     }
@@ -180,7 +214,10 @@ fn check_trace_line(line: &str) {
     let (_, pid) = task.rsplit_once('-').unwrap();
     assert_eq!(pid.parse::<u32>().unwrap(), std::process::id());
     let cpu = parts.next().unwrap();
-    assert!(cpu.starts_with('[') && cpu.ends_with(']') && cpu.len() == 5, "{cpu}");
+    assert!(
+        cpu.starts_with('[') && cpu.ends_with(']') && cpu.len() == 5,
+        "{cpu}"
+    );
     assert_eq!(parts.next(), Some("...."));
     let ts = parts.next().unwrap();
     let (s, us) = ts.split_once('.').unwrap();
@@ -227,7 +264,10 @@ fn bench_maps_leave_the_right_contents() {
         let pch = obj.map("bench_percpu_hash").unwrap();
         assert_eq!(pch.keys().count(), 0);
         // Running again leaves the same state.
-        obj.program("bench_hash_map").unwrap().call(&mut pt_regs(0, 0)).unwrap();
+        obj.program("bench_hash_map")
+            .unwrap()
+            .call(&mut pt_regs(0, 0))
+            .unwrap();
         assert_eq!(hash.keys().count(), 0);
     }
 }
@@ -264,7 +304,10 @@ fn ringbuf_events_reach_the_consumer() {
         assert_eq!(i32::from_ne_bytes(second[4..8].try_into().unwrap()), -2);
         assert_eq!(second[8], 0);
         assert_eq!(second[24], 0);
-        assert!(cons.next_record().is_none(), "{engine:?}: exactly two events");
+        assert!(
+            cons.next_record().is_none(),
+            "{engine:?}: exactly two events"
+        );
     }
 }
 
@@ -291,7 +334,14 @@ fn tail_calls_follow_the_prog_array() {
         let obj = tail_obj(engine, &bytes);
         let entry = obj.program("tail_entry").unwrap();
         let mut r = Vec::new();
-        for (index, value, want) in [(1, 7, 14), (3, 7, 49), (0, 7, 0), (2, 9, 0), (4, 9, 0), (99, 1, 0)] {
+        for (index, value, want) in [
+            (1, 7, 14),
+            (3, 7, 49),
+            (0, 7, 0),
+            (2, 9, 0),
+            (4, 9, 0),
+            (99, 1, 0),
+        ] {
             let got = entry.call(&mut tail_input(index, value)).unwrap();
             assert_eq!(got as u32, want, "{engine:?} slot {index}");
             r.push(got as u32);
@@ -312,7 +362,9 @@ fn tail_calls_follow_the_prog_array() {
             .programs()
             .position(|p| p.name() == "tail_entry")
             .unwrap() as u32;
-        table.update(&2u32.to_ne_bytes(), &me.to_ne_bytes(), 0).unwrap();
+        table
+            .update(&2u32.to_ne_bytes(), &me.to_ne_bytes(), 0)
+            .unwrap();
         assert_eq!(entry.call(&mut tail_input(2, 5)).unwrap(), 0);
         all.push(r);
     }
@@ -335,7 +387,10 @@ fn a_faulting_program_aborts_that_call_only() {
     let protect = |prot| {
         // SAFETY: the range is the map's own page-aligned values pages; no
         // other thread uses this object.
-        assert_eq!(unsafe { libc::mprotect(values.addr as *mut libc::c_void, values.len, prot) }, 0);
+        assert_eq!(
+            unsafe { libc::mprotect(values.addr as *mut libc::c_void, values.len, prot) },
+            0
+        );
     };
     protect(libc::PROT_NONE);
     let err = add.call(&mut input(2, 3)).unwrap_err();
@@ -348,7 +403,11 @@ fn a_faulting_program_aborts_that_call_only() {
         other => panic!("expected a fault, got {other:?}"),
     }
     assert_eq!(
-        obj.fault_counts().iter().find(|(n, _)| *n == "add_inputs").unwrap().1,
+        obj.fault_counts()
+            .iter()
+            .find(|(n, _)| *n == "add_inputs")
+            .unwrap()
+            .1,
         1
     );
     // The next call works and the counter saw two increments.

@@ -460,7 +460,7 @@ helper! {
     /// `bpf_trace_vprintk(fmt, fmt_size, data, data_len)`: `data` is an
     /// array of u64 arguments.
     fn trace_vprintk(inv, r1, r2, r3, r4, _) {
-        if r4 % 8 != 0 || r4 / 8 > printk::TRACE_VPRINTK_MAX_ARGS as u64 || (r3 == 0 && r4 != 0) {
+        if !r4.is_multiple_of(8) || r4 / 8 > printk::TRACE_VPRINTK_MAX_ARGS as u64 || (r3 == 0 && r4 != 0) {
             return ret(-EINVAL);
         }
         // SAFETY: verified readable format of r2 bytes.

@@ -37,7 +37,7 @@ pub use pkbpf_verifier::verifier::helpers::{ArgType, HelperProto, RetType};
 
 pub use crate::helpers::{HelperArgs, HookCtx, HostHelperError, PrintkSink};
 use crate::helpers::{HostFn, MAX_HOST_HELPERS};
-use crate::object::{ObjectError, Object, ProgramDef, ProgramKind};
+use crate::object::{Object, ObjectError, ProgramDef, ProgramKind};
 use pkbpf_verifier::{CtxDesc, ProgramEnv};
 
 /// Which engine runs programs.
@@ -65,7 +65,7 @@ impl CtxLayout {
     pub fn writable(size: u32) -> CtxLayout {
         CtxLayout {
             size,
-            writable: vec![0..size],
+            writable: std::iter::once(0..size).collect(),
         }
     }
 
@@ -284,7 +284,10 @@ impl std::fmt::Debug for RuntimeBuilder {
             .field("sandbox", &self.sandbox)
             .field("engine", &self.engine)
             .field("embedded_ctx", &self.embedded_ctx)
-            .field("host_helpers", &self.host.iter().map(|h| h.id).collect::<Vec<_>>())
+            .field(
+                "host_helpers",
+                &self.host.iter().map(|h| h.id).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -426,7 +429,11 @@ impl Runtime {
     }
 
     /// Loads an object whose embedded programs get `ctx`.
-    pub fn load_with_ctx(&self, bytes: &[u8], ctx: &CtxLayout) -> Result<LoadedObject, RuntimeError> {
+    pub fn load_with_ctx(
+        &self,
+        bytes: &[u8],
+        ctx: &CtxLayout,
+    ) -> Result<LoadedObject, RuntimeError> {
         let obj = Object::parse(bytes).map_err(|source| RuntimeError::Object { source })?;
         let mut envs = Vec::new();
         for p in obj.programs() {

@@ -9,8 +9,8 @@ use pkbpf_jit::x86::{
     ArrayLayout, HelperFn, JitEnv, JitMap, JitProgram, RunCtx, RunError, ABORT_BAD_CALLX,
     ABORT_FELL_OFF, HELPER_EXIT, HELPER_TAIL_CALL,
 };
-use pkbpf_sandbox::{CodeRange, Domain, GateStub};
 use pkbpf_maps::{Map, MapDef, MapType, RegionBuilder};
+use pkbpf_sandbox::{CodeRange, Domain, GateStub};
 use pkbpf_verifier::isa::{Insn, LdPseudo};
 use pkbpf_verifier::{ProgramEnv, Verifier};
 
@@ -132,12 +132,14 @@ fn finish(
     for (name, insns, env) in progs {
         let verified = verify(&name, &insns, &env)?;
         let code = match rt.engine() {
-            Engine::Jit => Code::Jit(JitProgram::compile(&verified, &jit_env).map_err(
-                |source| RuntimeError::Jit {
-                    program: name.clone(),
-                    source,
-                },
-            )?),
+            Engine::Jit => {
+                Code::Jit(JitProgram::compile(&verified, &jit_env).map_err(|source| {
+                    RuntimeError::Jit {
+                        program: name.clone(),
+                        source,
+                    }
+                })?)
+            }
             Engine::Interpreter => Code::Interp(verified.insns().to_vec()),
         };
         let range = match &code {
@@ -313,11 +315,14 @@ impl LoadedObject {
                 // caller's context layout, checked by the helper), maps and
                 // helpers are the ones it was compiled with, and `env` is the
                 // live invocation, not otherwise used during the call.
-                Code::Jit(j) => unsafe { self.jit_call(j, ctx_ptr, ctx_len, env) }
-                    .map_err(|fault| CallError::Fault {
-                        program: p.name.clone(),
-                        fault,
-                    })?,
+                Code::Jit(j) => {
+                    unsafe { self.jit_call(j, ctx_ptr, ctx_len, env) }.map_err(|fault| {
+                        CallError::Fault {
+                            program: p.name.clone(),
+                            fault,
+                        }
+                    })?
+                }
                 Code::Interp(insns) => self.interp(insns, ctx_ptr, ctx_len, env, &p.name)?,
             };
             match res {
@@ -422,9 +427,11 @@ impl LoadedObject {
             check_uninit: false,
             ..interp::Options::default()
         };
-        let out = Interpreter::new(insns)
-            .with_options(opts)
-            .run(&mut mem, &mut adapter, [ctx, len, 0, 0, 0]);
+        let out = Interpreter::new(insns).with_options(opts).run(
+            &mut mem,
+            &mut adapter,
+            [ctx, len, 0, 0, 0],
+        );
         match (out, adapter.abort, adapter.tail) {
             (_, Some(code), _) => Ok(Err(RunError::HelperAbort { code })),
             (Ok(_), None, Some(target)) => Ok(Err(RunError::TailCall { target })),
