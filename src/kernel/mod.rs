@@ -11,6 +11,30 @@
 //! Parts: `sys` (attribute layouts and the one `unsafe` syscall), this file
 //! (file descriptors closed on drop, typed errors), `object` (map creation
 //! and map-reference rewriting for an [`Object`]).
+//!
+//! ```no_run
+//! use pkbpf::kernel::{self, KernelError, KernelObject};
+//! use pkbpf::object::Object;
+//!
+//! # fn main() -> anyhow::Result<()> {
+//! if let Err(why) = kernel::available() {
+//!     println!("skipped: no bpf(): {why}");
+//!     return Ok(());
+//! }
+//! let obj = Object::parse(&std::fs::read("prog.bpf.o")?)?;
+//! let maps = KernelObject::create(&obj)?;
+//! for prog in obj.programs() {
+//!     match maps.load(&obj, prog) {
+//!         Ok(_) => println!("{}: kernel accepts", prog.name),
+//!         Err(KernelError::Rejected { log, .. }) => {
+//!             println!("{}: kernel rejects: {}", prog.name, log.reason())
+//!         }
+//!         Err(e) => return Err(e.into()),
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 mod object;
 mod sys;

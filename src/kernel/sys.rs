@@ -102,6 +102,22 @@ pub(crate) struct TestRunAttr {
     pub _pad: u32,
 }
 
+// The offsets linux/bpf.h gives these fields (a wrong layout would make the
+// kernel read the wrong pointer as a buffer).
+const _: () = {
+    use std::mem::offset_of;
+    assert!(offset_of!(MapCreateAttr, map_name) == 28);
+    assert!(offset_of!(MapElemAttr, key) == 8 && offset_of!(MapElemAttr, flags) == 24);
+    assert!(offset_of!(ProgLoadAttr, log_buf) == 32);
+    assert!(offset_of!(ProgLoadAttr, kern_version) == 40);
+    assert!(offset_of!(ProgLoadAttr, prog_name) == 48);
+    assert!(offset_of!(TestRunAttr, data_in) == 16);
+    assert!(offset_of!(TestRunAttr, repeat) == 32);
+    assert!(offset_of!(TestRunAttr, ctx_in) == 48);
+    assert!(offset_of!(TestRunAttr, flags) == 64);
+    assert!(std::mem::size_of::<TestRunAttr>() == 80);
+};
+
 /// Marker for the attribute structs above: plain `repr(C)` data the kernel
 /// may read (and, for some commands, write back) whole.
 ///
