@@ -23,8 +23,8 @@
 
 use arbitrary::{Arbitrary, Unstructured};
 use pkbpf_verifier::isa::{
-    decode_program, encode_program, AluOp, AtomicOp, ByteOrder, CallTarget, Insn, JmpCond,
-    MemSize, Reg, Source, Width,
+    decode_program, encode_program, AluOp, AtomicOp, ByteOrder, CallTarget, Insn, JmpCond, MemSize,
+    Reg, Source, Width,
 };
 
 /// Bytes of the data area at the start of the memory.
@@ -456,10 +456,7 @@ impl GenProgram {
                 } => {
                     let bytes = if dw { 8 } else { 4 };
                     let (dst, off) = if stack {
-                        (
-                            Reg::R10,
-                            aligned(at, bytes, STACK_SLOTS * 8) as i64 - 64,
-                        )
+                        (Reg::R10, aligned(at, bytes, STACK_SLOTS * 8) as i64 - 64)
                     } else {
                         (Reg::R1, aligned(at, bytes, DATA_LEN) as i64)
                     };
@@ -528,12 +525,7 @@ impl GenProgram {
                         });
                     }
                 }
-                Op::WildLoad {
-                    fp,
-                    size,
-                    dst,
-                    off,
-                } => out.push(Insn::Load {
+                Op::WildLoad { fp, size, dst, off } => out.push(Insn::Load {
                     size: size.size(),
                     signed: false,
                     dst: dst.reg(),

@@ -83,9 +83,7 @@ pub fn conformance_cases(dir: &Path) -> Result<(Vec<(String, Case)>, usize), See
                     .file_stem()
                     .map(|s| s.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                let neg = path
-                    .parent()
-                    .is_some_and(|p| p.ends_with("negative"));
+                let neg = path.parent().is_some_and(|p| p.ends_with("negative"));
                 let name = if neg { format!("neg-{stem}") } else { stem };
                 cases.push((name, Case { insns, mem }));
             }
@@ -106,7 +104,14 @@ pub fn write_corpora(
     conformance_dir: &Path,
     objects: &[PathBuf],
 ) -> Result<SeedStats, SeedError> {
-    let dirs = ["verifier", "soundness", "jit_diff", "isolation", "object", "maps_model"];
+    let dirs = [
+        "verifier",
+        "soundness",
+        "jit_diff",
+        "isolation",
+        "object",
+        "maps_model",
+    ];
     for d in dirs {
         let p = out.join(d);
         fs::create_dir_all(&p).map_err(io("create", &p))?;

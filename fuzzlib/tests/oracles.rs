@@ -8,12 +8,12 @@ use std::path::PathBuf;
 use arbitrary::{Arbitrary, Unstructured};
 use pkbpf_fuzzlib::gen::{Case, GenProgram, MEM_LEN, REGS_OFF, TAG_STRUCTURED};
 use pkbpf_fuzzlib::oracles::{
-    isolation, jit_diff, maps_model, object, soundness, verifier, MapOp, MapSel, MapsInput,
-    Verdict,
+    isolation, jit_diff, maps_model, object, soundness, verifier, MapOp, MapSel, MapsInput, Verdict,
 };
 use pkbpf_fuzzlib::seeds::conformance_cases;
 use pkbpf_verifier::asm::assemble;
 use proptest::prelude::*;
+use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, TestRunner};
 
 fn cases(default: u32) -> u32 {
@@ -58,12 +58,19 @@ fn structured_programs_are_mostly_accepted_and_sound() {
             Err(f) => panic!("{f}"),
         }
     }
+    println!(
+        "structured: {accepted} of {} verified, {ran_to_exit} ran to exit",
+        inputs.len()
+    );
     assert!(
         accepted * 2 >= inputs.len(),
         "only {accepted} of {} structured programs verified",
         inputs.len()
     );
-    assert!(ran_to_exit * 2 >= accepted, "{ran_to_exit} of {accepted} ran to exit");
+    assert!(
+        ran_to_exit * 2 >= accepted,
+        "{ran_to_exit} of {accepted} ran to exit"
+    );
 }
 
 #[test]
@@ -145,7 +152,10 @@ fn isolation_blocks_stores_through_forged_pointers() {
 fn conformance_programs_pass_every_program_oracle() {
     let dir = conformance_dir();
     if !dir.is_dir() {
-        println!("skipped: conformance_programs_pass_every_program_oracle: no corpus at {}", dir.display());
+        println!(
+            "skipped: conformance_programs_pass_every_program_oracle: no corpus at {}",
+            dir.display()
+        );
         return;
     }
     let (cases, _skipped) = conformance_cases(&dir).expect("corpus readable");
@@ -159,7 +169,10 @@ fn conformance_programs_pass_every_program_oracle() {
         sel0.extend_from_slice(&pkbpf_verifier::isa::encode_program(&case.insns));
         verifier(&sel0).unwrap_or_else(|f| panic!("{name}: verifier: {f}"));
     }
-    assert!(accepted > 200, "only {accepted} conformance programs verified");
+    assert!(
+        accepted > 200,
+        "only {accepted} conformance programs verified"
+    );
 }
 
 #[test]
@@ -172,7 +185,10 @@ fn maps_model_runs_every_map_type() {
             value: k,
             flags: k % 3,
         });
-        ops.push(MapOp::Push { value: k, flags: k % 3 });
+        ops.push(MapOp::Push {
+            value: k,
+            flags: k % 3,
+        });
         ops.push(MapOp::Lookup { key: k / 2 });
     }
     for k in 0..12u8 {

@@ -75,10 +75,7 @@ fn snapshot(r: MemRange) -> Vec<u8> {
 fn foreign_bytes(whole: MemRange, a_values: MemRange) -> (Vec<u8>, Vec<u8>) {
     let all = snapshot(whole);
     let start = a_values.addr - whole.addr;
-    (
-        all[..start].to_vec(),
-        all[start + a_values.len..].to_vec(),
-    )
+    (all[..start].to_vec(), all[start + a_values.len..].to_vec())
 }
 
 /// Runs `data` (a [`Case`] in its byte form) as extension A. Only the
@@ -152,18 +149,36 @@ pub fn isolation(data: &[u8]) -> Result<(), Finding> {
             check_uninit: true,
         };
         let args = [addr, forged[0], forged[1], forged[2], forged[3]];
-        Interpreter::new(&insns)
-            .with_options(opts)
-            .run(&mut memory, &mut HelperTable::conformance(), args)
+        Interpreter::new(&insns).with_options(opts).run(
+            &mut memory,
+            &mut HelperTable::conformance(),
+            args,
+        )
     };
     let outcome = match outcome {
         Ok(o) => format!("r0 = {:#x}", o.r0),
         Err(e) => e.to_string(),
     };
-    check_unchanged(&b_before, &b_buf, &region_before, whole, a_values, &insns, &outcome)?;
+    check_unchanged(
+        &b_before,
+        &b_buf,
+        &region_before,
+        whole,
+        a_values,
+        &insns,
+        &outcome,
+    )?;
 
     #[cfg(all(target_arch = "x86_64", unix))]
-    jit_run(&insns, &case.mem, &b_before, &b_buf, &region_before, whole, a_values)?;
+    jit_run(
+        &insns,
+        &case.mem,
+        &b_before,
+        &b_buf,
+        &region_before,
+        whole,
+        a_values,
+    )?;
     Ok(())
 }
 
@@ -187,11 +202,17 @@ fn check_unchanged(
     }
     let now = foreign_bytes(whole, a_values);
     if let Some(off) = first_difference(&region_before.0, &now.0) {
-        return Err(breach("the maps region (runtime internals or B's values)", off));
+        return Err(breach(
+            "the maps region (runtime internals or B's values)",
+            off,
+        ));
     }
     if let Some(off) = first_difference(&region_before.1, &now.1) {
         let base = a_values.addr - whole.addr + a_values.len;
-        return Err(breach("the maps region (runtime internals or B's values)", base + off));
+        return Err(breach(
+            "the maps region (runtime internals or B's values)",
+            base + off,
+        ));
     }
     Ok(())
 }

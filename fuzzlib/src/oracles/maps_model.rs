@@ -145,7 +145,9 @@ impl Model {
     /// The value buffer userspace passes: per-CPU maps get one value per
     /// CPU (each differing in its first byte), every value padded to 8.
     fn value(&self, v: u8) -> Vec<u8> {
-        let one: Vec<u8> = (0..self.value_size).map(|i| v.wrapping_add(i as u8)).collect();
+        let one: Vec<u8> = (0..self.value_size)
+            .map(|i| v.wrapping_add(i as u8))
+            .collect();
         if !self.ty.is_per_cpu() {
             return one;
         }
@@ -222,7 +224,9 @@ impl Model {
                     if idx >= self.max {
                         return Res::Value(None);
                     }
-                    return Res::Value(Some(self.kv.get(&k).cloned().unwrap_or_else(|| self.zero())));
+                    return Res::Value(Some(
+                        self.kv.get(&k).cloned().unwrap_or_else(|| self.zero()),
+                    ));
                 }
                 Res::Value(self.kv.get(&k).cloned())
             }
@@ -314,12 +318,20 @@ fn run_map(map: &Map, op: MapOp, model: &Model) -> Result<Res, String> {
             }
         }
         MapOp::Delete { key } => {
-            let k = if model.is_fifo() { Vec::new() } else { model.key(key) };
+            let k = if model.is_fifo() {
+                Vec::new()
+            } else {
+                model.key(key)
+            };
             res_of(map.delete(&k))
         }
         MapOp::Push { value, flags } => res_of(map.push(&model.value(value), u64::from(flags % 4))),
         MapOp::Pop | MapOp::Peek => {
-            let r = if op == MapOp::Pop { map.pop() } else { map.peek() };
+            let r = if op == MapOp::Pop {
+                map.pop()
+            } else {
+                map.peek()
+            };
             match r {
                 Ok(v) => Ok(Res::Value(v)),
                 Err(e) => err_res(e),
@@ -373,7 +385,9 @@ pub fn maps_model(input: &MapsInput) -> Result<(), Finding> {
     let value_size = 1 + u32::from(input.value_size % 24);
     let max = 1 + u32::from(input.max_entries % 16);
     let mut b = RegionBuilder::new();
-    if b.add(MapDef::new("m", ty, key_size, value_size, max)).is_err() {
+    if b.add(MapDef::new("m", ty, key_size, value_size, max))
+        .is_err()
+    {
         return Ok(());
     }
     let Ok(region) = b.build() else {

@@ -70,7 +70,9 @@ pub enum Finding {
         listing: String,
     },
     /// A map answered differently from the model.
-    #[error("{map_type} map, operation {index} ({op}): map gave {actual}, model expects {expected}")]
+    #[error(
+        "{map_type} map, operation {index} ({op}): map gave {actual}, model expects {expected}"
+    )]
     MapMismatch {
         /// The map type.
         map_type: MapType,
@@ -84,7 +86,9 @@ pub enum Finding {
         expected: String,
     },
     /// Memory outside the program's own regions changed.
-    #[error("isolation broken: {what} changed at byte {offset} (run ended with {outcome})\n{listing}")]
+    #[error(
+        "isolation broken: {what} changed at byte {offset} (run ended with {outcome})\n{listing}"
+    )]
     IsolationBreach {
         /// Which memory.
         what: &'static str,

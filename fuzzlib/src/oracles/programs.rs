@@ -2,7 +2,9 @@
 //! soundness (checked interpreter) and interpreter-vs-JIT.
 
 use pkbpf::object::Object;
-use pkbpf_jit::interp::{ExecError, ExecErrorKind, HelperTable, Interpreter, Memory, Options, RegionKind};
+use pkbpf_jit::interp::{
+    ExecError, ExecErrorKind, HelperTable, Interpreter, Memory, Options, RegionKind,
+};
 use pkbpf_verifier::disasm::disassemble;
 use pkbpf_verifier::isa::{decode_program, encode_program};
 use pkbpf_verifier::{verify, CtxDesc, MapDesc, ProgramEnv, VerifiedProgram, Verifier};
@@ -43,7 +45,12 @@ pub fn object(data: &[u8]) {
     let Ok(obj) = Object::parse(data) else {
         return;
     };
-    let _ = (obj.license(), obj.kernel_version(), obj.btf(), obj.btf_ext());
+    let _ = (
+        obj.license(),
+        obj.kernel_version(),
+        obj.btf(),
+        obj.btf_ext(),
+    );
     let mut env = ProgramEnv::new(CtxDesc::PtRegs);
     for m in obj.maps() {
         let _ = obj.globals(m);
@@ -71,7 +78,7 @@ pub fn env_for(sel: u8) -> ProgramEnv {
         2 => ProgramEnv::conformance(0),
         _ => ProgramEnv::new(CtxDesc::Buffer {
             size: 32,
-            writable: vec![0..16],
+            writable: vec![0..8, 8..16],
         }),
     }
 }
@@ -128,7 +135,11 @@ fn run_checked(case: &Case) -> Result<(Result<u64, ExecError>, Vec<u8>), Finding
         };
         Interpreter::new(&case.insns)
             .with_options(opts)
-            .run(&mut memory, &mut HelperTable::conformance(), [addr, len, 0, 0, 0])
+            .run(
+                &mut memory,
+                &mut HelperTable::conformance(),
+                [addr, len, 0, 0, 0],
+            )
             .map(|o| o.r0)
     };
     if let Err(e) = &res {
