@@ -17,7 +17,7 @@ const EINVAL: u64 = (-22i64) as u64;
 
 fn load(b: RuntimeBuilder, src: &str, ctx: &CtxLayout) -> Result<LoadedObject, RuntimeError> {
     let insns = assemble(src).expect("assembles");
-    b.build().unwrap().load_insns("prog", &insns, ctx)
+    b.build().unwrap().load_insns("prog", &insns, &[], ctx)
 }
 
 fn ctx_u64(v: u64) -> [u8; 8] {

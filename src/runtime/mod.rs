@@ -443,11 +443,13 @@ impl Runtime {
     }
 
     /// Loads one embedded program given as instructions (one per slot), with
-    /// no maps: for hosts that build programs themselves.
+    /// `maps` created in a region of their own (`lddw rX, map[idx:N]` names
+    /// map `N`): for hosts that build programs themselves.
     pub fn load_insns(
         &self,
         name: &str,
         insns: &[pkbpf_verifier::isa::Insn],
+        maps: &[pkbpf_maps::MapDef],
         ctx: &CtxLayout,
     ) -> Result<LoadedObject, RuntimeError> {
         if insns.is_empty() {
@@ -455,8 +457,18 @@ impl Runtime {
                 program: name.to_string(),
             });
         }
-        let env = self.with_host_helpers(ProgramEnv::new(ctx_desc(ctx)));
-        object::load_raw(self, name, insns, env)
+        let mut env = ProgramEnv::new(ctx_desc(ctx));
+        for m in maps {
+            env.maps.push(pkbpf_verifier::MapDesc {
+                map_type: m.map_type as u32,
+                key_size: m.key_size,
+                value_size: m.value_size,
+                max_entries: m.max_entries,
+                read_only: m.flags & pkbpf_maps::BPF_F_RDONLY_PROG != 0,
+            });
+        }
+        let env = self.with_host_helpers(env);
+        object::load_raw(self, name, insns, maps, env)
     }
 
     /// The verifier environment of `prog`: its context from its kind, the

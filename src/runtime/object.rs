@@ -238,14 +238,18 @@ pub(super) fn load_raw(
     rt: &Runtime,
     name: &str,
     insns: &[Insn],
+    maps: &[MapDef],
     env: ProgramEnv,
 ) -> Result<LoadedObject, RuntimeError> {
-    let region = RegionBuilder::new()
-        .build()
-        .map_err(|source| RuntimeError::Map {
-            map: "<region>".into(),
-            source,
-        })?;
+    let map_err = |map: &str| {
+        let map = map.to_string();
+        move |source| RuntimeError::Map { map, source }
+    };
+    let mut b = RegionBuilder::new();
+    for m in maps {
+        b.add(m.clone()).map_err(map_err(&m.name))?;
+    }
+    let region = b.build().map_err(map_err("<region>"))?;
     let state = ObjectState {
         region,
         ctx_descs: vec![env.ctx.clone()],
