@@ -28,7 +28,10 @@
 //! SIGTRAP: a standard signal does not queue, so an evacuation request
 //! pending when a thread hits the `int3` would swallow the trap (or the
 //! reverse), and the two cases cannot be told apart from `rip`. Without a
-//! free real-time signal, evacuation is skipped.
+//! free real-time signal, evacuation is skipped. Side effect: system calls
+//! that fail with `EINTR` on any handled signal (`epoll_wait`, `nanosleep`,
+//! `pause`, ...) can return `EINTR` in the application's threads when a
+//! probe is attached, as they would for any other signal.
 //! Not covered: a thread whose interrupted context is an outer signal frame
 //! (it was inside a signal handler when evacuated), and return addresses
 //! inside the patched bytes (the planner refuses the jump when a displaced

@@ -21,7 +21,7 @@
 //! The return trampoline is one page for the whole process: it builds the same
 //! frame (with a slot for the original return address above it), calls
 //! `dispatch_return(frame)`, which answers the original return address, writes
-//! it in the slot, restores everything and `ret`s through the slot.
+//! it in the slot, restores everything and jumps through the slot.
 //!
 //! Pages are written while RW and then made RX (W^X); one page per site, and a
 //! site's page is never unmapped (a thread may still be in it after detach).
@@ -315,9 +315,14 @@ pub(crate) fn return_code(dispatch_return: usize) -> Vec<u8> {
     e.lea_rsp(-8); // slot for the original return address
     e.save_frame(8);
     e.call_preserving(dispatch_return, None);
-    e.store_rax(off::FRAME_SIZE); // into the slot
-    e.restore_frame(0);
-    e.b(&[0xc3]); // ret through the slot
+    // The original return address into the slot.
+    e.store_rax(off::FRAME_SIZE);
+    // Back to the caller's sp after return, then `jmp [rsp-8]`: an indirect
+    // jump (predicted by the BTB) rather than a `ret` that would unbalance the
+    // return-stack buffer for every caller above. The slot is in the red
+    // zone, which signal delivery skips.
+    e.restore_frame(8);
+    e.b(&[0xff, 0x64, 0x24, 0xf8]);
     e.0
 }
 
@@ -353,7 +358,7 @@ mod tests {
             "{text:?}"
         );
         assert!(text.contains(&"mov [rsp+0B8h],rax".to_string()), "{text:?}");
-        assert_eq!(text.last().unwrap(), "ret");
+        assert_eq!(text.last().unwrap(), "jmp qword ptr [rsp-8]");
         let pushes = text.iter().filter(|t| t.starts_with("push")).count();
         let pops = text.iter().filter(|t| t.starts_with("pop")).count();
         assert_eq!(pushes, 23);

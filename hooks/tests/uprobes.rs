@@ -916,8 +916,32 @@ fn a_full_shadow_stack_misses_returns_instead_of_failing() {
     assert_eq!(left, 0);
 }
 
+/// Runs in a child process: the evacuation signals of other tests' attaches
+/// would wake the parked thread early.
 #[test]
 fn a_thread_stopped_inside_the_patched_bytes_is_evacuated() {
+    if std::env::var("PKBPF_HOOKS_CHILD").as_deref() == Ok("evacuate") {
+        evacuation_scenario();
+        return;
+    }
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_thread_stopped_inside_the_patched_bytes_is_evacuated",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("PKBPF_HOOKS_CHILD", "evacuate")
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "child failed: {status:?}\n{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+}
+
+fn evacuation_scenario() {
     static N: AtomicU64 = AtomicU64::new(0);
     let addr = resolve("/proc/self/exe:pk_parked").address;
     let before = code_bytes(addr, 16);
