@@ -17,6 +17,9 @@
 //! userspace). Where both accept a conformance program as a syscall program,
 //! `BPF_PROG_TEST_RUN` runs it in the kernel on the test's memory and the
 //! result is compared with pkbpf's interpreter and the expected `-- result`.
+//! The negative conformance programs go to both as raw bytes, and a few
+//! hand-written edge programs ([`EDGES`]) pin the known differences in
+//! policy (privileged-kernel leniencies pkbpf does not copy).
 
 mod common;
 
@@ -700,4 +703,143 @@ fn negative_conformance_programs_against_the_kernel_verifier() {
         "unexplained disagreements:\n{}",
         bad.join("\n")
     );
+}
+
+/// Hand-written programs at the edges where the two verifiers may differ,
+/// with the verdicts observed: `(name, program, kernel accepts, pkbpf
+/// accepts, why)`. All run as kprobe / uprobe programs with map 0 a
+/// 1-entry array and map 1 a hash (4-byte keys, 8-byte values). A change on
+/// either side fails here first.
+const EDGES: &[(&str, &str, bool, bool, &str)] = &[
+    (
+        "uninit stack read",
+        "r0 = *(u64 *)(r10 - 8)\nexit",
+        true,
+        false,
+        "the kernel lets privileged loaders read uninitialised stack (allow_uninit_stack); \
+         pkbpf never does, since the bytes would be the previous extension's or the host's",
+    ),
+    (
+        "pointer returned",
+        "r0 = r10\nexit",
+        true,
+        false,
+        "privileged kernel programs may leak pointers (allow_ptr_leaks); a pkbpf return \
+         value reaches the host, so a stack address must not",
+    ),
+    (
+        "pointer stored in a map",
+        "*(u32 *)(r10 - 4) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:0]\ncall bpf_map_lookup_elem#1\n\
+         if r0 == 0 goto +1\n*(u64 *)(r0 + 0) = r10\nr0 = 0\nexit",
+        true,
+        false,
+        "as above: map values are host-readable, so pkbpf forbids storing pointers there",
+    ),
+    (
+        "null check missing (hash)",
+        "*(u32 *)(r10 - 4) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:1]\ncall bpf_map_lookup_elem#1\n\
+         r0 = *(u64 *)(r0 + 0)\nexit",
+        false,
+        false,
+        "both: the lookup may return null",
+    ),
+    (
+        "null check missing (array, key 0)",
+        "*(u32 *)(r10 - 4) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:0]\ncall bpf_map_lookup_elem#1\n\
+         r0 = *(u64 *)(r0 + 0)\nexit",
+        true,
+        false,
+        "compatibility gap: the kernel proves an array lookup with a constant in-range key \
+         non-null; pkbpf still demands the null check (conservative; compiled programs keep \
+         their source's checks, so no corpus program hits it)",
+    ),
+    (
+        "map value out of bounds",
+        "*(u32 *)(r10 - 4) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:0]\ncall bpf_map_lookup_elem#1\n\
+         if r0 == 0 goto +1\nr0 = *(u64 *)(r0 + 8)\nr0 = 0\nexit",
+        false,
+        false,
+        "both: the value is 8 bytes",
+    ),
+    (
+        "ctx write",
+        "*(u64 *)(r1 + 0) = 0\nr0 = 0\nexit",
+        false,
+        false,
+        "both: a kprobe/uprobe context is read-only",
+    ),
+    (
+        "stack below 512 bytes",
+        "*(u64 *)(r10 - 520) = 0\nr0 = 0\nexit",
+        false,
+        false,
+        "both: a frame has 512 bytes",
+    ),
+    (
+        "infinite loop",
+        "r0 = 0\nr0 += 1\nif r0 != 0 goto -2\nexit",
+        false,
+        false,
+        "both: the loop never ends (processed-instruction budget)",
+    ),
+    (
+        "bounded loop",
+        "r0 = 0\nr0 += 1\nif r0 < 100 goto -2\nexit",
+        true,
+        true,
+        "both explore the 100 iterations",
+    ),
+    (
+        "pointer comparison",
+        "r2 = r10\nr0 = 0\nif r1 > r2 goto +1\nr0 = 1\nexit",
+        true,
+        true,
+        "comparing pointers of different kinds gives the program nothing it can misuse",
+    ),
+];
+
+#[test]
+fn edge_programs_give_the_documented_verdicts() {
+    const TEST: &str = "edge_programs_give_the_documented_verdicts";
+    if !kernel_or_skip(TEST) {
+        return;
+    }
+    let map = kernel::Map::create(&kernel::MapSpec {
+        name: "edges".into(),
+        map_type: 2,
+        key_size: 4,
+        value_size: 8,
+        max_entries: 1,
+        flags: 0,
+    })
+    .expect("create map");
+    let hash = kernel::Map::create(&kernel::MapSpec {
+        name: "edges_hash".into(),
+        map_type: 1,
+        key_size: 4,
+        value_size: 8,
+        max_entries: 4,
+        flags: 0,
+    })
+    .expect("create hash map");
+    let maps = KernelObject::from_maps(vec![map, hash]);
+    let env = ProgramEnv::new(CtxDesc::PtRegs)
+        .with_map(pkbpf::verifier::MapDesc::new(2, 4, 8, 1))
+        .with_map(pkbpf::verifier::MapDesc::new(1, 4, 8, 4));
+    let mut wrong = Vec::new();
+    println!("\n== edge programs (kprobe / uprobe env) ==");
+    for (name, src, kernel_ok, pkbpf_ok, why) in EDGES {
+        let insns = pkbpf::verifier::asm::assemble(src)
+            .unwrap_or_else(|e| panic!("{name}: does not assemble: {e}"));
+        let kernel_insns = maps.relocate(&insns).expect("relocate");
+        let k = kernel_verdict(&load_raw("edge", &kernel_insns, PROG_TYPE_KPROBE, 0));
+        let p = pkbpf_verdict(&insns, &env);
+        println!("{name:<34} | kernel {k} | pkbpf {p} | {why}");
+        if k.accepted() != *kernel_ok || p.accepted() != *pkbpf_ok {
+            wrong.push(format!(
+                "{name}: expected kernel {kernel_ok} pkbpf {pkbpf_ok}, got kernel {k}, pkbpf {p}"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }

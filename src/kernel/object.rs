@@ -62,6 +62,11 @@ impl KernelObject {
         Ok(KernelObject { maps })
     }
 
+    /// Wraps maps created by hand; `MapIdx` immediates index `maps`.
+    pub fn from_maps(maps: Vec<Map>) -> KernelObject {
+        KernelObject { maps }
+    }
+
     /// The maps, in object order.
     pub fn maps(&self) -> &[Map] {
         &self.maps
