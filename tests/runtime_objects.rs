@@ -387,10 +387,8 @@ fn a_faulting_program_aborts_that_call_only() {
     let protect = |prot| {
         // SAFETY: the range is the map's own page-aligned values pages; no
         // other thread uses this object.
-        assert_eq!(
-            unsafe { libc::mprotect(values.addr as *mut libc::c_void, values.len, prot) },
-            0
-        );
+        let r = unsafe { libc::mprotect(values.addr as *mut libc::c_void, values.len, prot) };
+        assert_eq!(r, 0);
     };
     protect(libc::PROT_NONE);
     let err = add.call(&mut input(2, 3)).unwrap_err();

@@ -314,17 +314,17 @@ impl LoadedObject {
             let p = &self.progs[inv.prog];
             let env = &mut inv as *mut Invocation<'_> as *mut c_void;
             let res = match &p.code {
-                // SAFETY: the program was verified for a context of exactly
-                // `ctx_len` bytes (checked above; tail-call targets share the
-                // caller's context layout, checked by the helper), maps and
-                // helpers are the ones it was compiled with, and `env` is the
-                // live invocation, not otherwise used during the call.
                 Code::Jit(j) => {
-                    unsafe { self.jit_call(j, ctx_ptr, ctx_len, env) }.map_err(|fault| {
-                        CallError::Fault {
-                            program: p.name.clone(),
-                            fault,
-                        }
+                    // SAFETY: the program was verified for a context of
+                    // exactly `ctx_len` bytes (checked above; tail-call
+                    // targets share the caller's context layout, checked by
+                    // the helper), maps and helpers are the ones it was
+                    // compiled with, and `env` is the live invocation, not
+                    // otherwise used during the call.
+                    let r = unsafe { self.jit_call(j, ctx_ptr, ctx_len, env) };
+                    r.map_err(|fault| CallError::Fault {
+                        program: p.name.clone(),
+                        fault,
                     })?
                 }
                 Code::Interp(insns) => self.interp(insns, ctx_ptr, ctx_len, env, &p.name)?,
