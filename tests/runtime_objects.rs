@@ -413,3 +413,33 @@ fn a_faulting_program_aborts_that_call_only() {
     let counts = Array::<u64>::try_from(&counts).unwrap();
     assert_eq!(counts.get(0).unwrap(), 2);
 }
+
+#[test]
+fn objects_are_shared_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<LoadedObject>();
+    assert_send_sync::<Runtime>();
+    let Some(bytes) = bytes_of("objects_are_shared_across_threads", "tail_calls") else {
+        return;
+    };
+    for engine in ENGINES {
+        let obj = tail_obj(engine, &bytes);
+        std::thread::scope(|s| {
+            for t in 0..4u32 {
+                let obj = &obj;
+                s.spawn(move || {
+                    let entry = obj.program("tail_entry").unwrap();
+                    for v in 0..200u32 {
+                        let (slot, want) = if (v + t) % 2 == 0 {
+                            (1, v * 2)
+                        } else {
+                            (3, v * v)
+                        };
+                        let got = entry.call(&mut tail_input(slot, v)).unwrap();
+                        assert_eq!(got as u32, want, "{engine:?} thread {t}");
+                    }
+                });
+            }
+        });
+    }
+}
