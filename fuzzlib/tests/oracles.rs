@@ -201,6 +201,7 @@ fn maps_model_runs_every_map_type() {
         MapSel::Hash,
         MapSel::PerCpuHash,
         MapSel::LruHash,
+        MapSel::LruPerCpuHash,
         MapSel::Array,
         MapSel::PerCpuArray,
         MapSel::Queue,
@@ -215,6 +216,55 @@ fn maps_model_runs_every_map_type() {
         };
         maps_model(&input).unwrap_or_else(|f| panic!("{f}"));
     }
+}
+
+#[test]
+fn ringbuf_model_fills_wraps_and_consumes() {
+    // Reserve/submit/discard out of order, fill past capacity, consume
+    // repeatedly so positions wrap around the 4096-byte ring.
+    let mut ops = Vec::new();
+    for round in 0..12u8 {
+        for i in 0..4u8 {
+            ops.push(MapOp::RbReserve {
+                len: 100 + u16::from(i) * 97 + u16::from(round),
+                byte: i,
+            });
+            ops.push(MapOp::RbOutput {
+                len: 50 + u16::from(round) * 31,
+                byte: 0x80 | i,
+            });
+        }
+        ops.push(MapOp::RbCommit {
+            which: 2,
+            discard: false,
+        });
+        ops.push(MapOp::RbConsume);
+        ops.push(MapOp::RbCommit {
+            which: round,
+            discard: round % 2 == 0,
+        });
+        while ops.len() % 3 != 0 {
+            ops.push(MapOp::RbCommit {
+                which: 0,
+                discard: false,
+            });
+        }
+        for _ in 0..4 {
+            ops.push(MapOp::RbCommit {
+                which: 0,
+                discard: false,
+            });
+        }
+        ops.push(MapOp::RbConsume);
+    }
+    let input = MapsInput {
+        map: MapSel::RingBuf,
+        key_extra: 0,
+        value_size: 0,
+        max_entries: 0,
+        ops,
+    };
+    maps_model(&input).unwrap_or_else(|f| panic!("{f}"));
 }
 
 proptest! {
@@ -251,6 +301,24 @@ proptest! {
             if let Err(f) = maps_model(&input) {
                 panic!("{f}");
             }
+        }
+    }
+
+    #[test]
+    fn ringbuf_matches_its_model(ops in proptest::collection::vec(bytes(6, 7), 1..200)) {
+        let ops: Vec<MapOp> = ops
+            .iter()
+            .filter_map(|b| MapOp::arbitrary(&mut Unstructured::new(b)).ok())
+            .collect();
+        let input = MapsInput {
+            map: MapSel::RingBuf,
+            key_extra: 0,
+            value_size: 0,
+            max_entries: 0,
+            ops,
+        };
+        if let Err(f) = maps_model(&input) {
+            panic!("{f}");
         }
     }
 

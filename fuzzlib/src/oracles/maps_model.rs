@@ -5,7 +5,7 @@
 //! - hash (and per-CPU hash): a `BTreeMap`; `BPF_NOEXIST` on a present key is
 //!   `AlreadyExists`, `BPF_EXIST` on an absent one `NotFound`, a new key in a
 //!   full map `Full`, flags above `BPF_EXIST` `InvalidFlags`;
-//! - LRU hash: updates never fail for lack of room (the least recently used
+//! - LRU hash (and LRU per-CPU hash): updates never fail for lack of room (the least recently used
 //!   entry goes), so the model only demands that a key that was never written
 //!   or was deleted is absent, that a found value is the last one written, and
 //!   that a key just written is found; a present key the map no longer has was
@@ -34,10 +34,12 @@ pub enum MapSel {
     Hash,
     PerCpuHash,
     LruHash,
+    LruPerCpuHash,
     Array,
     PerCpuArray,
     Queue,
     Stack,
+    RingBuf,
 }
 
 impl MapSel {
@@ -46,10 +48,12 @@ impl MapSel {
             MapSel::Hash => MapType::Hash,
             MapSel::PerCpuHash => MapType::PerCpuHash,
             MapSel::LruHash => MapType::LruHash,
+            MapSel::LruPerCpuHash => MapType::LruPerCpuHash,
             MapSel::Array => MapType::Array,
             MapSel::PerCpuArray => MapType::PerCpuArray,
             MapSel::Queue => MapType::Queue,
             MapSel::Stack => MapType::Stack,
+            MapSel::RingBuf => MapType::RingBuf,
         }
     }
 }
@@ -59,13 +63,53 @@ impl MapSel {
 #[derive(Arbitrary, Clone, Copy, Debug, PartialEq, Eq)]
 #[allow(missing_docs)]
 pub enum MapOp {
-    Update { key: u8, value: u8, flags: u8 },
-    Lookup { key: u8 },
-    Delete { key: u8 },
-    Push { value: u8, flags: u8 },
+    Update {
+        key: u8,
+        value: u8,
+        flags: u8,
+    },
+    Lookup {
+        key: u8,
+    },
+    Delete {
+        key: u8,
+    },
+    Push {
+        value: u8,
+        flags: u8,
+    },
     Pop,
     Peek,
     Keys,
+    /// Ring buffer: `bpf_ringbuf_output` of `len % 700` bytes.
+    RbOutput {
+        len: u16,
+        byte: u8,
+    },
+    /// Ring buffer: `bpf_ringbuf_reserve` of `len % 700` bytes, filled.
+    RbReserve {
+        len: u16,
+        byte: u8,
+    },
+    /// Ring buffer: submit or discard an outstanding reservation.
+    RbCommit {
+        which: u8,
+        discard: bool,
+    },
+    /// Ring buffer: the consumer reads every available record.
+    RbConsume,
+}
+
+impl MapOp {
+    fn is_ring(self) -> bool {
+        matches!(
+            self,
+            MapOp::RbOutput { .. }
+                | MapOp::RbReserve { .. }
+                | MapOp::RbCommit { .. }
+                | MapOp::RbConsume
+        )
+    }
 }
 
 /// A map definition and an operation sequence.
@@ -163,7 +207,7 @@ impl Model {
     fn is_hash(&self) -> bool {
         matches!(
             self.ty,
-            MapType::Hash | MapType::PerCpuHash | MapType::LruHash
+            MapType::Hash | MapType::PerCpuHash | MapType::LruHash | MapType::LruPerCpuHash
         )
     }
 
@@ -208,7 +252,7 @@ impl Model {
                     2 if !present => return Res::NotFound,
                     _ => {}
                 }
-                if !present && self.kv.len() >= self.max && self.ty != MapType::LruHash {
+                if !present && self.kv.len() >= self.max && !is_lru(self.ty) {
                     return Res::Full;
                 }
                 self.kv.insert(k, v);
@@ -260,6 +304,11 @@ impl Model {
                 };
                 Res::Value(v)
             }
+            // Ring-buffer ops never reach the keyed model.
+            MapOp::RbOutput { .. }
+            | MapOp::RbReserve { .. }
+            | MapOp::RbCommit { .. }
+            | MapOp::RbConsume => Res::Unsupported,
             MapOp::Keys => {
                 if self.is_fifo() {
                     return Res::Unsupported;
@@ -337,6 +386,10 @@ fn run_map(map: &Map, op: MapOp, model: &Model) -> Result<Res, String> {
                 Err(e) => err_res(e),
             }
         }
+        MapOp::RbOutput { .. }
+        | MapOp::RbReserve { .. }
+        | MapOp::RbCommit { .. }
+        | MapOp::RbConsume => Ok(Res::Unsupported),
         MapOp::Keys => {
             if model.is_fifo() {
                 return match map.next_key(None) {
@@ -353,6 +406,10 @@ fn run_map(map: &Map, op: MapOp, model: &Model) -> Result<Res, String> {
             }
         }
     }
+}
+
+fn is_lru(ty: MapType) -> bool {
+    matches!(ty, MapType::LruHash | MapType::LruPerCpuHash)
 }
 
 /// Per-CPU lookups return padded values; the padding is not part of the
@@ -374,6 +431,9 @@ fn mask_padding(model: &Model, mut v: Vec<u8>) -> Vec<u8> {
 /// without a finding.
 pub fn maps_model(input: &MapsInput) -> Result<(), Finding> {
     let ty = input.map.map_type();
+    if ty == MapType::RingBuf {
+        return ringbuf_model(input);
+    }
     let fifo = matches!(ty, MapType::Queue | MapType::Stack);
     let key_size = if fifo {
         0
@@ -406,7 +466,10 @@ pub fn maps_model(input: &MapsInput) -> Result<(), Finding> {
         fifo: VecDeque::new(),
     };
     for (index, &op) in input.ops.iter().take(256).enumerate() {
-        if ty == MapType::LruHash {
+        if op.is_ring() {
+            continue;
+        }
+        if is_lru(ty) {
             // A key the model holds but the map evicted leaves the model.
             if let MapOp::Update { key, .. } | MapOp::Lookup { key } | MapOp::Delete { key } = op {
                 let k = model.key(key);
@@ -421,7 +484,7 @@ pub fn maps_model(input: &MapsInput) -> Result<(), Finding> {
             Err(e) => Res::Error(e),
         };
         let ok = match (&expected, &actual) {
-            (Res::Keys(want), Res::Keys(got)) if ty == MapType::LruHash => {
+            (Res::Keys(want), Res::Keys(got)) if is_lru(ty) => {
                 // Evictions: the map's keys are a subset of the model's.
                 let subset = got.iter().all(|k| want.contains(k));
                 model.kv.retain(|k, _| got.contains(k));
@@ -438,10 +501,14 @@ pub fn maps_model(input: &MapsInput) -> Result<(), Finding> {
                 expected: format!("{expected:?}"),
             });
         }
-        if let (MapType::LruHash, MapOp::Update { key, .. }, Res::Ok) = (ty, op, &actual) {
+        if let (true, MapOp::Update { key, .. }, Res::Ok) = (is_lru(ty), op, &actual) {
             // A key just written is readable at once, with its new value.
             let k = model.key(key);
-            let got = map.lookup(&k).ok().flatten();
+            let got = map
+                .lookup(&k)
+                .ok()
+                .flatten()
+                .map(|v| mask_padding(&model, v));
             if got.as_ref() != model.kv.get(&k) {
                 return Err(Finding::MapMismatch {
                     map_type: ty,
@@ -452,6 +519,158 @@ pub fn maps_model(input: &MapsInput) -> Result<(), Finding> {
                 });
             }
         }
+    }
+    Ok(())
+}
+
+/// Ring size of the ring-buffer runs.
+const RING_SIZE: u64 = 4096;
+
+/// State of a ring record in the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RecState {
+    Busy,
+    Submitted,
+    Discarded,
+}
+
+/// The ring-buffer model: records in reservation order; the consumer sees
+/// submitted ones in that order, skips discarded ones and stops at the first
+/// busy one. Capacity: a reservation never succeeds when the bytes not yet
+/// consumed plus the record (8-byte header, padded to 8) exceed the ring,
+/// and always succeeds when they plus twice the record fit (pkbpf pads
+/// rather than wraps a record at the end of the ring, costing less than one
+/// record; the kernel's double mapping needs no padding).
+fn ringbuf_model(input: &MapsInput) -> Result<(), Finding> {
+    use pkbpf_maps::RingBufConsumer;
+
+    let ty = MapType::RingBuf;
+    let mut b = RegionBuilder::new();
+    if b.add(MapDef::new("r", ty, 0, 0, RING_SIZE as u32)).is_err() {
+        return Ok(());
+    }
+    let Ok(region) = b.build() else {
+        return Ok(());
+    };
+    let Ok(map) = region.map("r") else {
+        return Ok(());
+    };
+    let Ok(mut consumer) = RingBufConsumer::new(&map) else {
+        return Ok(());
+    };
+    let raw = map.raw();
+    // Model records: data, state; outstanding reservations: (model index, pointer).
+    let mut recs: VecDeque<(Vec<u8>, RecState)> = VecDeque::new();
+    let mut outstanding: Vec<(usize, *mut u8)> = Vec::new();
+    let mut consumed = 0usize; // records removed from the front of `recs`
+    let mut occupied = 0u64; // model bytes not yet consumed (without padding)
+    let mismatch = |index: usize, op: MapOp, actual: String, expected: String| {
+        Err(Finding::MapMismatch {
+            map_type: ty,
+            index,
+            op: format!("{op:?}"),
+            actual,
+            expected,
+        })
+    };
+    for (index, &op) in input.ops.iter().take(256).enumerate() {
+        match op {
+            MapOp::RbOutput { len, byte } | MapOp::RbReserve { len, byte } => {
+                let len = u64::from(len % 700);
+                let total = (len + 8 + 7) & !7;
+                let data: Vec<u8> = (0..len).map(|i| byte.wrapping_add(i as u8)).collect();
+                let avail = raw.ringbuf_query(0);
+                let ok = if let MapOp::RbOutput { .. } = op {
+                    // SAFETY: `data` holds `len` readable bytes.
+                    unsafe { raw.ringbuf_output(data.as_ptr(), len, 0) == 0 }
+                } else {
+                    let p = raw.ringbuf_reserve(len, 0);
+                    if !p.is_null() {
+                        // SAFETY: a successful reservation is `len` writable
+                        // bytes, ours until committed.
+                        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), p, data.len()) };
+                        outstanding.push((consumed + recs.len(), p));
+                    }
+                    !p.is_null()
+                };
+                if avail < occupied {
+                    return mismatch(
+                        index,
+                        op,
+                        format!("available {avail}"),
+                        format!("at least {occupied}"),
+                    );
+                }
+                let must_fail = occupied + total > RING_SIZE;
+                let must_succeed = avail + 2 * total <= RING_SIZE;
+                if (ok && must_fail) || (!ok && must_succeed) {
+                    return mismatch(
+                        index,
+                        op,
+                        format!("success {ok} with {avail} bytes unconsumed"),
+                        format!("must_fail {must_fail}, must_succeed {must_succeed}"),
+                    );
+                }
+                if ok {
+                    occupied += total;
+                    let state = if let MapOp::RbOutput { .. } = op {
+                        RecState::Submitted
+                    } else {
+                        RecState::Busy
+                    };
+                    recs.push_back((data, state));
+                }
+            }
+            MapOp::RbCommit { which, discard } => {
+                if outstanding.is_empty() {
+                    continue;
+                }
+                let (at, p) = outstanding.remove(which as usize % outstanding.len());
+                // SAFETY: `p` is an outstanding reservation of this ring, not
+                // used after this commit.
+                let ret = unsafe { raw.ringbuf_commit(p, 0, discard) };
+                if ret != 0 {
+                    return mismatch(index, op, format!("ret {ret}"), "0".into());
+                }
+                recs[at - consumed].1 = if discard {
+                    RecState::Discarded
+                } else {
+                    RecState::Submitted
+                };
+            }
+            MapOp::RbConsume => {
+                let mut want = Vec::new();
+                while let Some((_, st)) = recs.front() {
+                    if *st == RecState::Busy {
+                        break;
+                    }
+                    let (d, st) = recs.pop_front().expect("front exists");
+                    consumed += 1;
+                    occupied -= (d.len() as u64 + 8 + 7) & !7;
+                    if st == RecState::Submitted {
+                        want.push(d);
+                    }
+                }
+                let mut got = Vec::new();
+                while let Some(r) = consumer.next_record() {
+                    got.push(r);
+                }
+                if got != want {
+                    return mismatch(
+                        index,
+                        op,
+                        format!("{} records {got:02x?}", got.len()),
+                        format!("{} records {want:02x?}", want.len()),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    // Leave no reservation busy (the region is dropped anyway).
+    for (_, p) in outstanding {
+        // SAFETY: an outstanding reservation of this ring, never used again.
+        unsafe { raw.ringbuf_commit(p, 0, true) };
     }
     Ok(())
 }
