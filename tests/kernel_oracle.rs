@@ -843,3 +843,71 @@ fn edge_programs_give_the_documented_verdicts() {
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+#[test]
+fn embedded_programs_run_alike_in_the_kernel_and_in_pkbpf() {
+    const TEST: &str = "embedded_programs_run_alike_in_the_kernel_and_in_pkbpf";
+    if !kernel_or_skip(TEST) {
+        return;
+    }
+    let Some(path) = common::compile(TEST, "embedded") else {
+        return;
+    };
+    let bytes = common::read(&path);
+    let obj = Object::parse(&bytes).expect("parse");
+    let k = KernelObject::create(&obj).expect("kernel maps");
+    let rt = pkbpf::Runtime::builder()
+        .embedded_ctx(pkbpf::runtime::CtxLayout::writable(16))
+        .build()
+        .expect("runtime");
+    let ours = rt.load(&bytes).expect("pkbpf loads embedded.bpf.o");
+    let inputs: [(u64, u64); 4] = [(40, 2), (0, 0), (u64::MAX, 3), (0x1_0000_0001, 0x7fff_ffff)];
+    let mut calls = 0u64;
+    for name in ["add_inputs", "mul_inputs"] {
+        let theirs = k
+            .load(&obj, obj.program(name).expect("program"))
+            .expect("kernel loads it");
+        let prog = ours.program(name).expect("pkbpf program");
+        for (a, b) in inputs {
+            let mut ctx = [a.to_ne_bytes(), b.to_ne_bytes()].concat();
+            let out = theirs
+                .test_run(&TestRun {
+                    ctx_in: &ctx,
+                    ..Default::default()
+                })
+                .expect("kernel test run");
+            let r0 = prog.call(&mut ctx).expect("pkbpf call");
+            // `int` results: the kernel keeps 32 bits.
+            assert_eq!(out.retval, r0 as u32, "{name}({a:#x}, {b:#x})");
+            let expect = if name == "add_inputs" {
+                a.wrapping_add(b)
+            } else {
+                a.wrapping_mul(b)
+            };
+            assert_eq!(out.retval, expect as u32, "{name}({a:#x}, {b:#x})");
+            assert_eq!(out.ctx_in_after, ctx, "{name}: context after the run");
+        }
+        if name == "add_inputs" {
+            calls += inputs.len() as u64;
+        }
+    }
+    // add_inputs counts its calls in legacy_counts[0] on both sides.
+    let idx = obj
+        .maps()
+        .iter()
+        .position(|m| m.name == "legacy_counts")
+        .expect("legacy_counts");
+    let kernel_count = k.maps()[idx]
+        .lookup(&0u32.to_ne_bytes())
+        .expect("kernel lookup")
+        .expect("array entry");
+    let our_count = ours
+        .map("legacy_counts")
+        .expect("pkbpf map")
+        .lookup(&0u32.to_ne_bytes())
+        .expect("pkbpf lookup")
+        .expect("array entry");
+    assert_eq!(kernel_count, calls.to_ne_bytes());
+    assert_eq!(our_count, kernel_count);
+    println!("embedded: add_inputs/mul_inputs agree with the kernel on {} inputs each; counter {calls} on both sides", inputs.len());
+}
