@@ -367,3 +367,42 @@ fn pid_tgid_is_right_after_fork() {
     assert_eq!(in_child >> 32, child as u64, "the child's own tgid");
     assert_ne!(in_child >> 32, parent >> 32);
 }
+
+#[test]
+fn isolation_reports_the_selected_mode() {
+    use pkbpf::runtime::{Sandbox, SandboxMode};
+    let none = Runtime::builder().sandbox(Sandbox::None).build().unwrap();
+    let iso = none.isolation();
+    assert_eq!(iso.mode, SandboxMode::None { missing: None });
+    assert!(!iso.protected && iso.runtime_key.is_none() && iso.extension_keys.is_empty());
+    let auto = Runtime::builder().sandbox(Sandbox::Auto).build().unwrap();
+    let want = pkbpf_sandbox::select(Sandbox::Auto).unwrap();
+    assert_eq!(auto.isolation().mode, want);
+    // Mpk fails closed: unavailable here, or not yet wired into calls.
+    let err = Runtime::builder()
+        .sandbox(Sandbox::Mpk)
+        .build()
+        .unwrap_err();
+    if pkbpf_sandbox::detect().is_available() {
+        assert!(matches!(err, RuntimeError::MpkNotWired), "{err:?}");
+    } else {
+        assert!(matches!(err, RuntimeError::Sandbox { .. }), "{err:?}");
+    }
+}
+
+#[test]
+fn host_helper_limit_is_a_typed_error() {
+    let mut b = Runtime::builder();
+    for i in 0..=pkbpf::helpers::MAX_HOST_HELPERS as i32 {
+        b = b.helper(
+            0x2000 + i,
+            HelperProto::new("h", &[], RetType::Integer),
+            |_| Ok(0),
+        );
+    }
+    let err = b.build().unwrap_err();
+    assert!(
+        matches!(err, RuntimeError::TooManyHostHelpers { max: 16 }),
+        "{err:?}"
+    );
+}
