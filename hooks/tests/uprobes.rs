@@ -427,7 +427,12 @@ fn churn_while_called(
 ) {
     let [e_count, r_count, calls_count] = stats;
     let addr = f as *const () as usize;
-    let before = code_bytes(addr, 16);
+    // Resolve once: parsing this (large, debug) test binary per attach is slow.
+    let target = resolve(&format!("/proc/self/exe:{name}"));
+    assert_eq!(target.address, addr);
+    // Only the function's own bytes: its neighbours are probed by other tests.
+    let size = target.function.unwrap().1 as usize;
+    let before = code_bytes(addr, size);
     let stop = Arc::new(AtomicBool::new(false));
     let threads: Vec<_> = (0..4)
         .map(|_| {
@@ -442,9 +447,6 @@ fn churn_while_called(
             })
         })
         .collect();
-    // Resolve once: parsing this (large, debug) test binary per attach is slow.
-    let target = resolve(&format!("/proc/self/exe:{name}"));
-    assert_eq!(target.address, addr);
     let at = |kind, h| {
         // SAFETY: `f` is a function entry of this process.
         unsafe { attach(addr, target.function, kind, h, &AttachOptions::default()) }.unwrap()
@@ -459,7 +461,7 @@ fn churn_while_called(
             drop((r, e));
         }
     }
-    assert_eq!(code_bytes(addr, 16), before);
+    assert_eq!(code_bytes(addr, size), before);
     std::thread::sleep(std::time::Duration::from_millis(20));
     stop.store(true, Ordering::Relaxed);
     for t in threads {
