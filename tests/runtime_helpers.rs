@@ -406,3 +406,25 @@ fn host_helper_limit_is_a_typed_error() {
         "{err:?}"
     );
 }
+
+#[test]
+fn bad_ctx_layout_is_a_typed_error() {
+    let layout = CtxLayout {
+        size: 8,
+        writable: vec![0..2, 4..12],
+    };
+    let err = load(Runtime::builder(), "r0 = 0\nexit", &layout).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "context layout: writable range 4..12 is outside its 8 bytes"
+    );
+    let empty = Runtime::builder()
+        .build()
+        .unwrap()
+        .load_insns("e", &[], &[], &CtxLayout::writable(8))
+        .unwrap_err();
+    assert!(
+        matches!(empty, RuntimeError::EmptyProgram { .. }),
+        "{empty:?}"
+    );
+}

@@ -69,6 +69,21 @@ impl CtxLayout {
         }
     }
 
+    fn check(&self) -> Result<(), RuntimeError> {
+        match self
+            .writable
+            .iter()
+            .find(|r| r.start > r.end || r.end > self.size)
+        {
+            Some(r) => Err(RuntimeError::BadCtxLayout {
+                size: self.size,
+                start: r.start,
+                end: r.end,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// `size` bytes, none writable.
     pub fn read_only(size: u32) -> CtxLayout {
         CtxLayout {
@@ -103,6 +118,26 @@ pub enum RuntimeError {
         /// The sandbox's error.
         #[source]
         source: pkbpf_sandbox::SandboxError,
+    },
+    /// The entry gate or the fault-recovery registration of JIT code could
+    /// not be set up.
+    #[error("setting up fault recovery for program {program} failed")]
+    Gate {
+        /// The program being loaded.
+        program: String,
+        /// The sandbox's error.
+        #[source]
+        source: pkbpf_sandbox::SandboxError,
+    },
+    /// A context layout whose writable ranges do not lie inside it.
+    #[error("context layout: writable range {start}..{end} is outside its {size} bytes")]
+    BadCtxLayout {
+        /// The layout's size.
+        size: u32,
+        /// Start of the offending range.
+        start: u32,
+        /// End of the offending range.
+        end: u32,
     },
     /// `Sandbox::Mpk` was asked for, but calls do not run in protection-key
     /// domains yet (failing closed rather than running unprotected).
@@ -434,6 +469,7 @@ impl Runtime {
         bytes: &[u8],
         ctx: &CtxLayout,
     ) -> Result<LoadedObject, RuntimeError> {
+        ctx.check()?;
         let obj = Object::parse(bytes).map_err(|source| RuntimeError::Object { source })?;
         let mut envs = Vec::new();
         for p in obj.programs() {
@@ -452,6 +488,7 @@ impl Runtime {
         maps: &[pkbpf_maps::MapDef],
         ctx: &CtxLayout,
     ) -> Result<LoadedObject, RuntimeError> {
+        ctx.check()?;
         if insns.is_empty() {
             return Err(RuntimeError::EmptyProgram {
                 program: name.to_string(),

@@ -123,8 +123,10 @@ fn finish(
     };
     let gate = match rt.engine() {
         Engine::Jit => Some(
-            GateStub::new(Domain::host(), Domain::host())
-                .map_err(|source| RuntimeError::Sandbox { source })?,
+            GateStub::new(Domain::host(), Domain::host()).map_err(|source| RuntimeError::Gate {
+                program: progs.first().map(|p| p.0.clone()).unwrap_or_default(),
+                source,
+            })?,
         ),
         Engine::Interpreter => None,
     };
@@ -150,7 +152,10 @@ fn finish(
                 // code, and no call runs while the object is being dropped.
                 Some(
                     unsafe { pkbpf_sandbox::fault::register_code_range(start as usize, len) }
-                        .map_err(|source| RuntimeError::Sandbox { source })?,
+                        .map_err(|source| RuntimeError::Gate {
+                            program: name.clone(),
+                            source,
+                        })?,
                 )
             }
             Code::Interp(_) => None,
