@@ -36,6 +36,15 @@
 //! # Ok::<(), pkbpf_hooks::HookError>(())
 //! ```
 //!
+//! Plugging in a JIT-compiled program: build the handler with
+//! [`Handler::from_raw`] from a shim `extern "C" fn(data, frame)` that enters
+//! the extension's domain through the sandbox gate, calls the JIT entry with
+//! `ctx = frame as *const u8` (the frame starts with `pt_regs`), and leaves
+//! through the gate. A `bpf_override_return(ctx, rc)` helper recovers the
+//! frame with [`HookFrame::from_ctx`] and calls
+//! [`HookFrame::override_return`]; the entry trampoline then returns `rc` to
+//! the caller without running the function.
+//!
 //! Syscall tracepoints, the preload agent and `pkbpf run` are not here yet.
 #![deny(missing_docs)]
 
