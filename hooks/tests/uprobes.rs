@@ -1036,3 +1036,74 @@ fn attach_by_libbpf_section_name() {
         "{err}"
     );
 }
+
+add6_fn!(pk_add6_reentrant);
+add6_fn!(pk_add6_forked);
+
+#[test]
+fn a_handler_calling_its_own_probed_function_does_not_recurse() {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let _l = attach_at(
+        "/proc/self/exe:pk_add6_reentrant",
+        ProbeKind::Entry,
+        Handler::from_fn(|f| {
+            N.fetch_add(1, Ordering::Relaxed);
+            // Calls the probed function from inside its own handler.
+            let inner = black_box(pk_add6_reentrant as Add6)(f.regs.di, 0, 0, 0, 0, 0);
+            assert_eq!(inner, f.regs.di);
+        }),
+        false,
+    );
+    let missed0 = pkbpf_hooks::uprobe::missed_hits();
+    for a in 0..10 {
+        assert_eq!(
+            black_box(pk_add6_reentrant as Add6)(a, a + 1, a + 2, a + 3, a + 4, a + 5),
+            expected_add6(a)
+        );
+    }
+    assert_eq!(
+        N.load(Ordering::Relaxed),
+        10,
+        "inner calls do not run handlers"
+    );
+    assert!(pkbpf_hooks::uprobe::missed_hits() - missed0 >= 10);
+}
+
+#[test]
+fn probes_keep_working_in_a_forked_child() {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let _l = attach_at(
+        "/proc/self/exe:pk_add6_forked",
+        ProbeKind::Entry,
+        counter(&N),
+        false,
+    );
+    // SAFETY: the child only calls the probed function (atomics, no locks or
+    // allocation in the handler) and exits with `_exit`.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        let before = N.load(Ordering::Relaxed);
+        let ok = (0..5).all(|a| {
+            black_box(pk_add6_forked as Add6)(a, a + 1, a + 2, a + 3, a + 4, a + 5)
+                == expected_add6(a)
+        });
+        let hits = N.load(Ordering::Relaxed) - before;
+        // SAFETY: leaving the forked child without running the parent's destructors.
+        unsafe { libc::_exit(if ok { hits as i32 } else { 100 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(libc::WIFEXITED(status), "child status {status:#x}");
+    assert_eq!(
+        libc::WEXITSTATUS(status),
+        5,
+        "the child's calls hit the probe"
+    );
+    assert_eq!(
+        N.load(Ordering::Relaxed),
+        0,
+        "the parent's counter is its own"
+    );
+}
