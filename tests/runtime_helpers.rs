@@ -428,3 +428,59 @@ fn bad_ctx_layout_is_a_typed_error() {
         "{empty:?}"
     );
 }
+
+/// trace_vprintk("%d%d%d%d", [1, 2, 3, 4], data_len).
+fn vprintk_prog(data_len: u32) -> String {
+    format!(
+        "
+        r1 = {:#x} ll
+        *(u64 *)(r10 - 16) = r1
+        r1 = 0
+        *(u64 *)(r10 - 8) = r1
+        r1 = 1
+        *(u64 *)(r10 - 48) = r1
+        r1 = 2
+        *(u64 *)(r10 - 40) = r1
+        r1 = 3
+        *(u64 *)(r10 - 32) = r1
+        r1 = 4
+        *(u64 *)(r10 - 24) = r1
+        r1 = r10
+        r1 += -16
+        r2 = 9
+        r3 = r10
+        r3 += -48
+        r4 = {data_len}
+        call 177
+        exit
+        ",
+        u64::from_le_bytes(*b"%d%d%d%d")
+    )
+}
+
+#[test]
+fn trace_vprintk_takes_an_argument_array() {
+    for engine in ENGINES {
+        for (len, want_r0, want_lines) in [
+            (32, 5, vec!["1234"]),
+            (12, EINVAL, vec![]),
+            (24, EINVAL, vec![]),
+        ] {
+            let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+            let sink = lines.clone();
+            let b = Runtime::builder()
+                .engine(engine)
+                .printk(move |l| sink.lock().unwrap().push(l.to_string()));
+            let obj = load(b, &vprintk_prog(len), &CtxLayout::read_only(8)).unwrap();
+            let r0 = obj.program("prog").unwrap().call(&mut [0; 8]).unwrap();
+            assert_eq!(r0, want_r0, "{engine:?} data_len {len}");
+            let msgs: Vec<String> = lines
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|l| l.split_once(": bpf_trace_printk: ").unwrap().1.to_string())
+                .collect();
+            assert_eq!(msgs, want_lines, "{engine:?} data_len {len}");
+        }
+    }
+}
