@@ -204,6 +204,10 @@ fn resolves_own_symbols_to_their_addresses() {
     let (start, size) = r.function.unwrap();
     assert_eq!(start, r.address);
     assert!(size > 0);
+    // The main executable by its real path resolves the same.
+    let exe = std::env::current_exe().unwrap();
+    let by_path = resolve(&format!("{}:pk_add6", exe.display()));
+    assert_eq!(by_path.address, r.address);
     // BINARY:OFFSET is a file offset, as in the kernel's uprobe interface.
     let by_offset = resolve(&format!("/proc/self/exe:{:#x}", r.file_offset));
     assert_eq!(by_offset.address, r.address);
