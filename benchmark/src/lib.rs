@@ -23,6 +23,7 @@ pub mod embedded;
 pub mod engines;
 pub mod env;
 pub mod error;
+pub mod inproc;
 pub mod kernel;
 pub mod pkrun;
 pub mod report;

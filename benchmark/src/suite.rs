@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::embedded::{load_embed_program, time_interp};
 use crate::engines::error_chain;
 use crate::env::{Cell, Environment, Native, Pkbpf, PkbpfSandbox, Readiness, Setup};
+use crate::inproc::PkbpfInProcess;
 use crate::kernel::Kernel;
 use crate::report::{Record, Report, SCHEMA};
 use crate::stats::Summary;
@@ -35,9 +36,7 @@ pub fn environments() -> Vec<Box<dyn Environment>> {
     vec![
         Box::new(Native),
         Box::new(Kernel::new()),
-        Box::new(Pkbpf {
-            sandbox: PkbpfSandbox::None,
-        }),
+        Box::new(PkbpfInProcess::new()),
         Box::new(Pkbpf {
             sandbox: PkbpfSandbox::Mpk,
         }),

@@ -1,0 +1,264 @@
+//! pkbpf's rows, measured in process: the victim's functions in a shared
+//! library, pkbpf's own inline uprobes/uretprobes (`pkbpf_hooks`) on them,
+//! and the runtime (`pkbpf::runtime`: verifier, JIT, maps, helpers) running
+//! the same `.bpf.o` programs the kernel rows use.
+//!
+//! The timing loop is the victim's (`N` calls of each function through a
+//! function pointer with `(buffer, i % 4, i)`), run by the harness itself
+//! because pkbpf's probes live in the probed process. Each program's hits are
+//! counted; a row whose probes fired fewer times than the function was
+//! called is an error, as in the kernel rows.
+//!
+//! The syscall-tracepoint row needs pkbpf's syscall interception, which is
+//! not there yet; it reports so.
+
+use std::collections::BTreeMap;
+use std::ffi::{c_void, CString};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use pkbpf::object::ProgramKind;
+use pkbpf::runtime::{Engine, HookCtx, LoadedObject, Runtime, Sandbox};
+use pkbpf_hooks::{
+    attach_target, AttachOptions, Handler, HookFrame, ProbeKind, ProbeLink, ProbeTarget,
+};
+
+use crate::engines::error_chain;
+use crate::env::{target_rows, Cell, Environment, Readiness, Setup};
+use crate::pkrun::load_object;
+use crate::tools::{build_kernel_objects, run_checked, write_source, TARGET_C};
+use crate::workload::{kernel_programs, SYSCALL_ROW, TARGET_FUNCTIONS};
+use crate::BenchError;
+
+/// A target function: `uint64_t f(char *a, int b, uint64_t c)`.
+type TargetFn = unsafe extern "C" fn(*mut u8, i32, u64) -> u64;
+
+/// Why the syscall row has no pkbpf number.
+pub const SYSCALL_PENDING: &str = "pkbpf syscall tracepoints not integrated (hooks issue 8)";
+
+/// pkbpf with `--sandbox=none`, in process.
+#[derive(Default)]
+pub struct PkbpfInProcess {
+    lib: Option<*mut c_void>,
+    funcs: BTreeMap<String, TargetFn>,
+    /// Loaded objects; leaked so the handlers (which outlive detach) may
+    /// borrow their programs for the rest of the process.
+    objects: Vec<&'static LoadedObject>,
+    links: Vec<ProbeLink>,
+    /// Hit counters by row.
+    hits: BTreeMap<String, Vec<Arc<AtomicU64>>>,
+    /// Rows whose programs could not be loaded or attached, with why.
+    broken: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for PkbpfInProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PkbpfInProcess")
+            .field("funcs", &self.funcs.keys().collect::<Vec<_>>())
+            .field("links", &self.links.len())
+            .field("broken", &self.broken)
+            .finish()
+    }
+}
+
+/// Compiles the victim as a shared library (`cc -O2 -fno-inline -shared
+/// -fPIC`) into `dir/libbench_target.so`.
+pub fn build_target_lib(dir: &Path) -> Result<PathBuf, BenchError> {
+    let src = write_source(dir, "bench_target.c", TARGET_C)?;
+    let lib = dir.join("libbench_target.so");
+    run_checked(
+        Command::new("cc")
+            .args(["-O2", "-fno-inline", "-shared", "-fPIC", "-o"])
+            .arg(&lib)
+            .arg(&src),
+    )?;
+    Ok(lib)
+}
+
+fn fail(why: impl Into<String>) -> BenchError {
+    BenchError::Run {
+        program: "bench_target".into(),
+        engine: "pkbpf-none".into(),
+        reason: why.into(),
+    }
+}
+
+impl PkbpfInProcess {
+    /// Not prepared yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn setup(&mut self, setup: &Setup) -> Result<(), BenchError> {
+        let lib = build_target_lib(&setup.workdir)?;
+        let c = CString::new(lib.to_string_lossy().as_bytes())
+            .map_err(|_| fail("library path has a NUL"))?;
+        // SAFETY: `c` is a NUL-terminated path to the library just built from
+        // our own C (no constructors).
+        let handle = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+        if handle.is_null() {
+            return Err(fail(format!("dlopen {} failed", lib.display())));
+        }
+        self.lib = Some(handle);
+        for f in TARGET_FUNCTIONS {
+            let sym = CString::new(f).map_err(|_| fail("symbol has a NUL"))?;
+            // SAFETY: `handle` is open; `sym` is NUL-terminated.
+            let p = unsafe { libc::dlsym(handle, sym.as_ptr()) };
+            if p.is_null() {
+                return Err(fail(format!("{f} not found in {}", lib.display())));
+            }
+            // SAFETY: every target function is `uint64_t f(char *, int,
+            // uint64_t)` (TARGET in bench_target.c).
+            let fp = unsafe { std::mem::transmute::<*mut c_void, TargetFn>(p) };
+            self.funcs.insert(f.to_string(), fp);
+        }
+        let rt = Runtime::builder()
+            .sandbox(Sandbox::None)
+            .engine(Engine::Jit)
+            .build()
+            .map_err(|e| fail(format!("runtime: {}", error_chain(&e))))?;
+        for obj_path in build_kernel_objects(&setup.workdir)? {
+            let parsed = load_object(&obj_path)?;
+            let loaded = match rt.load_file(&obj_path) {
+                Ok(o) => &*Box::leak(Box::new(o)),
+                Err(e) => {
+                    let why = format!("pkbpf refused {}: {}", obj_path.display(), error_chain(&e));
+                    for def in parsed.programs() {
+                        for row in rows_of(&def.name) {
+                            self.broken.entry(row).or_insert_with(|| why.clone());
+                        }
+                    }
+                    continue;
+                }
+            };
+            self.objects.push(loaded);
+            for def in parsed.programs() {
+                for row in rows_of(&def.name) {
+                    if let Err(why) = self.attach_one(loaded, &lib, &def.name, &def.kind, &row) {
+                        self.broken.entry(row).or_insert(why);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn attach_one(
+        &mut self,
+        obj: &'static LoadedObject,
+        lib: &Path,
+        prog_name: &str,
+        kind: &ProgramKind,
+        row: &str,
+    ) -> Result<(), String> {
+        let probe_kind = match kind {
+            ProgramKind::Uprobe { .. } => ProbeKind::Entry,
+            ProgramKind::Uretprobe { .. } => ProbeKind::Return,
+            other => {
+                return Err(format!(
+                    "{prog_name}: {} programs are not attached in process",
+                    other.name()
+                ))
+            }
+        };
+        let prog = obj.program(prog_name).map_err(|e| error_chain(&e))?;
+        let func_ip = *self
+            .funcs
+            .get(row)
+            .ok_or_else(|| format!("no function {row}"))? as usize as u64;
+        let counter = Arc::new(AtomicU64::new(0));
+        let hits = counter.clone();
+        let handler = Handler::from_fn(move |frame: &mut HookFrame| {
+            let regs = (&mut frame.regs as *mut pkbpf_hooks::PtRegs).cast::<u8>();
+            // SAFETY: `regs` is the frame's `pt_regs` (168 bytes, `repr(C)`),
+            // live and exclusively ours for the duration of the handler.
+            let ctx = unsafe {
+                std::slice::from_raw_parts_mut(regs, std::mem::size_of::<pkbpf_hooks::PtRegs>())
+            };
+            let mut hook = HookCtx {
+                func_ip,
+                override_return: None,
+            };
+            if prog.call_hooked(ctx, &mut hook).is_ok() {
+                hits.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let target =
+            ProbeTarget::parse(&format!("{}:{row}", lib.display())).map_err(|e| error_chain(&e))?;
+        // SAFETY: the target is a function entry in the library we built and
+        // keep loaded for the life of the process (never dlclosed).
+        let link =
+            unsafe { attach_target(&target, probe_kind, handler, &AttachOptions::default()) }
+                .map_err(|e| format!("attach {prog_name} to {row}: {}", error_chain(&e)))?;
+        self.links.push(link);
+        self.hits.entry(row.to_string()).or_default().push(counter);
+        Ok(())
+    }
+}
+
+/// The rows a kernel program name belongs to.
+fn rows_of(prog: &str) -> Vec<String> {
+    TARGET_FUNCTIONS
+        .iter()
+        .filter(|r| kernel_programs(r).iter().any(|p| p == prog))
+        .map(|r| r.to_string())
+        .collect()
+}
+
+impl Environment for PkbpfInProcess {
+    fn name(&self) -> &'static str {
+        "pkbpf-none"
+    }
+
+    fn rows(&self) -> Vec<String> {
+        target_rows()
+    }
+
+    fn prepare(&mut self, setup: &Setup) -> Readiness {
+        match self.setup(setup) {
+            Ok(()) => Readiness::Ready,
+            Err(e) => Readiness::Skipped(format!("pkbpf rows: {}", error_chain(&e))),
+        }
+    }
+
+    fn run_once(&mut self, setup: &Setup) -> Result<BTreeMap<String, Cell>, BenchError> {
+        let n = setup.iterations;
+        let mut buffer = *b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\0";
+        let mut cells = BTreeMap::new();
+        let mut sink = 0u64;
+        for row in TARGET_FUNCTIONS {
+            if let Some(why) = self.broken.get(row) {
+                cells.insert(row.to_string(), Cell::NotRun(why.clone()));
+                continue;
+            }
+            let f = self.funcs[row];
+            let counters = self.hits.get(row).cloned().unwrap_or_default();
+            let before: Vec<u64> = counters.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+            let start = Instant::now();
+            for i in 0..n {
+                // SAFETY: `f` is `return a[b] + c` with b in 0..4 and `buffer`
+                // 64 bytes (the probes may write its first 8).
+                sink = sink.wrapping_add(unsafe { f(buffer.as_mut_ptr(), (i % 4) as i32, i) });
+            }
+            let ns = start.elapsed().as_nanos() as f64 / n.max(1) as f64;
+            for (c, b) in counters.iter().zip(before) {
+                let fired = c.load(Ordering::Relaxed) - b;
+                if fired < n {
+                    return Err(fail(format!(
+                        "{row}: a pkbpf probe ran {fired} times (successfully) for {n} calls"
+                    )));
+                }
+            }
+            cells.insert(row.to_string(), Cell::Ns(ns));
+        }
+        std::hint::black_box(sink);
+        cells.insert(
+            SYSCALL_ROW.to_string(),
+            Cell::NotRun(SYSCALL_PENDING.into()),
+        );
+        Ok(cells)
+    }
+}
