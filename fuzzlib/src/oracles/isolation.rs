@@ -229,9 +229,9 @@ fn jit_run(
     a_values: MemRange,
 ) -> Result<(), Finding> {
     use pkbpf_jit::x86::{JitEnv, JitProgram};
-    use pkbpf_verifier::{verify, ProgramEnv};
+    use pkbpf_verifier::verify;
 
-    let Ok(v) = verify(insns, &ProgramEnv::conformance(mem.len() as u32)) else {
+    let Ok(v) = verify(insns, &super::case_env(mem.len())) else {
         return Ok(());
     };
     // The verifier accepted it: the checked interpreter must also find it

@@ -18,7 +18,7 @@ mod programs;
 
 pub use isolation::{isolation, IsolationMode, ISOLATION_BUDGET};
 pub use maps_model::{maps_model, MapOp, MapSel, MapsInput};
-pub use programs::{env_for, jit_diff, object, soundness, verifier, Verdict, RUN_BUDGET};
+pub use programs::{case_env, env_for, jit_diff, object, soundness, verifier, Verdict, RUN_BUDGET};
 
 use pkbpf_jit::interp::ExecErrorKind;
 use pkbpf_maps::MapType;

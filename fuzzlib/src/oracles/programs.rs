@@ -7,10 +7,11 @@ use pkbpf_jit::interp::{
 };
 use pkbpf_verifier::disasm::disassemble;
 use pkbpf_verifier::isa::{decode_program, encode_program};
+use pkbpf_verifier::verifier::{ArgType, HelperProto, RetType};
 use pkbpf_verifier::{verify, CtxDesc, MapDesc, ProgramEnv, VerifiedProgram, Verifier};
 
 use super::{first_difference, Finding};
-use crate::gen::Case;
+use crate::gen::{Case, UNWIND_HELPER};
 
 /// Instruction budget of the checked-interpreter runs (a verified program
 /// that needs more is not judged: the verifier bounds loops by the
@@ -112,9 +113,23 @@ pub fn verifier(data: &[u8]) -> Result<(), Finding> {
     Ok(())
 }
 
-/// Verifies `case` for the conformance environment of its memory size.
+/// The environment a [`Case`] is verified for: the conformance context
+/// (`r1` = `mem_len` bytes, `r2` = their size) and exactly the helpers the
+/// engines' conformance tables implement (5 = unwind).
+/// `ProgramEnv::conformance` also admits the built-in helpers, which neither
+/// `HelperTable::conformance` nor `JitEnv::conformance` provides.
+pub fn case_env(mem_len: usize) -> ProgramEnv {
+    let mut helpers = pkbpf_verifier::HelperTable::empty();
+    helpers.register(
+        UNWIND_HELPER,
+        HelperProto::new("unwind", &[ArgType::Scalar], RetType::Integer),
+    );
+    ProgramEnv::conformance(mem_len as u32).with_helpers(helpers)
+}
+
+/// Verifies `case` for [`case_env`].
 fn verified(case: &Case) -> Option<VerifiedProgram> {
-    verify(&case.insns, &ProgramEnv::conformance(case.mem.len() as u32)).ok()
+    verify(&case.insns, &case_env(case.mem.len())).ok()
 }
 
 /// Runs a verified case in the checked interpreter (uninitialised reads

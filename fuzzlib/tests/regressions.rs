@@ -1,0 +1,32 @@
+//! Inputs the fuzz targets crashed on, replayed through the same oracles.
+//! Each names the target, what it found and where the fix is.
+
+use pkbpf_fuzzlib::oracles::{case_env, jit_diff, Verdict};
+use pkbpf_fuzzlib::Case;
+use pkbpf_verifier::asm::assemble;
+use pkbpf_verifier::verify;
+
+/// `jit_diff` crash-0ed8c421: `r5 = -1; call 7; r0 = 2; exit` with no
+/// memory. `ProgramEnv::conformance` admits every built-in helper (7 =
+/// get_prandom_u32), but the engines' conformance tables implement only 5,
+/// so the JIT refused the "verified" program (`unknown helper 7`). Fixed in
+/// the oracle: cases verify against `case_env`, which admits exactly the
+/// helpers the engines run.
+#[test]
+fn jit_diff_helper_outside_the_engines_table_is_rejected_up_front() {
+    let artifact: &[u8] = b"\x00\x00\x00\xb7\x05\x00\x00\xff\xff\xff\xff\x85\x00\x00\x00\x07\x00\x00\x00\xb7\x00\x00\x00\x02\x00\x00\x00\x95\x00\x00\x00\x00\x00\x00\x00";
+    let case = Case::from_bytes(artifact).expect("the artifact decodes");
+    assert_eq!(
+        case.insns,
+        assemble("mov %r5, -1\ncall 7\nmov %r0, 2\nexit").unwrap()
+    );
+    assert_eq!(jit_diff(&case).unwrap(), Verdict::Rejected);
+    // Helper 5 (unwind) is still callable.
+    let unwind = assemble("mov %r1, 9\ncall 5\nexit").unwrap();
+    assert!(verify(&unwind, &case_env(0)).is_ok());
+    let case = Case {
+        insns: unwind,
+        mem: Vec::new(),
+    };
+    assert_eq!(jit_diff(&case).unwrap(), Verdict::Accepted { r0: Ok(9) });
+}
