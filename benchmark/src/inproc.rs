@@ -7,7 +7,8 @@
 //! function pointer with `(buffer, i % 4, i)`), run by the harness itself
 //! because pkbpf's probes live in the probed process. Each program's hits are
 //! counted; a row whose probes fired fewer times than the function was
-//! called is an error, as in the kernel rows.
+//! called is an error, as in the kernel rows. Each function gets [`WARMUP`]
+//! untimed calls first.
 //!
 //! The syscall-tracepoint row needs pkbpf's syscall interception, which is
 //! not there yet; it reports so.
@@ -35,6 +36,9 @@ use crate::BenchError;
 
 /// A target function: `uint64_t f(char *a, int b, uint64_t c)`.
 type TargetFn = unsafe extern "C" fn(*mut u8, i32, u64) -> u64;
+
+/// Untimed calls of each function before its timed loop.
+pub const WARMUP: u64 = 100;
 
 /// Why the syscall row has no pkbpf number.
 pub const SYSCALL_PENDING: &str = "pkbpf syscall tracepoints not integrated (hooks issue 8)";
@@ -236,6 +240,12 @@ impl Environment for PkbpfInProcess {
             }
             let f = self.funcs[row];
             let counters = self.hits.get(row).cloned().unwrap_or_default();
+            // Warm-up (first-hit costs: the hook's per-thread state, first
+            // JIT entry, page faults), not timed.
+            for i in 0..WARMUP.min(n) {
+                // SAFETY: as in the timed loop below.
+                sink = sink.wrapping_add(unsafe { f(buffer.as_mut_ptr(), (i % 4) as i32, i) });
+            }
             let before: Vec<u64> = counters.iter().map(|c| c.load(Ordering::Relaxed)).collect();
             let start = Instant::now();
             for i in 0..n {

@@ -323,3 +323,37 @@ fn kernel_rows_run_and_every_probe_fired() {
     // `iterations` times, so reaching this point means every one did.
     assert_eq!(cells.len(), 18);
 }
+
+/// pkbpf's own probes on the victim's functions, in this process: every row
+/// but the syscall one runs (the hit counts are checked inside `run_once`).
+#[test]
+fn pkbpf_in_process_rows_run_and_probes_fire() {
+    use pkbpf_bench::env::Cell;
+    use pkbpf_bench::inproc::{PkbpfInProcess, SYSCALL_PENDING};
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup {
+        workdir: dir.path().to_path_buf(),
+        target: dir.path().join("unused"),
+        iterations: 50,
+    };
+    let mut env = PkbpfInProcess::new();
+    assert_eq!(env.name(), "pkbpf-none");
+    match env.prepare(&setup) {
+        Readiness::Ready => {}
+        other => panic!("pkbpf in-process environment not ready: {other:?}"),
+    }
+    let cells = env.run_once(&setup).unwrap();
+    assert_eq!(cells.len(), 18);
+    for f in [
+        "__bench_uprobe",
+        "__bench_uretprobe",
+        "__bench_uprobe_uretprobe",
+        "__bench_array_map_lookup",
+    ] {
+        match &cells[f] {
+            Cell::Ns(ns) => assert!(*ns > 0.0, "{f}"),
+            Cell::NotRun(why) => panic!("{f} did not run: {why}"),
+        }
+    }
+    assert_eq!(cells[SYSCALL_ROW], Cell::NotRun(SYSCALL_PENDING.into()));
+}
