@@ -350,6 +350,25 @@ impl RuntimeBuilder {
 
     /// Registers host helper `id` with prototype `proto` (the verifier checks
     /// every call against it). It replaces a built-in helper of the same id.
+    /// At most [`MAX_HOST_HELPERS`](crate::helpers::MAX_HOST_HELPERS);
+    /// more make [`build`](Self::build) fail.
+    ///
+    /// ```
+    /// use pkbpf::runtime::{ArgType, CtxLayout, HelperProto, RetType, Runtime};
+    /// use pkbpf::verifier::asm::assemble;
+    ///
+    /// let rt = Runtime::builder()
+    ///     .helper(
+    ///         0x1000,
+    ///         HelperProto::new("twice", &[ArgType::Scalar], RetType::Integer),
+    ///         |a| Ok(a.args[0] * 2),
+    ///     )
+    ///     .build()?;
+    /// let prog = assemble("r1 = *(u64 *)(r1 + 0)\ncall 4096\nexit")?;
+    /// let obj = rt.load_insns("double", &prog, &[], &CtxLayout::read_only(8))?;
+    /// assert_eq!(obj.program("double")?.call(&mut 21u64.to_ne_bytes())?, 42);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn helper(
         mut self,
         id: i32,
