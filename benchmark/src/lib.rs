@@ -5,7 +5,8 @@
 //! - **bpftime's workloads** ([`suite`]): a victim binary with 17 probe
 //!   targets ([`target`]), run natively, under real kernel uprobes
 //!   ([`kernel`], via libbpf), and under pkbpf (one [`env::Environment`] per
-//!   sandbox mode), plus the embedded-call row ([`embedded`]) and the
+//!   sandbox mode; pkbpf's own probes in process, [`inproc`]), plus the
+//!   embedded-call row ([`embedded`]) and the
 //!   `write()` syscall row; N runs summarised per row ([`stats`]), printed in
 //!   bpftime's table layout, written as JSON and as SVG/PNG charts
 //!   ([`report`], [`chart`]).
