@@ -157,6 +157,8 @@ fn calls_and_globals_read_through_the_map_api() {
         let obj = rt.load(&bytes).unwrap();
         let main = obj.program("calls_main").unwrap();
         assert_eq!(main.ctx_size(), 168);
+        assert_eq!(main.kind().name(), "uprobe");
+        assert_eq!(main.section(), "uprobe/benchmark/test:__bench_calls");
         // r = a * multiplier (3) + b
         assert_eq!(main.call(&mut pt_regs(5, 4)).unwrap(), 19);
         assert_eq!(main.call(&mut pt_regs(100, 1)).unwrap(), 301 & 0xff);

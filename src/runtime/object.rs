@@ -16,7 +16,7 @@ use pkbpf_verifier::{ProgramEnv, Verifier};
 
 use super::{CallError, Engine, Runtime, RuntimeError, VerifierLog};
 use crate::helpers::{self, HookCtx, Invocation, ObjectState};
-use crate::object::{MapKind, Object};
+use crate::object::{MapKind, Object, ProgramKind};
 
 enum Code {
     Jit(JitProgram),
@@ -30,6 +30,8 @@ struct LoadedProg {
     range: Option<CodeRange>,
     code: Code,
     ctx_size: u32,
+    kind: ProgramKind,
+    section: String,
 }
 
 /// A loaded object: maps in one shared region and its programs, verified
@@ -96,10 +98,19 @@ fn verify(
     })
 }
 
+/// A program to verify and compile.
+struct ProgSource {
+    name: String,
+    insns: Vec<Insn>,
+    env: ProgramEnv,
+    kind: ProgramKind,
+    section: String,
+}
+
 fn finish(
     rt: &Runtime,
     state: ObjectState,
-    progs: Vec<(String, Vec<Insn>, ProgramEnv)>,
+    progs: Vec<ProgSource>,
 ) -> Result<LoadedObject, RuntimeError> {
     let region = &state.region;
     let mut jit_maps = Vec::new();
@@ -124,14 +135,21 @@ fn finish(
     let gate = match rt.engine() {
         Engine::Jit => Some(
             GateStub::new(Domain::host(), Domain::host()).map_err(|source| RuntimeError::Gate {
-                program: progs.first().map(|p| p.0.clone()).unwrap_or_default(),
+                program: progs.first().map(|p| p.name.clone()).unwrap_or_default(),
                 source,
             })?,
         ),
         Engine::Interpreter => None,
     };
     let mut loaded = Vec::new();
-    for (name, insns, env) in progs {
+    for ProgSource {
+        name,
+        insns,
+        env,
+        kind,
+        section,
+    } in progs
+    {
         let verified = verify(&name, &insns, &env)?;
         let code = match rt.engine() {
             Engine::Jit => {
@@ -165,6 +183,8 @@ fn finish(
             range,
             code,
             ctx_size: env.ctx.size(),
+            kind,
+            section,
         });
     }
     Ok(LoadedObject {
@@ -234,7 +254,13 @@ pub(super) fn load(
         .programs()
         .iter()
         .zip(envs)
-        .map(|(p, env)| (p.name.clone(), p.insns.clone(), env))
+        .map(|(p, env)| ProgSource {
+            name: p.name.clone(),
+            insns: p.insns.clone(),
+            env,
+            kind: p.kind.clone(),
+            section: p.section.clone(),
+        })
         .collect();
     finish(rt, state, progs)
 }
@@ -261,7 +287,14 @@ pub(super) fn load_raw(
         host: rt.host().iter().map(|h| h.f.clone()).collect(),
         printk: rt.printk_sink().clone(),
     };
-    finish(rt, state, vec![(name.to_string(), insns.to_vec(), env)])
+    let src = ProgSource {
+        name: name.to_string(),
+        insns: insns.to_vec(),
+        env,
+        kind: ProgramKind::Embedded,
+        section: String::new(),
+    };
+    finish(rt, state, vec![src])
 }
 
 impl LoadedObject {
@@ -535,6 +568,18 @@ impl<'o> Program<'o> {
     /// The program's name.
     pub fn name(&self) -> &'o str {
         &self.obj.progs[self.index].name
+    }
+
+    /// Its kind (from the object's section name; `Embedded` for programs
+    /// given as instructions), e.g. the uprobe target to attach it to.
+    pub fn kind(&self) -> &'o ProgramKind {
+        &self.obj.progs[self.index].kind
+    }
+
+    /// The object section it came from (empty for programs given as
+    /// instructions).
+    pub fn section(&self) -> &'o str {
+        &self.obj.progs[self.index].section
     }
 
     /// Size of the context it was verified for.
