@@ -230,3 +230,53 @@ fn probe_read_user_str_conventions() {
         assert_eq!(&ctx[8..24], &[0; 16], "zeroed on a fault");
     }
 }
+
+/// ctx[0] += 1; tail_call(ctx, prog_array, 0); return 0.
+const SELF_TAIL: &str = "
+    r6 = r1
+    r1 = *(u64 *)(r6 + 0)
+    r1 += 1
+    *(u64 *)(r6 + 0) = r1
+    r1 = r6
+    r2 = map[idx:0]
+    r3 = 0
+    call 12
+    r0 = 0
+    exit
+";
+
+#[test]
+fn tail_calls_stop_at_33() {
+    for engine in ENGINES {
+        let pa = MapDef::new("pa", MapType::ProgArray, 4, 4, 2);
+        let obj = load(engine, SELF_TAIL, &[pa], 8);
+        let p = obj.program("prog").unwrap();
+        let mut ctx = [0u8; 8];
+        assert_eq!(p.call(&mut ctx).unwrap(), 0);
+        assert_eq!(u64::from_ne_bytes(ctx), 1, "empty slot: no tail call");
+        // Slot 0 → the program itself (index 0 of its object).
+        obj.map("pa")
+            .unwrap()
+            .update(&0u32.to_ne_bytes(), &0u32.to_ne_bytes(), 0)
+            .unwrap();
+        let mut ctx = [0u8; 8];
+        assert_eq!(p.call(&mut ctx).unwrap(), 0);
+        assert_eq!(
+            u64::from_ne_bytes(ctx),
+            34,
+            "{engine:?}: first run + 33 tail calls"
+        );
+        // The count is per call.
+        let mut ctx = [0u8; 8];
+        p.call(&mut ctx).unwrap();
+        assert_eq!(u64::from_ne_bytes(ctx), 34);
+        // A slot naming a program the object does not have is an empty slot.
+        obj.map("pa")
+            .unwrap()
+            .update(&0u32.to_ne_bytes(), &7u32.to_ne_bytes(), 0)
+            .unwrap();
+        let mut ctx = [0u8; 8];
+        p.call(&mut ctx).unwrap();
+        assert_eq!(u64::from_ne_bytes(ctx), 1);
+    }
+}
