@@ -445,3 +445,42 @@ fn objects_are_shared_across_threads() {
         });
     }
 }
+
+#[test]
+fn per_program_context_layouts_and_writable_ranges() {
+    let Some(bytes) = bytes_of(
+        "per_program_context_layouts_and_writable_ranges",
+        "embedded",
+    ) else {
+        return;
+    };
+    let rt = runtime(Engine::Jit);
+    let obj = rt
+        .load_with(&bytes, |name| match name {
+            "custom" => CtxLayout::read_only(4),
+            _ => CtxLayout::read_only(16),
+        })
+        .unwrap();
+    assert_eq!(obj.program("custom").unwrap().ctx_size(), 4);
+    assert_eq!(obj.program("add_inputs").unwrap().ctx_size(), 16);
+    assert_eq!(obj.program("custom").unwrap().call(&mut [0; 4]).unwrap(), 7);
+
+    // A program writing ctx bytes the host declared read-only is rejected.
+    let insns =
+        pkbpf::verifier::asm::assemble("r2 = 1\n*(u64 *)(r1 + 8) = r2\nr0 = 0\nexit").unwrap();
+    let layout = CtxLayout {
+        size: 16,
+        writable: vec![0..8, 12..16],
+    };
+    let err = rt.load_insns("w", &insns, &[], &layout).unwrap_err();
+    assert!(
+        matches!(err, pkbpf::runtime::RuntimeError::Verify { .. }),
+        "{err:?}"
+    );
+    let insns =
+        pkbpf::verifier::asm::assemble("r2 = 1\n*(u64 *)(r1 + 0) = r2\nr0 = 0\nexit").unwrap();
+    let obj = rt.load_insns("w", &insns, &[], &layout).unwrap();
+    let mut ctx = [0u8; 16];
+    obj.program("w").unwrap().call(&mut ctx).unwrap();
+    assert_eq!(ctx[0], 1);
+}

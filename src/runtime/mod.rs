@@ -488,11 +488,23 @@ impl Runtime {
         bytes: &[u8],
         ctx: &CtxLayout,
     ) -> Result<LoadedObject, RuntimeError> {
-        ctx.check()?;
+        self.load_with(bytes, |_| ctx.clone())
+    }
+
+    /// Loads an object whose embedded program `name` gets the context
+    /// `ctx_for(name)` (programs of other kinds get their kind's context).
+    /// Tail calls only go between programs of the same context layout.
+    pub fn load_with(
+        &self,
+        bytes: &[u8],
+        ctx_for: impl Fn(&str) -> CtxLayout,
+    ) -> Result<LoadedObject, RuntimeError> {
         let obj = Object::parse(bytes).map_err(|source| RuntimeError::Object { source })?;
         let mut envs = Vec::new();
         for p in obj.programs() {
-            envs.push(self.env_for(&obj, p, ctx)?);
+            let ctx = ctx_for(&p.name);
+            ctx.check()?;
+            envs.push(self.env_for(&obj, p, &ctx)?);
         }
         object::load(self, &obj, envs)
     }
