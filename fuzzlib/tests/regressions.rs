@@ -30,3 +30,37 @@ fn jit_diff_helper_outside_the_engines_table_is_rejected_up_front() {
     };
     assert_eq!(jit_diff(&case).unwrap(), Verdict::Accepted { r0: Ok(9) });
 }
+
+/// `maps_model` crash-0a4ba44a: a zero-length ring-buffer record reserved in
+/// the ring's last 8 bytes could not be committed (`-EINVAL`): its data
+/// pointer is the ring's end, which `commit` took for out of range.
+#[test]
+fn ringbuf_zero_length_record_at_the_end_of_the_ring_commits() {
+    use pkbpf_fuzzlib::oracles::{maps_model, MapOp, MapSel, MapsInput};
+
+    let input = MapsInput {
+        map: MapSel::RingBuf,
+        key_extra: 0,
+        value_size: 0,
+        max_entries: 0,
+        ops: [
+            // 7 records of 504 + 8 bytes and one of 496 + 8: 4088 bytes,
+            // so the next record starts 8 bytes before the end.
+            vec![MapOp::RbOutput { len: 504, byte: 1 }; 7],
+            vec![
+                MapOp::RbOutput { len: 496, byte: 2 },
+                MapOp::RbConsume,
+                MapOp::RbReserve { len: 0, byte: 3 },
+                MapOp::RbCommit {
+                    which: 0,
+                    discard: false,
+                },
+                MapOp::RbConsume,
+                MapOp::RbOutput { len: 8, byte: 4 },
+                MapOp::RbConsume,
+            ],
+        ]
+        .concat(),
+    };
+    maps_model(&input).unwrap_or_else(|f| panic!("{f}"));
+}

@@ -117,7 +117,7 @@ impl Ring {
 
     pub(crate) fn commit(&self, rec: *mut u8, flags: u64, discard: bool) -> i64 {
         let a = (rec as usize).wrapping_sub(self.data as usize) as u64;
-        if a < HDR || a >= self.size || !a.is_multiple_of(8) {
+        if a < HDR || a > self.size || !a.is_multiple_of(8) {
             return EINVAL;
         }
         let off = a - HDR;
