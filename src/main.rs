@@ -52,14 +52,15 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let runs_programs = matches!(cli.command, Command::Conformance(_) | Command::Demo(_));
+    // (`demo` prints the mode itself, on stdout.)
+    let runs_programs = matches!(cli.command, Command::Conformance(_));
     if cli.sandbox == cli::SandboxArg::Auto && runs_programs {
         eprintln!("{mode}");
     }
     let result: Result<i32> = match cli.command {
         Command::Conformance(a) => cli::conformance::run(a),
         Command::ConformancePlugin(a) => cli::conformance::run_plugin(a),
-        Command::Demo(a) => cli::demo::run(a),
+        Command::Demo(a) => cli::demo::run(a, cli.sandbox.into()),
         Command::Inspect(a) => cli::inspect::run(a),
         Command::Disasm(a) => cli::disasm::run(a),
         Command::Verify(a) => cli::verify::run(a, cli.verbose),

@@ -333,9 +333,37 @@ fn cli_plugin_protocol() {
 }
 
 #[test]
-fn cli_demo_counts_primes() {
-    let out = pkbpf().arg("demo").output().unwrap();
-    assert!(out.status.success());
+fn cli_demo_probes_and_counts_primes() {
+    // The default demo: uprobe + uretprobe on a function of the binary.
+    let out = pkbpf().args(["demo", "--calls", "3000"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with("pkbpf demo: JIT engine, sandbox: "),
+        "{stdout}"
+    );
+    assert!(stdout.contains("@request_size (log2 histogram"), "{stdout}");
+    assert!(
+        stdout.contains("check: 3000 uprobe and 3000 uretprobe hits, histogram and sum match"),
+        "{stdout}"
+    );
+    // The same on the reference interpreter.
+    let out = pkbpf()
+        .args(["demo", "--calls", "500", "--interpreter"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("check: 500 uprobe and 500 uretprobe hits"),
+        "{stdout}"
+    );
+    // The compute demo.
+    let out = pkbpf().args(["demo", "--below", "1000"]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.starts_with("primes below 1000: 168 (interpreter, "),

@@ -25,12 +25,14 @@
 //! closed ([`RuntimeError::MpkNotWired`]); with [`Sandbox::Auto`] on PKU
 //! hardware calls run unprotected and [`Isolation::protected`] says so.
 
+mod attach;
 mod object;
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use attach::{AttachPoint, UprobeLink};
 pub use object::{LoadedObject, Program};
 pub use pkbpf_sandbox::{Sandbox, SandboxMode};
 pub use pkbpf_verifier::verifier::helpers::{ArgType, HelperProto, RetType};
@@ -228,6 +230,34 @@ pub enum RuntimeError {
     EmptyProgram {
         /// Its name.
         program: String,
+    },
+    /// The program's kind cannot be attached that way (e.g. a tracepoint
+    /// program given to a uprobe).
+    #[error("program {program} is a {kind} program: it cannot be attached as a {wanted}")]
+    NotAttachable {
+        /// The program.
+        program: String,
+        /// Its kind.
+        kind: String,
+        /// What was asked for.
+        wanted: &'static str,
+    },
+    /// The program has no attach target in its section and none was given.
+    #[error("program {program} names no attach target (section {section})")]
+    NoAttachTarget {
+        /// The program.
+        program: String,
+        /// Its section.
+        section: String,
+    },
+    /// Resolving or patching the probe failed.
+    #[error("attaching program {program} failed")]
+    Attach {
+        /// The program.
+        program: String,
+        /// The hooks layer's error.
+        #[source]
+        source: pkbpf_hooks::HookError,
     },
 }
 
