@@ -748,10 +748,17 @@ const EDGES: &[(&str, &str, bool, bool, &str)] = &[
         "*(u32 *)(r10 - 4) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:0]\ncall bpf_map_lookup_elem#1\n\
          r0 = *(u64 *)(r0 + 0)\nexit",
         true,
+        true,
+        "both: an array lookup with a constant key below max_entries cannot fail (every \
+         index of a plain array exists), so the result is proven non-null",
+    ),
+    (
+        "null check missing (array, key 1 of 1)",
+        "*(u32 *)(r10 - 4) = 1\nr2 = r10\nr2 += -4\nr1 = map[idx:0]\ncall bpf_map_lookup_elem#1\n\
+         r0 = *(u64 *)(r0 + 0)\nexit",
         false,
-        "compatibility gap: the kernel proves an array lookup with a constant in-range key \
-         non-null; pkbpf still demands the null check (conservative; compiled programs keep \
-         their source's checks, so no corpus program hits it)",
+        false,
+        "both: key 1 is past the 1-entry array, so the lookup returns null",
     ),
     (
         "map value out of bounds",

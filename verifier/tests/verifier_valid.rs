@@ -410,3 +410,57 @@ fn bounds_check_on_a_copy_narrows_the_original() {
          exit",
     );
 }
+
+#[test]
+fn array_lookup_with_constant_in_range_key_needs_no_null_check() {
+    // As the kernel: every index of a plain array exists, so a lookup with a
+    // known key below max_entries cannot fail. Map 1 has 4 entries of 16 bytes.
+    for (key, store) in [
+        (0, "*(u32 *)(r10 - 4) = 0"),
+        (3, "*(u32 *)(r10 - 4) = 3"),
+        (2, "r6 = 2\n*(u64 *)(r10 - 8) = r6"),
+    ] {
+        let off = if store.contains("r10 - 8") { -8 } else { -4 };
+        let src = format!(
+            "{store}
+             r2 = r10
+             r2 += {off}
+             r1 = map[idx:1]
+             call bpf_map_lookup_elem#1
+             r1 = *(u64 *)(r0 + 8)
+             *(u64 *)(r0 + 0) = r1
+             r0 = 0
+             exit"
+        );
+        let v = accept(&format!("key {key}"), &env(), &src);
+        assert_eq!(v.inlinable_lookups().len(), 1, "key {key}");
+    }
+    // A per-CPU array behaves the same.
+    let percpu = ProgramEnv::new(CtxDesc::PtRegs).with_map(pkbpf_verifier::MapDesc::new(6, 4, 8, 2));
+    accept(
+        "percpu key 1",
+        &percpu,
+        "*(u32 *)(r10 - 4) = 1
+         r2 = r10
+         r2 += -4
+         r1 = map[idx:0]
+         call bpf_map_lookup_elem#1
+         r0 = *(u64 *)(r0 + 0)
+         exit",
+    );
+    // The compiled shape (a null check kept from the source) still verifies:
+    // the null branch is simply dead.
+    accept(
+        "checked anyway",
+        &env(),
+        "*(u32 *)(r10 - 4) = 0
+         r2 = r10
+         r2 += -4
+         r1 = map[idx:1]
+         call bpf_map_lookup_elem#1
+         if r0 == 0 goto out
+         r0 = *(u64 *)(r0 + 0)
+         out:
+         exit",
+    );
+}

@@ -3,7 +3,7 @@
 use super::cfg::use_def;
 use super::cfg::Cfg;
 use super::check::{self, Region};
-use super::env::ProgramEnv;
+use super::env::{MapDesc, ProgramEnv};
 use super::error::Reason;
 use super::helpers::{allowed_map_types, ArgType, RetType};
 use super::lattice::Lattice;
@@ -557,6 +557,8 @@ impl Stepper<'_> {
         };
         self.facts.helpers.insert(id);
         let mut map: Option<u32> = None;
+        // The key's value when it is a constant read from initialised stack.
+        let mut const_key: Option<u64> = None;
         let mut mem: Option<(u8, Option<Pointer>, bool)> = None; // reg, ptr (None = null), write
         let mut alloc: Option<u64> = None;
         let mut release: Option<u32> = None;
@@ -615,6 +617,9 @@ impl Stepper<'_> {
                         writes.push((region, size as u64));
                     } else {
                         self.note_read(region, size as u64);
+                    }
+                    if let (ArgType::PtrToMapKey, Region::Stack { frame, off }) = (*ty, region) {
+                        const_key = const_stack_key(&state, frame, off, size);
                     }
                 }
                 ArgType::PtrToMem { readonly } => match v {
@@ -728,6 +733,14 @@ impl Stepper<'_> {
         let r0 = match proto.ret {
             RetType::Integer | RetType::Void => RegValue::UNKNOWN,
             RetType::MapValueOrNull => match map {
+                Some(m)
+                    if id == super::helpers::id::MAP_LOOKUP_ELEM
+                        && array_key_in_range(&self.env.maps[m as usize], const_key) =>
+                {
+                    // A plain array holds every index below max_entries, so
+                    // the lookup cannot fail: no null check needed.
+                    RegValue::Ptr(Pointer::new(PtrKind::MapValue { map: m }))
+                }
                 Some(m) => RegValue::Ptr(Pointer {
                     kind: PtrKind::MapValueOrNull { map: m },
                     off: Scalar::constant(0),
@@ -754,6 +767,29 @@ impl Stepper<'_> {
         }
         Ok(Next::Goto(pc + 1, state))
     }
+}
+
+/// The constant value of a `size`-byte map key on frame `frame`'s stack at
+/// `off` (already checked initialised), if it is one (keys of up to 8 bytes).
+fn const_stack_key(state: &State, frame: usize, off: i64, size: u32) -> Option<u64> {
+    if size == 0 || size > 8 {
+        return None;
+    }
+    match state.frames[frame].stack.load(off, size) {
+        StackRead::Scalar(s) => s.as_const(),
+        StackRead::Reg(RegValue::Scalar(s)) => s.as_const(),
+        _ => None,
+    }
+}
+
+/// Whether a lookup in `map` with key `key` always finds an element: the
+/// map is a plain (or per-CPU) array, whose elements all exist, and the key
+/// is a known index below `max_entries`.
+fn array_key_in_range(map: &MapDesc, key: Option<u64>) -> bool {
+    const PERCPU_ARRAY: u32 = 6;
+    (map.map_type == MapDesc::ARRAY || map.map_type == PERCPU_ARRAY)
+        && map.key_size == 4
+        && key.is_some_and(|k| k < map.max_entries as u64)
 }
 
 /// After a null check of `p`: every copy (same id) becomes either the
