@@ -12,6 +12,7 @@ pub mod helpers;
 pub mod kernel;
 pub mod object;
 pub mod runtime;
+pub mod session;
 pub mod verify_env;
 
 pub use runtime::{Engine, LoadedObject, Program, Runtime};

@@ -38,6 +38,8 @@ enum Command {
     Disasm(cli::disasm::Args),
     /// Verify an object file's programs and print the verifier log (`-v`: every instruction).
     Verify(cli::verify::Args),
+    /// Start a command with an object's uprobes attached (preload agent) and show their output.
+    Run(cli::run::Args),
 }
 
 fn main() {
@@ -64,6 +66,7 @@ fn main() {
         Command::Inspect(a) => cli::inspect::run(a),
         Command::Disasm(a) => cli::disasm::run(a),
         Command::Verify(a) => cli::verify::run(a, cli.verbose),
+        Command::Run(a) => cli::run::run(a, cli.sandbox),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -4,6 +4,7 @@ pub mod conformance;
 pub mod demo;
 pub mod disasm;
 pub mod inspect;
+pub mod run;
 pub mod verify;
 
 /// The `--sandbox` flag.
