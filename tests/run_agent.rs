@@ -1,0 +1,371 @@
+//! `pkbpf run` end to end: real objects on real targets through the preload
+//! agent (`libpkbpf_agent.so`), checking what the probes counted and printed.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// Builds the agent next to the `pkbpf` binary under test (the workspace
+/// build does so too; a `cargo test -p pkbpf` alone does not).
+fn pkbpf() -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_pkbpf"));
+    BUILT.get_or_init(|| {
+        let profile_dir = bin.parent().expect("bin dir");
+        let target_dir = profile_dir.parent().expect("target dir");
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "-q", "-p", "pkbpf-agent"])
+            .env("CARGO_TARGET_DIR", target_dir)
+            .current_dir(common::root());
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let st = cmd.status().expect("run cargo build -p pkbpf-agent");
+        assert!(st.success(), "cargo build -p pkbpf-agent failed");
+        assert!(profile_dir.join("libpkbpf_agent.so").is_file());
+    });
+    bin
+}
+
+/// Compiles `tests/targets/<name>.c` into `dir/<out>` with `cc -O0`.
+fn cc(name: &str, dir: &Path, out: &str) -> PathBuf {
+    let exe = dir.join(out);
+    if let Some(p) = exe.parent() {
+        std::fs::create_dir_all(p).expect("target dir");
+    }
+    let src = common::root().join("tests/targets").join(format!("{name}.c"));
+    let st = Command::new("cc")
+        .args(["-O0", "-fno-inline", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .expect("run cc");
+    assert!(st.success(), "cc {} failed", src.display());
+    exe
+}
+
+fn have_tools(test: &str) -> bool {
+    if !common::have("cc") {
+        common::skip(test, "cc not found");
+        return false;
+    }
+    common::have("clang") || {
+        common::skip(test, "clang not found");
+        false
+    }
+}
+
+fn run(obj: &Path, cwd: &Path, extra: &[&str], cmd: &[&str]) -> Output {
+    let out = Command::new(pkbpf())
+        .args(["--sandbox", "none", "run"])
+        .arg(obj)
+        .args(extra)
+        .arg("--")
+        .args(cmd)
+        .current_dir(cwd)
+        .output()
+        .expect("run pkbpf");
+    eprintln!(
+        "--- stdout\n{}--- stderr\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn bytes(hex: &str) -> Vec<u8> {
+    hex.split_whitespace()
+        .map(|b| u8::from_str_radix(b, 16).expect("hex byte"))
+        .collect()
+}
+
+/// The `malloc_counts` entries printed by `pkbpf run`: pid → (mallocs, frees).
+fn malloc_counts(out: &str) -> Vec<(u32, u64, u64)> {
+    let mut v = Vec::new();
+    for line in out.lines() {
+        let Some(rest) = line.strip_prefix("key: ") else {
+            continue;
+        };
+        let (k, val) = rest.split_once("  value: ").expect("key/value line");
+        let k = bytes(k);
+        let val = bytes(val);
+        assert_eq!((k.len(), val.len()), (4, 16), "{line}");
+        v.push((
+            u32::from_ne_bytes(k.try_into().unwrap()),
+            u64::from_ne_bytes(val[..8].try_into().unwrap()),
+            u64::from_ne_bytes(val[8..].try_into().unwrap()),
+        ));
+    }
+    v
+}
+
+/// The pid of the process whose agent started fresh (not forked).
+fn agent_pid(err: &str) -> u32 {
+    err.lines()
+        .find_map(|l| {
+            l.strip_prefix("pkbpf: pid ")?
+                .strip_suffix(": agent running")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no agent line in {err}"))
+}
+
+/// The pid a target printed as `PREFIX <pid>`.
+fn printed_pid(out: &str, prefix: &str) -> u32 {
+    out.lines()
+        .find_map(|l| l.strip_prefix(prefix)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix:?} line in {out}"))
+}
+
+#[test]
+fn malloc_counter_counts_the_targets_calls() {
+    if !have_tools("malloc_counter_counts_the_targets_calls") {
+        return;
+    }
+    let Some(obj) = common::compile("run_malloc", "malloc_free") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let exe = cc("mallocs", dir.path(), "mallocs");
+    let mut counts = Vec::new();
+    for n in [1000u64, 3000] {
+        let o = run(&obj, dir.path(), &[], &[exe.to_str().unwrap(), &n.to_string()]);
+        assert!(o.status.success(), "pkbpf run failed");
+        let out = stdout(&o);
+        assert!(stderr(&o).contains("attached count_malloc (uprobe)"));
+        assert!(stderr(&o).contains("attached count_free (uprobe)"));
+        let pid = printed_pid(&out, "pid ");
+        let c = malloc_counts(&out);
+        assert_eq!(c.len(), 1, "one process, one entry: {c:?}");
+        let (p, m, f) = c[0];
+        assert_eq!(p, pid, "keyed by the target's pid");
+        assert!(m >= n && f >= n, "{m} mallocs, {f} frees for {n} pairs");
+        // The hit counts the agent reports agree with the map.
+        assert!(out.contains(&format!("prog count_malloc [pid {pid}]: {m} hits, 0 errors")));
+        assert!(out.contains(&format!("prog count_free [pid {pid}]: {f} hits, 0 errors")));
+        counts.push((m, f));
+    }
+    // The target's own startup and the agent's work are the same in both
+    // runs: the difference is exactly the 2000 extra pairs.
+    assert_eq!(counts[1].0 - counts[0].0, 2000, "{counts:?}");
+    assert_eq!(counts[1].1 - counts[0].1, 2000, "{counts:?}");
+}
+
+#[test]
+fn forked_child_counts_under_its_own_pid() {
+    if !have_tools("forked_child_counts_under_its_own_pid") {
+        return;
+    }
+    let Some(obj) = common::compile("run_fork", "malloc_free") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let exe = cc("mallocs", dir.path(), "mallocs");
+    let o = run(&obj, dir.path(), &[], &[exe.to_str().unwrap(), "500", "fork"]);
+    assert!(o.status.success());
+    let out = stdout(&o);
+    let parent = printed_pid(&out, "pid ");
+    let child = printed_pid(&out, "child pid ");
+    assert_ne!(parent, child);
+    assert!(
+        stderr(&o).contains(&format!("pid {child}: agent running (forked from {parent})")),
+        "the child reports its own pid"
+    );
+    let c = malloc_counts(&out);
+    let get = |pid| c.iter().find(|e| e.0 == pid).copied();
+    let (_, cm, cf) = get(child).expect("an entry for the child's pid");
+    let (_, pm, pf) = get(parent).expect("an entry for the parent's pid");
+    assert!((500..600).contains(&cm) && (500..600).contains(&cf), "child {cm}/{cf}");
+    assert!(pm >= 500 && pf >= 500, "parent {pm}/{pf}");
+    assert_eq!(c.len(), 2, "{c:?}");
+}
+
+#[test]
+fn bench_probes_fire_once_per_call() {
+    if !have_tools("bench_probes_fire_once_per_call") {
+        return;
+    }
+    let Some(obj) = common::compile("run_bench", "bench_uprobe") else {
+        return;
+    };
+    // The object's sections name `benchmark/test`, relative to the cwd.
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("benchmark/test");
+    std::fs::create_dir_all(exe.parent().unwrap()).unwrap();
+    let st = Command::new("cc")
+        .args(["-O2", "-fno-inline", "-o"])
+        .arg(&exe)
+        .arg(common::root().join("benchmark/target/bench_target.c"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let n = 2000;
+    let plain = Command::new(&exe).arg(n.to_string()).output().unwrap();
+    let o = run(&obj, dir.path(), &[], &["benchmark/test", &n.to_string()]);
+    assert!(o.status.success());
+    let out = stdout(&o);
+    let pid = agent_pid(&stderr(&o));
+    for prog in [
+        "bench_uprobe",
+        "bench_uretprobe",
+        "bench_uprobe_both_entry",
+        "bench_uprobe_both_exit",
+    ] {
+        assert!(
+            out.contains(&format!("prog {prog} [pid {pid}]: {n} hits, 0 errors")),
+            "{prog} fired {n} times"
+        );
+    }
+    // The probes do not change what the functions return.
+    let checksum = |s: &str| s.lines().find(|l| l.starts_with("checksum")).map(String::from);
+    assert_eq!(checksum(&out), checksum(&String::from_utf8_lossy(&plain.stdout)));
+    assert!(checksum(&out).is_some());
+
+    // --prog attaches only the one named.
+    let o = run(&obj, dir.path(), &["--prog", "bench_uretprobe"], &["benchmark/test", "10"]);
+    assert!(o.status.success());
+    let out = stdout(&o);
+    assert!(out.contains("prog bench_uretprobe"), "{out}");
+    assert!(!out.contains("prog bench_uprobe "), "{out}");
+}
+
+#[test]
+fn printk_lines_stream_in_trace_pipe_format() {
+    if !have_tools("printk_lines_stream_in_trace_pipe_format") {
+        return;
+    }
+    let Some(obj) = common::compile("run_printk", "../targets/greet") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let exe = cc("greet", dir.path(), "greet");
+    let o = run(&obj, dir.path(), &[], &[exe.to_str().unwrap()]);
+    assert!(o.status.success());
+    let out = stdout(&o);
+    let pid = agent_pid(&stderr(&o));
+    let lines: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("bpf_trace_printk: "))
+        .collect();
+    let msgs: Vec<&str> = lines
+        .iter()
+        .map(|l| l.split_once("bpf_trace_printk: ").unwrap().1)
+        .collect();
+    assert_eq!(
+        msgs,
+        [
+            "greet entry 7",
+            "greet returned 14",
+            "greet entry 8",
+            "greet returned 16",
+            "greet entry 9",
+            "greet returned 18"
+        ]
+    );
+    for l in lines {
+        assert!(l.contains(&format!("greet-{pid} [")), "trace_pipe task field: {l}");
+    }
+    assert!(out.contains("sum 48"));
+}
+
+#[test]
+fn malloc_counter_on_real_programs() {
+    if !have_tools("malloc_counter_on_real_programs") {
+        return;
+    }
+    let Some(obj) = common::compile("run_real", "malloc_free") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmds: Vec<Vec<&str>> = vec![vec!["ls", "-l", "/"]];
+    if common::have("python3") {
+        cmds.push(vec!["python3", "-c", "print(sum(len(str(i)) for i in range(10000)))"]);
+    }
+    for cmd in cmds {
+        let o = run(&obj, dir.path(), &[], &cmd);
+        assert!(o.status.success(), "{cmd:?}");
+        let c = malloc_counts(&stdout(&o));
+        assert!(!c.is_empty(), "{cmd:?}: no counts");
+        assert!(c.iter().all(|e| e.1 > 0 && e.2 > 0), "{cmd:?}: {c:?}");
+    }
+}
+
+#[test]
+fn bad_object_fails_before_the_target_starts() {
+    if !have_tools("bad_object_fails_before_the_target_starts") {
+        return;
+    }
+    let Some(obj) = common::compile("run_bad", "../targets/bad_uprobe") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("started");
+    let o = run(
+        &obj,
+        dir.path(),
+        &[],
+        &["sh", "-c", &format!("touch {}", marker.display())],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!marker.exists(), "the target ran");
+    let err = stderr(&o);
+    assert!(err.contains("verifier log"), "{err}");
+    assert!(err.contains("past_ctx"), "{err}");
+
+    // A missing --prog is a bad request too.
+    let Some(good) = common::compile("run_bad", "malloc_free") else {
+        return;
+    };
+    let o = run(
+        &good,
+        dir.path(),
+        &["--prog", "nope"],
+        &["sh", "-c", &format!("touch {}", marker.display())],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!marker.exists(), "the target ran");
+    assert!(stderr(&o).contains("nope"));
+}
+
+#[test]
+fn tracepoint_programs_are_reported_not_supported() {
+    if !have_tools("tracepoint_programs_are_reported_not_supported") {
+        return;
+    }
+    let Some(obj) = common::compile("run_tp", "syscount") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(&obj, dir.path(), &[], &["true"]);
+    let err = stderr(&o);
+    assert!(err.contains("not supported by pkbpf run yet"), "{err}");
+    assert!(err.contains("raw_tracepoint sys_enter"), "{err}");
+    assert!(err.contains("tracepoint syscalls/sys_enter_openat"), "{err}");
+    // The target ran (status 0) and the maps were still dumped.
+    assert!(o.status.success());
+    assert!(stdout(&o).contains("map syscall_counts"));
+}
+
+#[test]
+fn target_exit_status_is_passed_through() {
+    if !have_tools("target_exit_status_is_passed_through") {
+        return;
+    }
+    let Some(obj) = common::compile("run_status", "malloc_free") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(&obj, dir.path(), &[], &["sh", "-c", "exit 7"]);
+    assert_eq!(o.status.code(), Some(7));
+}
