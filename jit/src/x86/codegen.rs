@@ -185,6 +185,93 @@ struct Cg<'a, R: Rng> {
     blind: bool,
     /// Nops still to emit at the end of the current unit.
     post_nops: u32,
+    /// The slim frame of a program without calls; `None`: the full frame.
+    leaf: Option<LeafFrame>,
+}
+
+/// The entry frame of a program that calls nothing (no helper, no
+/// bpf-to-bpf call, no `callx`): it needs no run context in `r12` (nothing
+/// can abort it), saves only the callee-saved registers its code writes,
+/// reserves the 512-byte eBPF stack only when it uses `r10`, and zeroes only
+/// the registers it mentions. The context pointer is pushed last, so the
+/// fall-off guard can still report [`ABORT_FELL_OFF`].
+#[derive(Clone, Debug)]
+struct LeafFrame {
+    /// Callee-saved x86 registers pushed, in push order.
+    saved: Vec<u8>,
+    /// Whether `r10` is used (then `rbp` is saved and points to the top of
+    /// a 512-byte stack below the saved context pointer).
+    stack: bool,
+    /// Registers zeroed on entry (all mentioned ones except r1, r2, r10).
+    zero: Vec<u8>,
+}
+
+impl LeafFrame {
+    /// The slim frame for `insns`, or `None` when the program calls anything.
+    fn of(insns: &[Insn]) -> Option<LeafFrame> {
+        let mut used = [false; 11];
+        for insn in insns {
+            let mut mark = |r: Reg| used[r.idx()] = true;
+            match *insn {
+                Insn::Call(_) | Insn::CallX { .. } | Insn::LdAbs { .. } | Insn::LdInd { .. } => {
+                    return None
+                }
+                Insn::Alu { dst, src, .. } | Insn::Jmp { dst, src, .. } => {
+                    mark(dst);
+                    if let Source::Reg(r) = src {
+                        mark(r);
+                    }
+                }
+                Insn::Store { dst, src, .. } => {
+                    mark(dst);
+                    if let Source::Reg(r) = src {
+                        mark(r);
+                    }
+                }
+                Insn::Neg { dst, .. }
+                | Insn::Endian { dst, .. }
+                | Insn::LdImm64 { dst, .. }
+                | Insn::LdPseudo { dst, .. } => mark(dst),
+                Insn::Load { dst, src, .. } => {
+                    mark(dst);
+                    mark(src);
+                }
+                Insn::Atomic { dst, src, .. } => {
+                    mark(dst);
+                    mark(src);
+                    // cmpxchg compares with r0; the fetch forms may use it.
+                    used[0] = true;
+                }
+                Insn::LdImm64Hi | Insn::Ja { .. } | Insn::Exit => {}
+            }
+        }
+        // r0 is what `exit` returns: always defined.
+        used[0] = true;
+        let stack = used[10];
+        let mut saved = Vec::new();
+        if stack {
+            saved.push(5);
+        }
+        for r in 6..=9 {
+            if used[r] {
+                saved.push(MAP[r]);
+            }
+        }
+        let zero = (0..10)
+            .filter(|&r| used[r] && r != 1 && r != 2)
+            .map(|r| MAP[r])
+            .collect();
+        Some(LeafFrame { saved, stack, zero })
+    }
+
+    /// Bytes between `rsp` after the prologue and the saved context pointer.
+    fn ctx_slot(&self) -> i32 {
+        if self.stack {
+            STACK_SIZE as i32
+        } else {
+            0
+        }
+    }
 }
 
 /// Emits the whole program once.
@@ -243,6 +330,7 @@ pub(crate) fn emit<R: Rng>(
         units: Vec::new(),
         blind: false,
         post_nops: 0,
+        leaf: LeafFrame::of(insns),
     };
     cg.prologue();
     for pc in 0..insns.len() {
@@ -386,6 +474,22 @@ impl<R: Rng> Cg<'_, R> {
 
     fn prologue(&mut self) {
         self.unit(Unit::Prologue);
+        if let Some(leaf) = self.leaf.clone() {
+            for &r in &leaf.saved {
+                asm!(self.ops; push Rq(r));
+            }
+            asm!(self.ops; push rdx);
+            if leaf.stack {
+                asm!(self.ops
+                    ; mov rbp, rsp
+                    ; sub rsp, STACK_SIZE as i32
+                );
+            }
+            for &r in &leaf.zero {
+                asm!(self.ops; xor Rd(r), Rd(r));
+            }
+            return;
+        }
         asm!(self.ops
             ; push rbp
             ; push rbx
@@ -408,10 +512,34 @@ impl<R: Rng> Cg<'_, R> {
         );
     }
 
+    /// The leaf frame's epilogue (after `exit`): drop the stack and the
+    /// context slot, restore the saved registers, return.
+    fn leaf_epilogue(&mut self, leaf: &LeafFrame) {
+        asm!(self.ops; add rsp, leaf.ctx_slot() + 8);
+        for &r in leaf.saved.iter().rev() {
+            asm!(self.ops; pop Rq(r));
+        }
+        asm!(self.ops; ret);
+    }
+
     fn tail(&mut self) {
         self.unit(Unit::Tail);
         let abort = self.abort;
         let epilogue = self.epilogue;
+        if let Some(leaf) = self.leaf.clone() {
+            // Execution falling off the end (a verified program never does):
+            // the context pointer is in its slot.
+            asm!(self.ops
+                ; mov rdx, [rsp + leaf.ctx_slot()]
+                ; mov r11, QWORD ABORT_FELL_OFF as i64
+                ; mov [rdx + CTX_ABORT], r11
+                ; xor eax, eax
+                ; =>abort
+                ; =>epilogue
+            );
+            self.leaf_epilogue(&leaf);
+            return;
+        }
         // Execution falling off the end (a verified program never does).
         asm!(self.ops
             ; mov Rq(RDX), QWORD ABORT_FELL_OFF as i64
@@ -632,7 +760,9 @@ impl<R: Rng> Cg<'_, R> {
                 );
             }
             Insn::Exit => {
-                if self.func_of[pc] == 0 {
+                if let Some(leaf) = self.leaf.clone() {
+                    self.leaf_epilogue(&leaf);
+                } else if self.func_of[pc] == 0 {
                     let e = self.epilogue;
                     asm!(self.ops; jmp =>e);
                 } else {

@@ -451,3 +451,63 @@ fn raw_entry_reports_aborts_in_the_context() {
     assert_eq!((r0, ctx.abort), (0, 0x77));
     assert_ne!(ctx.saved_rsp, 0);
 }
+
+#[test]
+fn leaf_programs_report_falling_off_the_end() {
+    // Without and with the eBPF stack (the context slot moves with it).
+    for src in [
+        "mov %r0, 5\nmov %r6, 1",
+        "mov %r0, 5\nmov %r6, 1\nstxdw [%r10-8], %r6\nldxdw %r7, [%r10-8]",
+    ] {
+        let prog = assemble(src).unwrap();
+        let jit = JitProgram::compile_seeded(&prog, &JitEnv::new(), 3).unwrap();
+        // SAFETY: stack accesses only, inside the 512-byte frame.
+        let r = unsafe { jit.call_with_env(0, 0, std::ptr::null_mut()) };
+        assert_eq!(r, Err(RunError::FellOff), "{src}");
+    }
+}
+
+#[test]
+fn leaf_frames_save_only_what_the_program_uses() {
+    // The prologue's instructions, one per line.
+    let prologue = |src: &str| {
+        let prog = assemble(src).unwrap();
+        let jit = JitProgram::compile_seeded(&prog, &JitEnv::new(), 3).unwrap();
+        let d = jit.dump(&prog);
+        let text: Vec<String> = d
+            .split("; prologue\n")
+            .nth(1)
+            .unwrap()
+            .lines()
+            .take_while(|l| l.starts_with("    "))
+            .map(|l| l.split_whitespace().skip(2).collect::<Vec<_>>().join(" "))
+            .collect();
+        (text, jit)
+    };
+    // `return 7`: push rdx (the context slot), zero rax, nothing else.
+    let (p, jit) = prologue("mov %r0, 7\nexit");
+    assert_eq!(p, ["push rdx", "xor eax,eax"]);
+    // SAFETY: no memory access.
+    assert_eq!(unsafe { jit.call(0, 0) }, 7);
+    // r6 and r10 used: rbp and rbx saved, a 512-byte frame.
+    let (p, jit) = prologue("mov %r6, 9\nstxdw [%r10-512], %r6\nldxdw %r0, [%r10-512]\nexit");
+    assert_eq!(
+        p,
+        [
+            "push rbp",
+            "push rbx",
+            "push rdx",
+            "mov rbp,rsp",
+            "sub rsp,200h",
+            "xor eax,eax",
+            "xor ebx,ebx"
+        ]
+    );
+    // SAFETY: stack accesses inside the frame.
+    assert_eq!(unsafe { jit.call(0, 0) }, 9);
+    // A program with a helper call keeps the full frame (r12 = run context).
+    let env = JitEnv::new().with_helper(2, abort_with_r1);
+    let prog = assemble("mov %r1, 0\ncall 2\nexit").unwrap();
+    let jit = JitProgram::compile_seeded(&prog, &env, 0).unwrap();
+    assert!(jit.dump(&prog).contains("push r12"), "{}", jit.dump(&prog));
+}
