@@ -33,6 +33,7 @@ pub mod suite;
 pub mod sysinfo;
 pub mod target;
 pub mod tools;
+pub mod verifier_bench;
 pub mod workload;
 
 pub use error::BenchError;

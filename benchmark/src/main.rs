@@ -9,6 +9,9 @@ use pkbpf_bench::chart::{write_png, write_svg, ChartData};
 use pkbpf_bench::engines::{run_engines, EngineOptions};
 use pkbpf_bench::suite::{run_suite, SuiteOptions};
 use pkbpf_bench::sysinfo::SystemInfo;
+use pkbpf_bench::verifier_bench::{
+    default_corpus, run_verifier_bench, VerifierOptions, LOOP_PROGRAM_ROW,
+};
 use pkbpf_bench::workload::DEFAULT_ITERATIONS;
 
 #[derive(Parser, Debug)]
@@ -67,6 +70,22 @@ enum Cmd {
         #[arg(long)]
         only: Option<String>,
     },
+    /// The verification benchmark: pkbpf's verifier on each program of the
+    /// object corpus and on a 4,096-instruction nested-loop program.
+    Verifier {
+        /// Verifications per program (the median is reported).
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// One verification per program: a smoke test.
+        #[arg(long)]
+        quick: bool,
+        /// Write the results as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Directory of the `*.bpf.c` corpus (default: the repository's tests/bpf).
+        #[arg(long)]
+        corpus: Option<PathBuf>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -74,6 +93,32 @@ fn main() -> Result<()> {
     let tmp = tempfile::tempdir().context("creating a temporary directory")?;
     let workdir = cli.out.clone().unwrap_or_else(|| tmp.path().to_path_buf());
     std::fs::create_dir_all(&workdir).with_context(|| format!("creating {}", workdir.display()))?;
+    if let Some(Cmd::Verifier {
+        runs,
+        quick,
+        json,
+        corpus,
+    }) = &cli.cmd
+    {
+        let opts = VerifierOptions {
+            runs: if *quick { 1 } else { (*runs).max(1) },
+            corpus: corpus.clone().unwrap_or_else(default_corpus),
+            workdir: workdir.clone(),
+        };
+        println!("{}", SystemInfo::collect().line());
+        let rep = run_verifier_bench(&opts)?;
+        print!("{}", rep.table());
+        if let Some(path) = json {
+            let text = serde_json::to_string_pretty(&rep)?;
+            std::fs::write(path, text + "\n")
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        let generated = rep.get(LOOP_PROGRAM_ROW).map(|r| r.verdict.clone());
+        if generated.as_deref() != Some("accepted") {
+            bail!("the generated loop program was not accepted: {generated:?}");
+        }
+        return Ok(());
+    }
     if let Some(Cmd::Engines {
         runs,
         reps,

@@ -436,7 +436,8 @@ fn array_lookup_with_constant_in_range_key_needs_no_null_check() {
         assert_eq!(v.inlinable_lookups().len(), 1, "key {key}");
     }
     // A per-CPU array behaves the same.
-    let percpu = ProgramEnv::new(CtxDesc::PtRegs).with_map(pkbpf_verifier::MapDesc::new(6, 4, 8, 2));
+    let percpu =
+        ProgramEnv::new(CtxDesc::PtRegs).with_map(pkbpf_verifier::MapDesc::new(6, 4, 8, 2));
     accept(
         "percpu key 1",
         &percpu,
