@@ -378,14 +378,12 @@ fn isolation_reports_the_selected_mode() {
     let auto = Runtime::builder().sandbox(Sandbox::Auto).build().unwrap();
     let want = pkbpf_sandbox::select(Sandbox::Auto).unwrap();
     assert_eq!(auto.isolation().mode, want);
-    // Mpk fails closed: unavailable here, or not yet wired into calls.
-    let err = Runtime::builder()
-        .sandbox(Sandbox::Mpk)
-        .build()
-        .unwrap_err();
+    // Mpk fails closed without PKU; with it, calls run in key domains.
+    let mpk = Runtime::builder().sandbox(Sandbox::Mpk).build();
     if pkbpf_sandbox::detect().is_available() {
-        assert!(matches!(err, RuntimeError::MpkNotWired), "{err:?}");
+        assert!(mpk.unwrap().isolation().protected);
     } else {
+        let err = mpk.unwrap_err();
         assert!(matches!(err, RuntimeError::Sandbox { .. }), "{err:?}");
     }
 }

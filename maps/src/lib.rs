@@ -55,7 +55,7 @@ pub mod types;
 
 pub use error::MapError;
 pub use hash::lru_batch;
-pub use map::{Keys, Map, PerfConsumer, RingBufConsumer};
+pub use map::{set_access_gate, AccessGate, Keys, Map, PerfConsumer, RingBufConsumer};
 pub use raw::{RawMap, BPF_ANY, BPF_EXIST, BPF_F_CURRENT_CPU, BPF_NOEXIST};
 pub use region::{
     MapDef, MapSet, MemRange, Region, RegionBuilder, BPF_F_RDONLY_PROG, LPM_DATA_SIZE_MAX,

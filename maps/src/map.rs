@@ -8,6 +8,27 @@ use crate::region::{MapDef, MemRange, Region};
 use crate::ring::Ring;
 use crate::{MapError, MapType};
 
+/// A scope the host enters around each access to a region's pages (see
+/// [`set_access_gate`]); dropping the returned value leaves it.
+pub type AccessGate = fn() -> Box<dyn std::any::Any>;
+
+static ACCESS_GATE: std::sync::OnceLock<AccessGate> = std::sync::OnceLock::new();
+
+/// Installs the gate every host-side [`Map`], [`RingBufConsumer`] and
+/// [`PerfConsumer`] operation runs inside. The runtime installs one that
+/// enters the trusted protection-key domain, because with `--sandbox=mpk`
+/// value pages carry an extension's key and internals the runtime key,
+/// which the host's own domain cannot touch. Only the first call takes
+/// effect; it returns whether this one did.
+pub fn set_access_gate(gate: AccessGate) -> bool {
+    ACCESS_GATE.set(gate).is_ok()
+}
+
+/// Enters the installed gate, if any, until the result is dropped.
+fn access_gate() -> Option<Box<dyn std::any::Any>> {
+    ACCESS_GATE.get().map(|g| g())
+}
+
 /// A handle on one map of a [`Region`] (keeps the region mapped).
 #[derive(Clone, Debug)]
 pub struct Map {
@@ -109,6 +130,7 @@ impl Map {
     /// LPM tries answer the longest matching prefix; prog arrays the program
     /// index as a `u32`.
     pub fn lookup(&self, key: &[u8]) -> Result<Option<Vec<u8>>, MapError> {
+        let _gate = access_gate();
         self.check_key(key)?;
         let raw = self.raw();
         let mut out = vec![0u8; self.value_buffer_size()];
@@ -140,6 +162,7 @@ impl Map {
     /// the kernel takes a program fd); `bpf_tail_call` reads it back with
     /// [`RawMap::prog_array_get`].
     pub fn update(&self, key: &[u8], value: &[u8], flags: u64) -> Result<(), MapError> {
+        let _gate = access_gate();
         self.check_key(key)?;
         self.check_value(value)?;
         self.check_writable()?;
@@ -157,6 +180,7 @@ impl Map {
     /// Deletes `key` (`NotFound` when absent). Arrays refuse (as the kernel
     /// does, with `-EINVAL`).
     pub fn delete(&self, key: &[u8]) -> Result<(), MapError> {
+        let _gate = access_gate();
         self.check_key(key)?;
         self.check_writable()?;
         match self.map_type() {
@@ -176,6 +200,7 @@ impl Map {
     /// The key after `key` (the first when `key` is None or absent), or None
     /// at the end: `BPF_MAP_GET_NEXT_KEY`.
     pub fn next_key(&self, key: Option<&[u8]>) -> Result<Option<Vec<u8>>, MapError> {
+        let _gate = access_gate();
         if let Some(k) = key {
             self.check_key(k)?;
         }
@@ -230,6 +255,7 @@ impl Map {
     /// Every CPU's value of `key` for a per-CPU map (one `value_size` buffer
     /// per possible CPU).
     pub fn lookup_percpu(&self, key: &[u8]) -> Result<Option<Vec<Vec<u8>>>, MapError> {
+        let _gate = access_gate();
         if !self.map_type().is_per_cpu() {
             return Err(self.unsupported("lookup_percpu"));
         }
@@ -244,6 +270,7 @@ impl Map {
     /// Sets every CPU's value of `key` for a per-CPU map (`values.len()` must
     /// be the number of possible CPUs, each `value_size` bytes).
     pub fn update_percpu(&self, key: &[u8], values: &[&[u8]], flags: u64) -> Result<(), MapError> {
+        let _gate = access_gate();
         if !self.map_type().is_per_cpu() {
             return Err(self.unsupported("update_percpu"));
         }
@@ -266,6 +293,7 @@ impl Map {
 
     /// Pushes onto a queue or stack (`BPF_EXIST` overwrites the oldest when full).
     pub fn push(&self, value: &[u8], flags: u64) -> Result<(), MapError> {
+        let _gate = access_gate();
         if !matches!(self.map_type(), MapType::Queue | MapType::Stack) {
             return Err(self.unsupported("push"));
         }
@@ -287,17 +315,20 @@ impl Map {
 
     /// Pops the oldest (queue) or newest (stack) value; None when empty.
     pub fn pop(&self) -> Result<Option<Vec<u8>>, MapError> {
+        let _gate = access_gate();
         self.pop_peek(true)
     }
 
     /// Reads the value `pop` would return without removing it.
     pub fn peek(&self) -> Result<Option<Vec<u8>>, MapError> {
+        let _gate = access_gate();
         self.pop_peek(false)
     }
 
     /// Freezes the map: userspace writes fail with [`MapError::Frozen`]
     /// from now on, in every process (`BPF_MAP_FREEZE`, used for `.rodata`).
     pub fn freeze(&self) {
+        let _gate = access_gate();
         self.raw()
             .frozen()
             .store(1, std::sync::atomic::Ordering::Release);
@@ -305,6 +336,7 @@ impl Map {
 
     /// Whether [`freeze`](Self::freeze) was called.
     pub fn is_frozen(&self) -> bool {
+        let _gate = access_gate();
         self.raw()
             .frozen()
             .load(std::sync::atomic::Ordering::Acquire)
@@ -373,6 +405,7 @@ pub struct RingBufConsumer {
 impl RingBufConsumer {
     /// A consumer for `map`, which must be a `RINGBUF`.
     pub fn new(map: &Map) -> Result<RingBufConsumer, MapError> {
+        let _gate = access_gate();
         match (map.map_type(), map.raw().ring(0)) {
             (MapType::RingBuf, Some(ring)) => Ok(RingBufConsumer {
                 map: map.clone(),
@@ -388,6 +421,7 @@ impl RingBufConsumer {
 
     /// The next committed record, or None when none is ready.
     pub fn next_record(&mut self) -> Option<Vec<u8>> {
+        let _gate = access_gate();
         let mut out = None;
         self.ring.consume(1, &mut |d| out = Some(d.to_vec()));
         out
@@ -395,16 +429,19 @@ impl RingBufConsumer {
 
     /// Hands every ready record, in order, to `f`; returns how many.
     pub fn poll(&mut self, mut f: impl FnMut(&[u8])) -> usize {
+        let _gate = access_gate();
         self.ring.consume(usize::MAX, &mut f)
     }
 
     /// Blocks until a record is ready or `timeout` passes; true when ready.
     pub fn wait(&self, timeout: Duration) -> bool {
+        let _gate = access_gate();
         Ring::wait_any(std::slice::from_ref(&self.ring), timeout)
     }
 
     /// Bytes produced and not yet consumed.
     pub fn available(&self) -> u64 {
+        let _gate = access_gate();
         self.ring.query(0)
     }
 
@@ -434,6 +471,7 @@ pub struct PerfConsumer {
 impl PerfConsumer {
     /// A consumer for `map`, which must be a `PERF_EVENT_ARRAY`.
     pub fn new(map: &Map) -> Result<PerfConsumer, MapError> {
+        let _gate = access_gate();
         if map.map_type() != MapType::PerfEventArray {
             return Err(MapError::WrongType {
                 map: map.name().into(),
@@ -452,6 +490,7 @@ impl PerfConsumer {
     /// Hands every ready record to `f(ring index, data)`, ring by ring, in
     /// order within each ring; returns how many.
     pub fn poll(&mut self, mut f: impl FnMut(u32, &[u8])) -> usize {
+        let _gate = access_gate();
         let mut n = 0;
         for (k, r) in self.rings.iter().enumerate() {
             n += r.consume(usize::MAX, &mut |d| f(k as u32, d));
@@ -461,16 +500,19 @@ impl PerfConsumer {
 
     /// Records dropped because ring `k` was full.
     pub fn lost(&self, k: u32) -> u64 {
+        let _gate = access_gate();
         self.rings.get(k as usize).map_or(0, Ring::lost)
     }
 
     /// Records dropped over all rings.
     pub fn lost_total(&self) -> u64 {
+        let _gate = access_gate();
         self.rings.iter().map(Ring::lost).sum()
     }
 
     /// Blocks until any ring has a record or `timeout` passes.
     pub fn wait(&self, timeout: Duration) -> bool {
+        let _gate = access_gate();
         Ring::wait_any(&self.rings, timeout)
     }
 

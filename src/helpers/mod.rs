@@ -12,6 +12,17 @@
 //! (`probe_read*` sources, `probe_write_user` destinations, `%s` strings,
 //! ringbuf records given back) are checked or copied with the sandbox's
 //! fault-tolerant copy, so a bad one gives `-EFAULT`/`-EINVAL`, never a crash.
+//!
+//! In mpk mode (DESIGN.md, "The MPK domain model") a call runs in its
+//! object's domain Xᵢ. Helpers that walk keyed memory (map helpers, ringbuf,
+//! perf output, tail calls) take the helper gate into T and back
+//! (`domain::helper_gate`); the others (time, ids, `prandom`, printk, and the
+//! `probe_read*`/`probe_write_user` copies) stay in Xᵢ, so the hardware
+//! itself stops a copy from R or another extension's pages. Because T
+//! reaches every key, each helper first checks its pointer arguments with
+//! `domain::check_ptr` (only what Xᵢ could touch itself) and its map
+//! argument against the object's own maps; `probe_write_user` never writes a
+//! page that carries any pkbpf key (`process_vm_writev` ignores pkeys).
 
 pub mod printk;
 
@@ -23,6 +34,9 @@ use pkbpf_jit::x86::{HelperFn, HelperRet, HELPER_TAIL_CALL};
 use pkbpf_maps::{RawMap, Region};
 use pkbpf_verifier::verifier::helpers::id;
 use pkbpf_verifier::CtxDesc;
+
+use crate::runtime::domain::{self, ObjectKeys};
+use pkbpf_sandbox::regions::Access;
 
 /// Most tail calls one invocation may make (the kernel's `MAX_TAIL_CALL_CNT`).
 pub const MAX_TAIL_CALLS: u32 = 33;
@@ -91,6 +105,8 @@ pub(crate) struct ObjectState {
     pub host: Vec<HostFn>,
     /// Where `bpf_trace_printk` writes.
     pub printk: PrintkSink,
+    /// The object's protection keys (`None` without MPK).
+    pub keys: Option<ObjectKeys>,
 }
 
 /// The env pointer of one call (and its tail calls).
@@ -145,57 +161,83 @@ macro_rules! helper {
     };
 }
 
-/// The map a verified program passed (a `ConstMapPtr` argument, i.e. the
-/// address of one of the object's `RawMap`s).
-///
-/// # Safety
-/// `p` must be a map pointer the verifier proved.
-unsafe fn map<'m>(p: u64) -> &'m RawMap {
-    // SAFETY: the caller's contract: `p` came from `lddw map_idx`, which the
-    // runtime resolved to a RawMap of the object's region, alive for the call.
-    unsafe { &*(p as *const RawMap) }
+/// Whether the calling object may have a helper use `[addr, addr + len)`
+/// (the confused-deputy check; see [`domain::check_ptr`]).
+fn may_use(inv: &Invocation<'_>, addr: u64, len: u64, access: Access) -> bool {
+    domain::check_ptr(inv.state.keys.as_ref(), addr, len, access)
+}
+
+/// The object's own map at `p`, or `None` for any other pointer (a forged
+/// one, or another object's map).
+fn own_map<'m>(inv: &Invocation<'m>, p: u64) -> Option<&'m RawMap> {
+    let region = &inv.state.region;
+    (0..region.len())
+        .filter_map(|i| region.raw(i))
+        .find(|m| *m as *const RawMap as u64 == p)
+}
+
+/// The map-helper prologue: the object's own map, its key (and value)
+/// arguments checked, the helper gate into T entered (left on drop).
+macro_rules! map_call {
+    ($inv:ident, $map:expr, $(($ptr:expr, $len:ident, $acc:expr)),*) => {{
+        let Some(m) = own_map($inv, $map) else {
+            return ret(-EINVAL);
+        };
+        $(
+            if !may_use($inv, $ptr, m.$len() as u64, $acc) {
+                return ret(-EFAULT);
+            }
+        )*
+        (m, domain::helper_gate($inv.state.keys.as_ref()))
+    }};
 }
 
 helper! {
     /// `bpf_map_lookup_elem(map, key)`.
     fn map_lookup_elem(inv, r1, r2, _, _, _) {
-        // SAFETY: verified map pointer and key of key_size bytes.
-        HelperRet { value: unsafe { map(r1).lookup(r2 as *const u8) } as u64, abort: 0 }
+        let (m, _t) = map_call!(inv, r1, (r2, key_size, Access::Read));
+        // SAFETY: the object's own map and a key of key_size checked bytes.
+        HelperRet { value: unsafe { m.lookup(r2 as *const u8) } as u64, abort: 0 }
     }
 }
 helper! {
     /// `bpf_map_update_elem(map, key, value, flags)`.
     fn map_update_elem(inv, r1, r2, r3, r4, _) {
-        // SAFETY: verified map pointer, key and value of the map's sizes.
-        ret(unsafe { map(r1).update(r2 as *const u8, r3 as *const u8, r4) })
+        let (m, _t) = map_call!(inv, r1, (r2, key_size, Access::Read), (r3, value_size, Access::Read));
+        // SAFETY: the object's own map, key and value of the map's sizes.
+        ret(unsafe { m.update(r2 as *const u8, r3 as *const u8, r4) })
     }
 }
 helper! {
     /// `bpf_map_delete_elem(map, key)`.
     fn map_delete_elem(inv, r1, r2, _, _, _) {
-        // SAFETY: verified map pointer and key.
-        ret(unsafe { map(r1).delete(r2 as *const u8) })
+        let (m, _t) = map_call!(inv, r1, (r2, key_size, Access::Read));
+        // SAFETY: the object's own map and a checked key.
+        ret(unsafe { m.delete(r2 as *const u8) })
     }
 }
 helper! {
     /// `bpf_map_push_elem(map, value, flags)`.
     fn map_push_elem(inv, r1, r2, r3, _, _) {
-        // SAFETY: verified map pointer and value of value_size bytes.
-        ret(unsafe { map(r1).push(r2 as *const u8, r3) })
+        let (m, _t) = map_call!(inv, r1, (r2, value_size, Access::Read));
+        // SAFETY: the object's own map and value_size checked bytes.
+        ret(unsafe { m.push(r2 as *const u8, r3) })
     }
 }
 helper! {
     /// `bpf_map_pop_elem(map, value)`.
     fn map_pop_elem(inv, r1, r2, _, _, _) {
-        // SAFETY: verified map pointer and value_size writable bytes.
-        ret(unsafe { map(r1).pop(r2 as *mut u8) })
+        let (m, _t) = map_call!(inv, r1, (r2, value_size, Access::Write));
+        // SAFETY: the object's own map and value_size checked writable bytes.
+        ret(unsafe { m.pop(r2 as *mut u8) })
     }
 }
 helper! {
     /// `bpf_map_peek_elem(map, value)`.
     fn map_peek_elem(inv, r1, r2, _, _, _) {
-        // SAFETY: verified map pointer and value_size writable bytes.
-        ret(unsafe { map(r1).peek(r2 as *mut u8) })
+        let (m, _t) = map_call!(inv, r1, (r2, value_size, Access::Write));
+        // SAFETY: the object's own map and value_size checked writable bytes.
+        ret(unsafe { m.peek(r2 as *mut u8) })
     }
 }
 
@@ -267,6 +309,9 @@ fn read_c_string(addr: u64) -> Vec<u8> {
 helper! {
     /// `bpf_probe_read(dst, size, src)` and `bpf_probe_read_user`.
     fn probe_read(inv, r1, r2, r3, _, _) {
+        if !may_use(inv, r1, r2, Access::Write) {
+            return ret(-EFAULT);
+        }
         // SAFETY: verified destination of r2 bytes.
         ret(probe_read_into(unsafe { dst_buf(r1, r2) }, r3))
     }
@@ -274,6 +319,9 @@ helper! {
 helper! {
     /// `bpf_probe_read_str(dst, size, src)` and `bpf_probe_read_user_str`.
     fn probe_read_str(inv, r1, r2, r3, _, _) {
+        if !may_use(inv, r1, r2, Access::Write) {
+            return ret(-EFAULT);
+        }
         // SAFETY: verified destination of r2 bytes.
         ret(probe_read_str_into(unsafe { dst_buf(r1, r2) }, r3))
     }
@@ -281,6 +329,9 @@ helper! {
 helper! {
     /// `bpf_probe_read_kernel(_str)`: there is no kernel memory here.
     fn probe_read_kernel(inv, r1, r2, _, _, _) {
+        if !may_use(inv, r1, r2, Access::Write) {
+            return ret(-EFAULT);
+        }
         // SAFETY: verified destination of r2 bytes.
         unsafe { dst_buf(r1, r2) }.fill(0);
         ret(-EFAULT)
@@ -318,6 +369,11 @@ helper! {
         let len = r3 as usize;
         let end = (r1 as usize).checked_add(len);
         if end.is_none_or(|e| e > region.addr && (r1 as usize) < region.addr + region.len) {
+            return ret(-EFAULT);
+        }
+        // process_vm_writev ignores protection keys: no page carrying a
+        // pkbpf key (R, or any extension's) may be its destination.
+        if domain::overlaps_keyed(r1, r3) || !may_use(inv, r2, r3, Access::Read) {
             return ret(-EFAULT);
         }
         // SAFETY: verified readable source of r3 bytes.
@@ -389,6 +445,9 @@ helper! {
 helper! {
     /// `bpf_get_current_comm(buf, size)`.
     fn get_current_comm(inv, r1, r2, _, _, _) {
+        if !may_use(inv, r1, r2, Access::Write) {
+            return ret(-EFAULT);
+        }
         // SAFETY: verified destination of r2 (> 0) bytes.
         let buf = unsafe { dst_buf(r1, r2) };
         let comm = current_comm();
@@ -451,6 +510,9 @@ fn emit_printk(inv: &Invocation<'_>, fmt: &[u8], args: &[u64], max: usize) -> i6
 helper! {
     /// `bpf_trace_printk(fmt, fmt_size, a1, a2, a3)`.
     fn trace_printk(inv, r1, r2, r3, r4, r5) {
+        if !may_use(inv, r1, r2, Access::Read) {
+            return ret(-EFAULT);
+        }
         // SAFETY: verified readable format of r2 bytes.
         let fmt = unsafe { std::slice::from_raw_parts(r1 as *const u8, r2 as usize) };
         ret(emit_printk(inv, fmt, &[r3, r4, r5], printk::TRACE_PRINTK_MAX_ARGS))
@@ -462,6 +524,9 @@ helper! {
     fn trace_vprintk(inv, r1, r2, r3, r4, _) {
         if !r4.is_multiple_of(8) || r4 / 8 > printk::TRACE_VPRINTK_MAX_ARGS as u64 || (r3 == 0 && r4 != 0) {
             return ret(-EINVAL);
+        }
+        if !may_use(inv, r1, r2, Access::Read) || !may_use(inv, r3, r4, Access::Read) {
+            return ret(-EFAULT);
         }
         // SAFETY: verified readable format of r2 bytes.
         let fmt = unsafe { std::slice::from_raw_parts(r1 as *const u8, r2 as usize) };
@@ -476,21 +541,26 @@ helper! {
 helper! {
     /// `bpf_ringbuf_output(map, data, size, flags)`.
     fn ringbuf_output(inv, r1, r2, r3, r4, _) {
-        // SAFETY: verified ringbuf map and r3 readable bytes.
-        ret(unsafe { map(r1).ringbuf_output(r2 as *const u8, r3, r4) })
+        let (m, _t) = map_call!(inv, r1,);
+        if !may_use(inv, r2, r3, Access::Read) {
+            return ret(-EFAULT);
+        }
+        // SAFETY: the object's own ringbuf map and r3 checked readable bytes.
+        ret(unsafe { m.ringbuf_output(r2 as *const u8, r3, r4) })
     }
 }
 helper! {
     /// `bpf_ringbuf_reserve(map, size, flags)`.
     fn ringbuf_reserve(inv, r1, r2, r3, _, _) {
-        // SAFETY: verified ringbuf map.
-        HelperRet { value: unsafe { map(r1) }.ringbuf_reserve(r2, r3) as u64, abort: 0 }
+        let (m, _t) = map_call!(inv, r1,);
+        HelperRet { value: m.ringbuf_reserve(r2, r3) as u64, abort: 0 }
     }
 }
 helper! {
     /// `bpf_ringbuf_submit(data, flags)`: the record is validated by the
     /// region (it finds the ringbuf from the pointer).
     fn ringbuf_submit(inv, r1, r2, _, _, _) {
+        let _t = domain::helper_gate(inv.state.keys.as_ref());
         // SAFETY: the region checks that r1 is one of its reserved records;
         // the program gives the record up with this call.
         unsafe { inv.state.region.ringbuf_commit(r1 as *mut u8, r2, false) };
@@ -500,6 +570,7 @@ helper! {
 helper! {
     /// `bpf_ringbuf_discard(data, flags)`.
     fn ringbuf_discard(inv, r1, r2, _, _, _) {
+        let _t = domain::helper_gate(inv.state.keys.as_ref());
         // SAFETY: as ringbuf_submit.
         unsafe { inv.state.region.ringbuf_commit(r1 as *mut u8, r2, true) };
         ret(0)
@@ -508,15 +579,19 @@ helper! {
 helper! {
     /// `bpf_ringbuf_query(map, flags)`.
     fn ringbuf_query(inv, r1, r2, _, _, _) {
-        // SAFETY: verified ringbuf map.
-        HelperRet { value: unsafe { map(r1) }.ringbuf_query(r2), abort: 0 }
+        let (m, _t) = map_call!(inv, r1,);
+        HelperRet { value: m.ringbuf_query(r2), abort: 0 }
     }
 }
 helper! {
     /// `bpf_perf_event_output(ctx, map, flags, data, size)`.
     fn perf_event_output(inv, _, r2, r3, r4, r5) {
-        // SAFETY: verified perf event array and r5 readable bytes.
-        ret(unsafe { map(r2).perf_event_output(r3, r4 as *const u8, r5) })
+        let (m, _t) = map_call!(inv, r2,);
+        if !may_use(inv, r4, r5, Access::Read) {
+            return ret(-EFAULT);
+        }
+        // SAFETY: the object's own perf event array and r5 checked bytes.
+        ret(unsafe { m.perf_event_output(r3, r4 as *const u8, r5) })
     }
 }
 helper! {
@@ -525,8 +600,8 @@ helper! {
     /// target with the same context. Empty slot, a target with another
     /// context layout, or the 33-call limit: the program goes on.
     fn tail_call(inv, _, r2, r3, _, _) {
-        // SAFETY: verified prog array.
-        let Some(target) = unsafe { map(r2) }.prog_array_get(r3 as u32).filter(|_| r3 <= u32::MAX as u64) else {
+        let (m, _t) = map_call!(inv, r2,);
+        let Some(target) = m.prog_array_get(r3 as u32).filter(|_| r3 <= u32::MAX as u64) else {
             return ret(-ENOENT);
         };
         let descs = &inv.state.ctx_descs;

@@ -20,17 +20,24 @@
 //!
 //! # Isolation
 //!
-//! [`Runtime::isolation`] reports the sandbox mode. Protection-key domains
-//! are not wired into calls yet: with [`Sandbox::Mpk`] the builder fails
-//! closed ([`RuntimeError::MpkNotWired`]); with [`Sandbox::Auto`] on PKU
-//! hardware calls run unprotected and [`Isolation::protected`] says so.
+//! When the sandbox mode is mpk ([`Sandbox::Mpk`], or [`Sandbox::Auto`] on
+//! PKU hardware) the runtime follows DESIGN.md's domain model: it holds the
+//! runtime key R, gives each loaded object its own key Eᵢ (a typed error
+//! when keys run out, never sharing), tags the object's map values with Eᵢ
+//! and the map internals and region header with R, runs JIT code behind an
+//! entry gate into Xᵢ, lets helpers that touch keyed memory enter T (after
+//! checking every pointer they were given), and makes the userspace map API
+//! enter T. [`Runtime::isolation`] reports the keys. Without PKU,
+//! [`Sandbox::Mpk`] fails with the sandbox's error naming what is missing,
+//! and [`Sandbox::Auto`] runs the same paths with no keys and no `WRPKRU`.
 
 mod attach;
+pub(crate) mod domain;
 mod object;
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 pub use attach::{AttachPoint, UprobeLink};
 pub use object::{LoadedObject, Program};
@@ -141,10 +148,31 @@ pub enum RuntimeError {
         /// End of the offending range.
         end: u32,
     },
-    /// `Sandbox::Mpk` was asked for, but calls do not run in protection-key
-    /// domains yet (failing closed rather than running unprotected).
+    /// No longer returned: protection-key domains are wired into calls.
+    /// Kept so existing matches compile.
     #[error("sandbox mpk: protection-key domains are not wired into the runtime yet")]
     MpkNotWired,
+    /// A protection key could not be allocated (the runtime key at build,
+    /// an extension key at load). Key exhaustion is
+    /// [`pkbpf_sandbox::SandboxError::KeysExhausted`]: the load fails, no
+    /// key is shared.
+    #[error("allocating the {what} protection key failed")]
+    Keys {
+        /// `runtime` or `extension`.
+        what: &'static str,
+        /// The sandbox's error.
+        #[source]
+        source: pkbpf_sandbox::SandboxError,
+    },
+    /// Tagging a map's pages with their key failed.
+    #[error("protecting map {map} with its protection key failed")]
+    Protect {
+        /// The map (`<header>` for the region header).
+        map: String,
+        /// The sandbox's error.
+        #[source]
+        source: pkbpf_sandbox::SandboxError,
+    },
     /// Reading the object file failed.
     #[error("reading {path}")]
     Io {
@@ -318,8 +346,7 @@ pub enum CallError {
 pub struct Isolation {
     /// The sandbox mode selected at build time.
     pub mode: SandboxMode,
-    /// Whether calls actually run inside protection-key domains (false
-    /// until the domains are wired; see the module documentation).
+    /// Whether calls run inside protection-key domains (the mode is mpk).
     pub protected: bool,
     /// The runtime key, when protected.
     pub runtime_key: Option<u32>,
@@ -435,11 +462,22 @@ impl RuntimeBuilder {
         }
         let mode = pkbpf_sandbox::select(self.sandbox)
             .map_err(|source| RuntimeError::Sandbox { source })?;
-        if self.sandbox == Sandbox::Mpk {
-            return Err(RuntimeError::MpkNotWired);
-        }
+        let runtime_key = match mode {
+            SandboxMode::Mpk => {
+                let k =
+                    pkbpf_sandbox::Keys::alloc_runtime().map_err(|source| RuntimeError::Keys {
+                        what: "runtime",
+                        source,
+                    })?;
+                domain::install_map_gate();
+                Some(k)
+            }
+            SandboxMode::None { .. } => None,
+        };
         Ok(Runtime {
             mode,
+            runtime_key,
+            extension_keys: Arc::new(Mutex::new(Vec::new())),
             engine: self.engine,
             embedded_ctx: self.embedded_ctx,
             host: Arc::new(self.host),
@@ -453,6 +491,10 @@ impl RuntimeBuilder {
 /// Loads objects and runs their programs.
 pub struct Runtime {
     mode: SandboxMode,
+    /// R, in mpk mode.
+    runtime_key: Option<pkbpf_sandbox::ProtectionKey>,
+    /// The Eᵢ of every object this runtime loaded, in load order.
+    extension_keys: Arc<Mutex<Vec<u32>>>,
     engine: Engine,
     embedded_ctx: CtxLayout,
     host: Arc<Vec<HostHelper>>,
@@ -486,14 +528,38 @@ impl Runtime {
         self.engine
     }
 
-    /// The sandbox mode and keys.
+    /// The sandbox mode and keys: R and the Eᵢ of every object loaded so
+    /// far (keys are never freed, so an unloaded object's key stays listed).
     pub fn isolation(&self) -> Isolation {
         Isolation {
             mode: self.mode,
-            protected: false,
-            runtime_key: None,
-            extension_keys: Vec::new(),
+            protected: self.runtime_key.is_some(),
+            runtime_key: self.runtime_key.map(|k| k.as_u32()),
+            extension_keys: self
+                .extension_keys
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         }
+    }
+
+    /// R and a fresh Eᵢ for an object being loaded (`None` without MPK).
+    pub(crate) fn object_keys(
+        &self,
+    ) -> Result<Option<(pkbpf_sandbox::ProtectionKey, pkbpf_sandbox::ProtectionKey)>, RuntimeError>
+    {
+        let Some(r) = self.runtime_key else {
+            return Ok(None);
+        };
+        let e = pkbpf_sandbox::Keys::alloc_extension().map_err(|source| RuntimeError::Keys {
+            what: "extension",
+            source,
+        })?;
+        self.extension_keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(e.as_u32());
+        Ok(Some((r, e)))
     }
 
     /// Loads the object file at `path`.

@@ -42,6 +42,8 @@ pub struct LoadedObject {
     /// The entry gate JIT code runs behind: a fault in registered JIT code
     /// unwinds to it and ends that call only.
     gate: Option<GateStub>,
+    /// The domain its code runs in (Xᵢ in mpk mode, else H).
+    domain: Domain,
     helpers: BTreeMap<u32, HelperFn>,
     jit_maps: Vec<JitMap>,
     state: Box<ObjectState>,
@@ -132,15 +134,7 @@ fn finish(
         helpers: helpers.clone(),
         maps: jit_maps.clone(),
     };
-    let gate = match rt.engine() {
-        Engine::Jit => Some(
-            GateStub::new(Domain::host(), Domain::host()).map_err(|source| RuntimeError::Gate {
-                program: progs.first().map(|p| p.name.clone()).unwrap_or_default(),
-                source,
-            })?,
-        ),
-        Engine::Interpreter => None,
-    };
+    let first_name = progs.first().map(|p| p.name.clone()).unwrap_or_default();
     let mut loaded = Vec::new();
     for ProgSource {
         name,
@@ -187,9 +181,26 @@ fn finish(
             section,
         });
     }
+    // Keys only once every program verified and compiled: a key is never
+    // freed, so a failed load must not have taken one.
+    let mut state = state;
+    let mut domain = Domain::host();
+    if let Some((r, e)) = rt.object_keys()? {
+        state.keys = Some(super::domain::protect_region(&state.region, r, e)?);
+        domain = Domain::extension(e);
+    }
+    let gate_err = |source| RuntimeError::Gate {
+        program: first_name.clone(),
+        source,
+    };
+    let gate = match rt.engine() {
+        Engine::Jit => Some(GateStub::new(domain, Domain::host()).map_err(gate_err)?),
+        Engine::Interpreter => None,
+    };
     Ok(LoadedObject {
         progs: loaded,
         gate,
+        domain,
         helpers,
         jit_maps,
         state: Box::new(state),
@@ -249,6 +260,7 @@ pub(super) fn load(
         ctx_descs: envs.iter().map(|e| e.ctx.clone()).collect(),
         host: rt.host().iter().map(|h| h.f.clone()).collect(),
         printk: rt.printk_sink().clone(),
+        keys: None,
     };
     let progs = obj
         .programs()
@@ -286,6 +298,7 @@ pub(super) fn load_raw(
         ctx_descs: vec![env.ctx.clone()],
         host: rt.host().iter().map(|h| h.f.clone()).collect(),
         printk: rt.printk_sink().clone(),
+        keys: None,
     };
     let src = ProgSource {
         name: name.to_string(),
@@ -418,6 +431,55 @@ impl LoadedObject {
         })
     }
 
+    /// The object's extension key Eᵢ (`None` unless the sandbox mode is
+    /// mpk).
+    pub fn key(&self) -> Option<u32> {
+        self.state.keys.as_ref().map(|k| k.key.as_u32())
+    }
+
+    /// Test-only (the isolation suite's "forged pointer" attacks, which the
+    /// verifier would reject): runs `entry` as if it were this object's JIT
+    /// code, behind the object's entry gate in its domain, with `r1`, `r2`
+    /// and a run context whose env is null. A fault inside a registered code
+    /// range comes back as [`CallError::Fault`] against the object's first
+    /// program. Not for embedding: use [`Program::call`].
+    ///
+    /// # Safety
+    /// `entry` must be code following the JIT's entry ABI that calls no
+    /// helper; any fault it may take must lie inside a range registered with
+    /// `pkbpf_sandbox::fault::register_code_range`.
+    #[doc(hidden)]
+    pub unsafe fn call_foreign_code_for_tests(
+        &self,
+        entry: pkbpf_jit::x86::Entry,
+        r1: u64,
+        r2: u64,
+    ) -> Result<u64, CallError> {
+        let name = self
+            .progs
+            .first()
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
+        let gate = self.gate.as_ref().ok_or_else(|| CallError::Run {
+            program: name.clone(),
+            source: RunError::BadCallx,
+        })?;
+        let mut args = GateArgs {
+            entry,
+            r1,
+            r2,
+            ctx: RunCtx::new(std::ptr::null_mut()),
+        };
+        // SAFETY: `gate_target` only calls `entry` with `args`, which lives
+        // across the call; the rest is this function's contract.
+        unsafe { gate.call(gate_target, &mut args as *mut GateArgs as usize) }.map_err(|fault| {
+            CallError::Fault {
+                program: name,
+                fault,
+            }
+        })
+    }
+
     /// Recovered faults in each program's JIT code so far, by name.
     pub fn fault_counts(&self) -> Vec<(&str, u64)> {
         self.progs
@@ -458,6 +520,9 @@ impl LoadedObject {
                 }
             }
         }
+        // The interpreter checks every access itself; it runs in the
+        // object's domain so helpers take the same gate as from JIT code.
+        let _domain = pkbpf_sandbox::DomainGuard::enter(self.domain);
         let mut adapter = InterpHelpers {
             helpers: &self.helpers,
             maps: &self.jit_maps,

@@ -1,0 +1,407 @@
+//! The runtime under real protection keys (DESIGN.md, "The MPK domain
+//! model"): the runtime-level attacks of the isolation suite.
+//!
+//! Tests that need PKU print `skipped: <name>: no PKU (...)` and return on
+//! machines without it, and fail instead under `PKBPF_REQUIRE_PKU=1` (the
+//! MPK VM, `scripts/vm-test`, which runs this binary). Programs are
+//! assembled here, not compiled from C: the VM has no clang and no repo.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use pkbpf::runtime::{CallError, CtxLayout, LoadedObject, Runtime, RuntimeError, Sandbox};
+use pkbpf::verifier::asm::assemble;
+use pkbpf_maps::{MapDef, MapType};
+use pkbpf_sandbox::{Domain, DomainGuard, PkuStatus, SandboxError};
+
+const EFAULT: u64 = (-14i64) as u64;
+
+/// False (after printing the skip line) when PKU is missing here; panics
+/// instead under `PKBPF_REQUIRE_PKU=1`.
+fn pku(name: &str) -> bool {
+    match pkbpf_sandbox::detect() {
+        PkuStatus::Available => true,
+        PkuStatus::Missing(m) => {
+            assert!(
+                std::env::var("PKBPF_REQUIRE_PKU").as_deref() != Ok("1"),
+                "{name}: PKBPF_REQUIRE_PKU=1 but {m}"
+            );
+            println!("skipped: {name}: {m}");
+            false
+        }
+    }
+}
+
+/// Adds 1 to value 0 of its array map (lookup through the helper gate).
+const INC: &str = "
+    r1 = 0
+    *(u32 *)(r10 - 4) = r1
+    r1 = map[idx:0]
+    r2 = r10
+    r2 += -4
+    call 1
+    if r0 == 0 goto out
+    r1 = 1
+    lock *(u64 *)(r0 + 0) += r1
+out:
+    r0 = 0
+    exit
+";
+
+/// `bpf_probe_read(stack, 8, ctx[0])`; returns the helper's result.
+const PROBE_READ: &str = "
+    r3 = *(u64 *)(r1 + 0)
+    r1 = r10
+    r1 += -8
+    r2 = 8
+    call 4
+    exit
+";
+
+/// `bpf_probe_write_user(ctx[0], &0x55, 8)`; returns the helper's result.
+const PROBE_WRITE: &str = "
+    r6 = r1
+    r1 = 0x55
+    *(u64 *)(r10 - 8) = r1
+    r1 = *(u64 *)(r6 + 0)
+    r2 = r10
+    r2 += -8
+    r3 = 8
+    call 36
+    exit
+";
+
+fn mpk_runtime() -> Runtime {
+    Runtime::builder()
+        .sandbox(Sandbox::Mpk)
+        .build()
+        .unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+fn counter_object(rt: &Runtime, src: &str) -> LoadedObject {
+    let insns = assemble(src).expect("assembles");
+    let vals = MapDef::new("vals", MapType::Array, 4, 8, 4);
+    rt.load_insns("prog", &insns, &[vals], &CtxLayout::writable(16))
+        .unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+fn value0(obj: &LoadedObject) -> u64 {
+    let v = obj
+        .map("vals")
+        .unwrap()
+        .lookup(&0u32.to_ne_bytes())
+        .unwrap();
+    u64::from_ne_bytes(v.unwrap().try_into().unwrap())
+}
+
+fn values_addr(obj: &LoadedObject) -> usize {
+    obj.region().values_range(0).unwrap().addr
+}
+
+fn header_addr(obj: &LoadedObject) -> usize {
+    obj.region().header_range().addr
+}
+
+/// Reads 8 bytes at `addr` from this thread's current domain with the
+/// sandbox's guarded copy: the fault, if the domain may not read it.
+fn host_read(addr: usize) -> Result<u64, pkbpf_sandbox::Fault> {
+    let mut b = [0u8; 8];
+    pkbpf_sandbox::copy_from_user(&mut b, addr).map(|()| u64::from_ne_bytes(b))
+}
+
+#[test]
+fn mpk_fails_closed_without_pku_and_auto_says_unprotected() {
+    let mpk = Runtime::builder().sandbox(Sandbox::Mpk).build();
+    let auto = Runtime::builder().sandbox(Sandbox::Auto).build().unwrap();
+    let obj = counter_object(&auto, INC);
+    assert_eq!(obj.program("prog").unwrap().call(&mut [0; 16]).unwrap(), 0);
+    assert_eq!(value0(&obj), 1);
+    match pkbpf_sandbox::detect() {
+        PkuStatus::Available => {
+            assert!(mpk.unwrap().isolation().protected);
+            assert!(auto.isolation().protected);
+            assert!(obj.key().is_some());
+        }
+        PkuStatus::Missing(missing) => {
+            match mpk.unwrap_err() {
+                RuntimeError::Sandbox {
+                    source: SandboxError::MpkUnavailable { missing: m },
+                } => assert_eq!(m, missing),
+                e => panic!("{e:?}"),
+            }
+            let iso = auto.isolation();
+            assert!(!iso.protected && iso.runtime_key.is_none());
+            assert!(iso.extension_keys.is_empty());
+            assert_eq!(obj.key(), None);
+        }
+    }
+}
+
+#[test]
+fn each_object_gets_its_own_key_and_isolation_reports_them() {
+    if !pku("each_object_gets_its_own_key_and_isolation_reports_them") {
+        return;
+    }
+    let rt = mpk_runtime();
+    let a = counter_object(&rt, INC);
+    let b = counter_object(&rt, INC);
+    let iso = rt.isolation();
+    assert!(iso.protected);
+    let r = iso.runtime_key.expect("runtime key");
+    let (ka, kb) = (a.key().unwrap(), b.key().unwrap());
+    assert!(ka != kb && ka != r && kb != r && ka != 0 && kb != 0);
+    assert_eq!(iso.extension_keys, vec![ka, kb]);
+    for _ in 0..3 {
+        a.program("prog").unwrap().call(&mut [0; 16]).unwrap();
+    }
+    b.program("prog").unwrap().call(&mut [0; 16]).unwrap();
+    assert_eq!((value0(&a), value0(&b)), (3, 1));
+    // Calls leave the thread in the host domain.
+    assert_eq!(pkbpf_sandbox::current_pkru(), Some(Domain::host().pkru()));
+}
+
+#[test]
+fn host_access_outside_a_gate_faults_with_the_right_key() {
+    if !pku("host_access_outside_a_gate_faults_with_the_right_key") {
+        return;
+    }
+    let rt = mpk_runtime();
+    let obj = counter_object(&rt, INC);
+    obj.program("prog").unwrap().call(&mut [0; 16]).unwrap();
+    let key = obj.key().unwrap();
+    let r = rt.isolation().runtime_key.unwrap();
+    // Reads from the host domain: SEGV_PKUERR carrying the page's key.
+    let f = host_read(values_addr(&obj)).unwrap_err();
+    assert!(f.is_pku(), "{f}");
+    assert_eq!(f.pkey, Some(key));
+    let f = host_read(header_addr(&obj)).unwrap_err();
+    assert!(f.is_pku(), "{f}");
+    assert_eq!(f.pkey, Some(r));
+    // The map API enters T, and so may a scoped trusted gate.
+    assert_eq!(value0(&obj), 1);
+    {
+        let _t = DomainGuard::enter(Domain::trusted());
+        assert_eq!(host_read(values_addr(&obj)).unwrap(), 1);
+    }
+    assert!(host_read(values_addr(&obj)).is_err(), "back in H");
+    // A write from the host domain kills a child with SIGSEGV.
+    let addr = values_addr(&obj);
+    // SAFETY: the child only writes (and faults) then exits; it calls no
+    // function that takes locks.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        // SAFETY: deliberately faulting write to a mapped, key-protected
+        // page (the hardware refuses it).
+        unsafe { std::ptr::write_volatile(addr as *mut u64, 7) };
+        // SAFETY: not reached when the write faulted.
+        unsafe { libc::_exit(0) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGSEGV,
+        "status {status:#x}"
+    );
+    assert_eq!(value0(&obj), 1, "the write never landed");
+}
+
+/// Executable copy of `code`, registered for fault recovery.
+struct Foreign {
+    base: *mut libc::c_void,
+    len: usize,
+    _range: pkbpf_sandbox::CodeRange,
+}
+
+impl Foreign {
+    fn new(code: &[u8]) -> Foreign {
+        let len = 4096;
+        // SAFETY: a fresh anonymous mapping.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(base, libc::MAP_FAILED);
+        // SAFETY: `base` is `len` writable bytes; `code` is shorter.
+        unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), base.cast(), code.len()) };
+        // SAFETY: our own mapping.
+        assert_eq!(
+            unsafe { libc::mprotect(base, len, libc::PROT_READ | libc::PROT_EXEC) },
+            0
+        );
+        // SAFETY: the range is our mapping; the registration is dropped
+        // (field order) only when `Foreign` is, before the unmap in Drop.
+        let range = unsafe { pkbpf_sandbox::fault::register_code_range(base as usize, len) }
+            .expect("register");
+        Foreign {
+            base,
+            len,
+            _range: range,
+        }
+    }
+
+    fn entry(&self) -> pkbpf_jit::x86::Entry {
+        // SAFETY: the code follows the entry ABI (two u64 arguments and a
+        // RunCtx pointer it ignores) and calls nothing.
+        unsafe { std::mem::transmute::<*mut libc::c_void, pkbpf_jit::x86::Entry>(self.base) }
+    }
+}
+
+impl Drop for Foreign {
+    fn drop(&mut self) {
+        // SAFETY: our mapping, no longer called.
+        unsafe { libc::munmap(self.base, self.len) };
+    }
+}
+
+/// `mov rax, [rdi]; ret`: a forged load of r1.
+const LOAD_R1: [u8; 4] = [0x48, 0x8b, 0x07, 0xc3];
+/// `mov [rdi], rsi; xor eax, eax; ret`: a forged store of r2 at r1.
+const STORE_R2_AT_R1: [u8; 6] = [0x48, 0x89, 0x37, 0x31, 0xc0, 0xc3];
+
+fn expect_pku_fault(r: Result<u64, CallError>, key: u32) {
+    match r {
+        Err(CallError::Fault { fault, .. }) => {
+            assert!(fault.is_pku(), "{fault}");
+            assert_eq!(fault.pkey, Some(key), "{fault}");
+        }
+        other => panic!("expected a PKU fault, got {other:?}"),
+    }
+}
+
+#[test]
+fn forged_pointers_into_another_extension_or_the_runtime_fault_and_abort_one_call() {
+    if !pku("forged_pointers_into_another_extension_or_the_runtime_fault_and_abort_one_call") {
+        return;
+    }
+    let rt = mpk_runtime();
+    let a = counter_object(&rt, INC);
+    let b = counter_object(&rt, INC);
+    b.program("prog").unwrap().call(&mut [0; 16]).unwrap();
+    a.program("prog").unwrap().call(&mut [0; 16]).unwrap();
+    let load = Foreign::new(&LOAD_R1);
+    let store = Foreign::new(&STORE_R2_AT_R1);
+    let r = rt.isolation().runtime_key.unwrap();
+    // SAFETY (all calls below): the code follows the entry ABI, calls no
+    // helper, and its only possible fault is in its registered range.
+    unsafe {
+        // A's own values are reachable from Xₐ: the domain really is Xₐ.
+        assert_eq!(
+            a.call_foreign_code_for_tests(load.entry(), values_addr(&a) as u64, 0)
+                .unwrap(),
+            1
+        );
+        // B's values and the runtime's header are not.
+        expect_pku_fault(
+            a.call_foreign_code_for_tests(load.entry(), values_addr(&b) as u64, 0),
+            b.key().unwrap(),
+        );
+        expect_pku_fault(
+            a.call_foreign_code_for_tests(store.entry(), values_addr(&b) as u64, 99),
+            b.key().unwrap(),
+        );
+        expect_pku_fault(
+            a.call_foreign_code_for_tests(store.entry(), header_addr(&a) as u64, 99),
+            r,
+        );
+        expect_pku_fault(
+            a.call_foreign_code_for_tests(load.entry(), header_addr(&b) as u64, 0),
+            r,
+        );
+    }
+    // Host alive, back in H, nothing changed, next calls work.
+    assert_eq!(pkbpf_sandbox::current_pkru(), Some(Domain::host().pkru()));
+    assert_eq!(value0(&b), 1);
+    a.program("prog").unwrap().call(&mut [0; 16]).unwrap();
+    b.program("prog").unwrap().call(&mut [0; 16]).unwrap();
+    assert_eq!((value0(&a), value0(&b)), (2, 2));
+}
+
+#[test]
+fn helpers_refuse_pointers_into_the_runtime_or_another_extension() {
+    if !pku("helpers_refuse_pointers_into_the_runtime_or_another_extension") {
+        return;
+    }
+    let rt = mpk_runtime();
+    let victim = counter_object(&rt, INC);
+    victim.program("prog").unwrap().call(&mut [0; 16]).unwrap();
+    let reader = counter_object(&rt, PROBE_READ);
+    let writer = counter_object(&rt, PROBE_WRITE);
+    let ctx = |addr: usize| {
+        let mut c = [0u8; 16];
+        c[..8].copy_from_slice(&(addr as u64).to_ne_bytes());
+        c
+    };
+    let read = reader.program("prog").unwrap();
+    let write = writer.program("prog").unwrap();
+    let key0 = Box::new(0u64);
+    let key0_addr = &*key0 as *const u64 as usize;
+    // Control: ordinary key-0 memory works through both helpers.
+    assert_eq!(read.call(&mut ctx(key0_addr)).unwrap(), 0);
+    for target in [
+        values_addr(&victim),
+        header_addr(&victim),
+        header_addr(&reader),
+    ] {
+        assert_eq!(
+            read.call(&mut ctx(target)).unwrap(),
+            EFAULT,
+            "read {target:#x}"
+        );
+    }
+    for target in [
+        values_addr(&victim),
+        header_addr(&victim),
+        values_addr(&writer),
+        header_addr(&writer),
+    ] {
+        assert_eq!(
+            write.call(&mut ctx(target)).unwrap(),
+            EFAULT,
+            "write {target:#x}"
+        );
+    }
+    assert_eq!(value0(&victim), 1, "the victim's value is unchanged");
+    assert_eq!(value0(&writer), 0);
+}
+
+#[test]
+fn eight_threads_run_different_extensions_concurrently() {
+    if !pku("eight_threads_run_different_extensions_concurrently") {
+        return;
+    }
+    const CALLS: u64 = 200;
+    let rt = mpk_runtime();
+    let objs: Vec<LoadedObject> = (0..3).map(|_| counter_object(&rt, INC)).collect();
+    let denied = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let (objs, denied) = (&objs, &denied);
+            s.spawn(move || {
+                let mine = &objs[t % 3];
+                let other = &objs[(t + 1) % 3];
+                let p = mine.program("prog").unwrap();
+                for i in 0..CALLS {
+                    p.call(&mut [0; 16]).unwrap();
+                    if i % 50 == 0 {
+                        assert_eq!(pkbpf_sandbox::current_pkru(), Some(Domain::host().pkru()));
+                        let f = host_read(values_addr(other)).unwrap_err();
+                        assert_eq!(f.pkey, other.key());
+                        denied.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    let per_obj = |k: usize| (0..8).filter(|t| t % 3 == k).count() as u64 * CALLS;
+    for (k, o) in objs.iter().enumerate() {
+        assert_eq!(value0(o), per_obj(k), "object {k}");
+    }
+    assert_eq!(denied.load(Ordering::Relaxed), 8 * CALLS.div_ceil(50));
+}
