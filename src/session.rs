@@ -407,20 +407,26 @@ mod tests {
                     addr,
                 }
             }),
-            (pid, arb_text(), arb_text())
-                .prop_map(|(pid, prog, reason)| Message::Skipped { pid, prog, reason }),
+            (pid, arb_text(), arb_text()).prop_map(|(pid, prog, reason)| Message::Skipped {
+                pid,
+                prog,
+                reason
+            }),
             (pid, arb_text()).prop_map(|(pid, text)| Message::Error { pid, text }),
             (pid, arb_text()).prop_map(|(pid, line)| Message::Printk { pid, line }),
-            (pid, arb_text(), bytes.clone())
-                .prop_map(|(pid, map, data)| Message::Ringbuf { pid, map, data }),
-            (pid, arb_text(), any::<u64>(), any::<u64>()).prop_map(
-                |(pid, prog, hits, errors)| Message::Hits {
+            (pid, arb_text(), bytes.clone()).prop_map(|(pid, map, data)| Message::Ringbuf {
+                pid,
+                map,
+                data
+            }),
+            (pid, arb_text(), any::<u64>(), any::<u64>()).prop_map(|(pid, prog, hits, errors)| {
+                Message::Hits {
                     pid,
                     prog,
                     hits,
-                    errors
+                    errors,
                 }
-            ),
+            }),
             (pid, arb_text(), arb_text(), any::<u32>(), any::<u32>()).prop_map(
                 |(pid, map, map_type, key_size, value_size)| Message::MapHeader {
                     pid,

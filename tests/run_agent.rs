@@ -35,7 +35,9 @@ fn cc(name: &str, dir: &Path, out: &str) -> PathBuf {
     if let Some(p) = exe.parent() {
         std::fs::create_dir_all(p).expect("target dir");
     }
-    let src = common::root().join("tests/targets").join(format!("{name}.c"));
+    let src = common::root()
+        .join("tests/targets")
+        .join(format!("{name}.c"));
     let st = Command::new("cc")
         .args(["-O0", "-fno-inline", "-o"])
         .arg(&exe)
@@ -140,7 +142,12 @@ fn malloc_counter_counts_the_targets_calls() {
     let exe = cc("mallocs", dir.path(), "mallocs");
     let mut counts = Vec::new();
     for n in [1000u64, 3000] {
-        let o = run(&obj, dir.path(), &[], &[exe.to_str().unwrap(), &n.to_string()]);
+        let o = run(
+            &obj,
+            dir.path(),
+            &[],
+            &[exe.to_str().unwrap(), &n.to_string()],
+        );
         assert!(o.status.success(), "pkbpf run failed");
         let out = stdout(&o);
         assert!(stderr(&o).contains("attached count_malloc (uprobe)"));
@@ -152,7 +159,9 @@ fn malloc_counter_counts_the_targets_calls() {
         assert_eq!(p, pid, "keyed by the target's pid");
         assert!(m >= n && f >= n, "{m} mallocs, {f} frees for {n} pairs");
         // The hit counts the agent reports agree with the map.
-        assert!(out.contains(&format!("prog count_malloc [pid {pid}]: {m} hits, 0 errors")));
+        assert!(out.contains(&format!(
+            "prog count_malloc [pid {pid}]: {m} hits, 0 errors"
+        )));
         assert!(out.contains(&format!("prog count_free [pid {pid}]: {f} hits, 0 errors")));
         counts.push((m, f));
     }
@@ -172,21 +181,31 @@ fn forked_child_counts_under_its_own_pid() {
     };
     let dir = tempfile::tempdir().unwrap();
     let exe = cc("mallocs", dir.path(), "mallocs");
-    let o = run(&obj, dir.path(), &[], &[exe.to_str().unwrap(), "500", "fork"]);
+    let o = run(
+        &obj,
+        dir.path(),
+        &[],
+        &[exe.to_str().unwrap(), "500", "fork"],
+    );
     assert!(o.status.success());
     let out = stdout(&o);
     let parent = printed_pid(&out, "pid ");
     let child = printed_pid(&out, "child pid ");
     assert_ne!(parent, child);
     assert!(
-        stderr(&o).contains(&format!("pid {child}: agent running (forked from {parent})")),
+        stderr(&o).contains(&format!(
+            "pid {child}: agent running (forked from {parent})"
+        )),
         "the child reports its own pid"
     );
     let c = malloc_counts(&out);
     let get = |pid| c.iter().find(|e| e.0 == pid).copied();
     let (_, cm, cf) = get(child).expect("an entry for the child's pid");
     let (_, pm, pf) = get(parent).expect("an entry for the parent's pid");
-    assert!((500..600).contains(&cm) && (500..600).contains(&cf), "child {cm}/{cf}");
+    assert!(
+        (500..600).contains(&cm) && (500..600).contains(&cf),
+        "child {cm}/{cf}"
+    );
     assert!(pm >= 500 && pf >= 500, "parent {pm}/{pf}");
     assert_eq!(c.len(), 2, "{c:?}");
 }
@@ -228,12 +247,24 @@ fn bench_probes_fire_once_per_call() {
         );
     }
     // The probes do not change what the functions return.
-    let checksum = |s: &str| s.lines().find(|l| l.starts_with("checksum")).map(String::from);
-    assert_eq!(checksum(&out), checksum(&String::from_utf8_lossy(&plain.stdout)));
+    let checksum = |s: &str| {
+        s.lines()
+            .find(|l| l.starts_with("checksum"))
+            .map(String::from)
+    };
+    assert_eq!(
+        checksum(&out),
+        checksum(&String::from_utf8_lossy(&plain.stdout))
+    );
     assert!(checksum(&out).is_some());
 
     // --prog attaches only the one named.
-    let o = run(&obj, dir.path(), &["--prog", "bench_uretprobe"], &["benchmark/test", "10"]);
+    let o = run(
+        &obj,
+        dir.path(),
+        &["--prog", "bench_uretprobe"],
+        &["benchmark/test", "10"],
+    );
     assert!(o.status.success());
     let out = stdout(&o);
     assert!(out.contains("prog bench_uretprobe"), "{out}");
@@ -274,7 +305,10 @@ fn printk_lines_stream_in_trace_pipe_format() {
         ]
     );
     for l in lines {
-        assert!(l.contains(&format!("greet-{pid} [")), "trace_pipe task field: {l}");
+        assert!(
+            l.contains(&format!("greet-{pid} [")),
+            "trace_pipe task field: {l}"
+        );
     }
     assert!(out.contains("sum 48"));
 }
@@ -290,7 +324,11 @@ fn malloc_counter_on_real_programs() {
     let dir = tempfile::tempdir().unwrap();
     let mut cmds: Vec<Vec<&str>> = vec![vec!["ls", "-l", "/"]];
     if common::have("python3") {
-        cmds.push(vec!["python3", "-c", "print(sum(len(str(i)) for i in range(10000)))"]);
+        cmds.push(vec![
+            "python3",
+            "-c",
+            "print(sum(len(str(i)) for i in range(10000)))",
+        ]);
     }
     for cmd in cmds {
         let o = run(&obj, dir.path(), &[], &cmd);
@@ -351,7 +389,10 @@ fn tracepoint_programs_are_reported_not_supported() {
     let err = stderr(&o);
     assert!(err.contains("not supported by pkbpf run yet"), "{err}");
     assert!(err.contains("raw_tracepoint sys_enter"), "{err}");
-    assert!(err.contains("tracepoint syscalls/sys_enter_openat"), "{err}");
+    assert!(
+        err.contains("tracepoint syscalls/sys_enter_openat"),
+        "{err}"
+    );
     // The target ran (status 0) and the maps were still dumped.
     assert!(o.status.success());
     assert!(stdout(&o).contains("map syscall_counts"));

@@ -413,8 +413,7 @@ fn dump_maps(fd: RawFd, me: u32, obj: &LoadedObject) {
         };
         let entries: Box<dyn Iterator<Item = _>> = match def.map_type {
             MapType::Queue | MapType::Stack => Box::new(
-                std::iter::from_fn(|| map.pop().transpose())
-                    .map(|v| v.map(|v| (Vec::new(), v))),
+                std::iter::from_fn(|| map.pop().transpose()).map(|v| v.map(|v| (Vec::new(), v))),
             ),
             _ => Box::new(map.iter()),
         };

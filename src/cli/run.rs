@@ -85,8 +85,7 @@ fn check_object(path: &Path, prog: Option<&str>, sandbox: Sandbox) -> Result<()>
                 RuntimeError::Verify { log, .. } => log.0.clone(),
                 _ => String::new(),
             };
-            Err(anyhow::Error::new(e)
-                .context(format!("{}: verifier log:\n{log}", path.display())))
+            Err(anyhow::Error::new(e).context(format!("{}: verifier log:\n{log}", path.display())))
         }
         Err(e) => Err(anyhow::Error::new(e).context(format!("loading {}", path.display()))),
     }
@@ -218,14 +217,8 @@ impl Output {
         let mut got = false;
         loop {
             // SAFETY: `buf` is a live buffer of `buf.len()` bytes.
-            let n = unsafe {
-                libc::recv(
-                    fd,
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT,
-                )
-            };
+            let n =
+                unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
             if n == 0 {
                 // Every agent closed its end.
                 self.eof = true;
@@ -303,7 +296,9 @@ impl Output {
                 drop(o);
                 self.open_map = Some((pid, map, 0));
             }
-            Message::MapEntry { map, key, value, .. } => {
+            Message::MapEntry {
+                map, key, value, ..
+            } => {
                 match &mut self.open_map {
                     Some((_, open, n)) if *open == map => *n += 1,
                     _ => {}
@@ -311,7 +306,12 @@ impl Output {
                 if key.is_empty() {
                     writeln!(o, "value: {}", spaced_hex(&value))?
                 } else {
-                    writeln!(o, "key: {}  value: {}", spaced_hex(&key), spaced_hex(&value))?
+                    writeln!(
+                        o,
+                        "key: {}  value: {}",
+                        spaced_hex(&key),
+                        spaced_hex(&value)
+                    )?
                 }
             }
             Message::Exit { pid } => eprintln!("pkbpf: pid {pid}: exited"),
