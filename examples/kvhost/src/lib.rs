@@ -85,7 +85,7 @@ impl Request {
     pub fn layout() -> CtxLayout {
         CtxLayout {
             size: CTX_SIZE,
-            writable: vec![16..20],
+            writable: std::iter::once(16..20).collect(),
         }
     }
 }
@@ -129,21 +129,21 @@ pub struct TenantSpec {
 /// Errors of starting the server.
 #[derive(Debug, thiserror::Error)]
 pub enum KvError {
-    /// The runtime could not be built or an extension not loaded.
+    /// A tenant's extension could not be loaded (the verifier refused it, ...).
     #[error("tenant {tenant}: loading the extension failed")]
     Load {
         /// The tenant.
         tenant: String,
-        /// The runtime's error.
+        /// The runtime's error (boxed: it is large).
         #[source]
-        source: RuntimeError,
+        source: Box<RuntimeError>,
     },
     /// The runtime could not be built.
     #[error("building the runtime failed")]
     Runtime {
-        /// The runtime's error.
+        /// The runtime's error (boxed: it is large).
         #[source]
-        source: RuntimeError,
+        source: Box<RuntimeError>,
     },
     /// An assembler extension did not assemble.
     #[error("tenant {tenant}: assembling the extension failed")]
@@ -205,7 +205,7 @@ pub fn runtime() -> Result<Runtime, RuntimeError> {
 fn load(rt: &Runtime, spec: &TenantSpec) -> Result<LoadedObject, KvError> {
     let load_err = |source| KvError::Load {
         tenant: spec.name.clone(),
-        source,
+        source: Box::new(source),
     };
     match &spec.ext {
         ExtSource::Object(bytes) => rt
@@ -245,7 +245,9 @@ impl Server {
     /// Loads every tenant's extension (each its own object, maps and — under
     /// MPK — key) and starts serving on `addr` (e.g. `127.0.0.1:0`).
     pub fn start(addr: &str, tenants: &[TenantSpec]) -> Result<Server, KvError> {
-        let rt = runtime().map_err(|source| KvError::Runtime { source })?;
+        let rt = runtime().map_err(|source| KvError::Runtime {
+            source: Box::new(source),
+        })?;
         let mut loaded = Vec::new();
         for spec in tenants {
             if spec.name.is_empty()

@@ -1,0 +1,249 @@
+//! Drives the kvhost server over real loopback TCP: extensions change its
+//! behaviour as written, each tenant's map counts only its own requests, and
+//! an aborting extension fails only its own request.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use pkbpf_kvhost::{ExtSource, KvError, Server, TenantSpec, FAULTY_ASM, OPEN_ASM};
+
+/// One connection; `ask` sends a line and returns the response line.
+struct Client {
+    out: TcpStream,
+    inp: BufReader<TcpStream>,
+}
+
+impl Client {
+    fn connect(addr: SocketAddr) -> Client {
+        let s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        Client {
+            out: s.try_clone().expect("clone"),
+            inp: BufReader::new(s),
+        }
+    }
+
+    fn ask(&mut self, line: &str) -> String {
+        self.out
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("send");
+        let mut r = String::new();
+        self.inp.read_line(&mut r).expect("response");
+        r.trim_end().to_string()
+    }
+}
+
+fn asm(name: &str, text: &str) -> TenantSpec {
+    TenantSpec {
+        name: name.to_string(),
+        ext: ExtSource::Asm(text.to_string()),
+    }
+}
+
+fn print_isolation(server: &Server) {
+    let iso = server.isolation();
+    println!(
+        "isolation: mode {:?}, protected calls {} ({})",
+        iso.mode,
+        iso.protected,
+        if iso.protected {
+            "PKU"
+        } else {
+            "no PKU domains"
+        }
+    );
+}
+
+/// Compiles `ext/<name>.bpf.c`; the C extensions need clang, so its absence
+/// is a failure that says so.
+fn compile(name: &str) -> TenantSpec {
+    let ok = Command::new("clang")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "clang not found: the kvhost C extensions (examples/kvhost/ext/*.bpf.c) are compiled at test time"
+    );
+    let ext = Path::new(env!("CARGO_MANIFEST_DIR")).join("ext");
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kvhost");
+    std::fs::create_dir_all(&dir).expect("create obj dir");
+    let out = dir.join(format!("{name}.{}.bpf.o", std::process::id()));
+    let o = Command::new("clang")
+        .args(["-O2", "-g", "-target", "bpf", "-mcpu=v3"])
+        .arg("-I/usr/include/x86_64-linux-gnu")
+        .arg("-I")
+        .arg(&ext)
+        .arg("-I")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/bpf/include"))
+        .arg("-c")
+        .arg(ext.join(format!("{name}.bpf.c")))
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .expect("run clang");
+    assert!(
+        o.status.success(),
+        "clang failed on {name}:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    TenantSpec {
+        name: name.to_string(),
+        ext: ExtSource::Object(std::fs::read(&out).expect("read object")),
+    }
+}
+
+#[test]
+fn assembler_tenants_serve_and_an_aborting_extension_fails_only_its_request() {
+    let server = Server::start(
+        "127.0.0.1:0",
+        &[asm("open", OPEN_ASM), asm("faulty", FAULTY_ASM)],
+    )
+    .expect("start");
+    print_isolation(&server);
+    let addr = server.addr();
+
+    // 4 clients x 25 PUT+GET pairs on `open`, while another client makes
+    // the faulty extension abort every other request.
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                for i in 0..25 {
+                    assert_eq!(c.ask(&format!("PUT open k{w}_{i} v{i}")), "STORED 0");
+                    assert_eq!(
+                        c.ask(&format!("GET open k{w}_{i}")),
+                        format!("VALUE 0 v{i}")
+                    );
+                }
+            })
+        })
+        .collect();
+    let faults = std::thread::spawn(move || {
+        let mut c = Client::connect(addr);
+        for i in 0..10 {
+            let r = c.ask(&format!("GET faulty boom{i}"));
+            assert!(r.starts_with("ERR extension failed"), "{r}");
+            assert!(r.contains("poisoned key"), "{r}");
+            assert_eq!(c.ask(&format!("GET faulty fine{i}")), "NOTFOUND 0");
+        }
+    });
+    for w in workers {
+        w.join().expect("worker");
+    }
+    faults.join().expect("fault client");
+
+    // The server still serves, and each map counted only its own tenant.
+    let mut c = Client::connect(addr);
+    assert_eq!(c.ask("GET open k0_0"), "VALUE 0 v0");
+    assert_eq!(server.count("open"), Some(201));
+    assert_eq!(server.count("faulty"), Some(20));
+    assert_eq!(c.ask("STATS open"), "COUNT 201");
+    assert_eq!(c.ask("STATS faulty"), "COUNT 20");
+    server.shutdown();
+}
+
+#[test]
+fn bad_requests_get_error_responses() {
+    let server = Server::start("127.0.0.1:0", &[asm("open", OPEN_ASM)]).expect("start");
+    let mut c = Client::connect(server.addr());
+    assert_eq!(c.ask("GET nobody k"), "ERR unknown tenant nobody");
+    assert_eq!(c.ask("FROB open k"), "ERR unknown command FROB");
+    assert_eq!(c.ask("PUT open k"), "ERR missing value");
+    assert_eq!(c.ask("GET open"), "ERR missing key");
+    assert!(c.ask("").starts_with("ERR usage"));
+    // None of those reached the extension.
+    assert_eq!(server.count("open"), Some(0));
+    assert_eq!(c.ask("DEL open k"), "NOTFOUND 0");
+    assert_eq!(server.count("open"), Some(1));
+}
+
+#[test]
+fn an_extension_writing_outside_its_writable_range_is_refused_at_load() {
+    // Writes the request's `op` (offset 0); only `shard` (16..20) is writable.
+    let evil = "r2 = 1\n*(u32 *)(r1 + 0) = r2\nr0 = 0\nexit\n";
+    let err = Server::start("127.0.0.1:0", &[asm("open", OPEN_ASM), asm("evil", evil)])
+        .expect_err("must not load");
+    match err {
+        KvError::Load { tenant, .. } => assert_eq!(tenant, "evil"),
+        other => panic!("unexpected error {other:?}"),
+    }
+    // The same program writing `shard` loads.
+    let ok = "r2 = 1\n*(u32 *)(r1 + 16) = r2\nr0 = 0\nexit\n";
+    Server::start("127.0.0.1:0", &[asm("ok", ok)]).expect("loads");
+}
+
+#[test]
+fn duplicate_tenant_names_are_refused() {
+    let err = Server::start("127.0.0.1:0", &[asm("a", OPEN_ASM), asm("a", OPEN_ASM)])
+        .expect_err("duplicate");
+    assert!(
+        matches!(err, KvError::BadTenantName { ref name } if name == "a"),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn c_extensions_deny_rate_limit_and_route() {
+    let tenants = [
+        compile("deny_admin"),
+        compile("ratelimit"),
+        compile("route"),
+        asm("open", OPEN_ASM),
+    ];
+    let server = Server::start("127.0.0.1:0", &tenants).expect("start");
+    print_isolation(&server);
+    let addr = server.addr();
+
+    // Each tenant driven from its own thread, at the same time.
+    let deny = std::thread::spawn(move || {
+        let mut c = Client::connect(addr);
+        assert_eq!(c.ask("PUT deny_admin admin_pw x"), "DENIED");
+        assert_eq!(c.ask("DEL deny_admin administrator"), "DENIED");
+        assert_eq!(c.ask("GET deny_admin admin_pw"), "NOTFOUND 0");
+        assert_eq!(c.ask("PUT deny_admin adm x"), "STORED 0");
+        assert_eq!(c.ask("PUT deny_admin user y"), "STORED 0");
+        assert_eq!(c.ask("GET deny_admin user"), "VALUE 0 y");
+    });
+    let limit = std::thread::spawn(move || {
+        let mut c = Client::connect(addr);
+        let got: Vec<String> = (0..8)
+            .map(|i| c.ask(&format!("PUT ratelimit k{i} v")))
+            .collect();
+        assert_eq!(&got[..5], &["STORED 0"; 5]);
+        assert_eq!(&got[5..], &["LIMITED"; 3]);
+    });
+    let route = std::thread::spawn(move || {
+        let mut c = Client::connect(addr);
+        // Shard = first byte & 3: 'a' 1, 'b' 2, 'c' 3, 'd' 0.
+        for (key, shard) in [("apple", 1), ("banana", 2), ("cherry", 3), ("date", 0)] {
+            assert_eq!(
+                c.ask(&format!("PUT route {key} {key}!")),
+                format!("STORED {shard}")
+            );
+        }
+        assert_eq!(c.ask("GET route cherry"), "VALUE 3 cherry!");
+    });
+    let open = std::thread::spawn(move || {
+        let mut c = Client::connect(addr);
+        for i in 0..30 {
+            assert_eq!(c.ask(&format!("PUT open admin{i} v")), "STORED 0");
+        }
+    });
+    for t in [deny, limit, route, open] {
+        t.join().expect("client thread");
+    }
+    assert_eq!(server.count("deny_admin"), Some(6));
+    assert_eq!(server.count("ratelimit"), Some(8));
+    assert_eq!(server.count("route"), Some(5));
+    assert_eq!(server.count("open"), Some(30));
+    // Tenants' keys are separate: `open` stored admin0, deny_admin cannot see it.
+    let mut c = Client::connect(addr);
+    assert_eq!(c.ask("GET deny_admin admin0"), "NOTFOUND 0");
+    assert_eq!(c.ask("GET open admin0"), "VALUE 0 v");
+}
