@@ -91,7 +91,8 @@ fn bytes(hex: &str) -> Vec<u8> {
         .collect()
 }
 
-/// The `malloc_counts` entries printed by `pkbpf run`: pid → (mallocs, frees).
+/// The `malloc_counts` entries printed by `pkbpf run`: (pid, mallocs,
+/// frees), from hex lines (`--hex`) or BTF-decoded ones.
 fn malloc_counts(out: &str) -> Vec<(u32, u64, u64)> {
     let mut v = Vec::new();
     for line in out.lines() {
@@ -99,6 +100,18 @@ fn malloc_counts(out: &str) -> Vec<(u32, u64, u64)> {
             continue;
         };
         let (k, val) = rest.split_once("  value: ").expect("key/value line");
+        if let Some(fields) = val.strip_prefix("{\"mallocs\": ") {
+            let (m, f) = fields
+                .strip_suffix('}')
+                .and_then(|x| x.split_once(", \"frees\": "))
+                .unwrap_or_else(|| panic!("decoded value: {line}"));
+            v.push((
+                k.parse().expect("decoded pid"),
+                m.parse().expect("mallocs"),
+                f.parse().expect("frees"),
+            ));
+            continue;
+        }
         let k = bytes(k);
         let val = bytes(val);
         assert_eq!((k.len(), val.len()), (4, 16), "{line}");
@@ -153,6 +166,10 @@ fn malloc_counter_counts_the_targets_calls() {
         assert!(stderr(&o).contains("attached count_malloc (uprobe)"));
         assert!(stderr(&o).contains("attached count_free (uprobe)"));
         let pid = printed_pid(&out, "pid ");
+        assert!(
+            out.contains(&format!("key: {pid}  value: {{\"mallocs\": ")),
+            "BTF-decoded entry: {out}"
+        );
         let c = malloc_counts(&out);
         assert_eq!(c.len(), 1, "one process, one entry: {c:?}");
         let (p, m, f) = c[0];

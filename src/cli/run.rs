@@ -6,7 +6,9 @@
 //! Output (stdout): `bpf_printk` lines in the kernel's `trace_pipe` format as
 //! they come, ring buffer records in hex (`ringbuf MAP: BYTES`), and when the
 //! target exits each program's hit count and each map's contents in the
-//! shape of `bpftool map dump` (hex keys and values). Progress and problems
+//! shape of `bpftool map dump`: decoded with the object's BTF when it names
+//! the key and value types (`key: 42  value: {"mallocs": 3, "frees": 2}`),
+//! else (or with `--hex`) as hex bytes. Progress and problems
 //! go to stderr. The exit status is the target's, or 1 when the object is
 //! bad (the target is not started) or the agent reported an error (a failed
 //! load or attach; the target still ran).
@@ -34,6 +36,9 @@ pub struct Args {
     /// Only attach this program (by function name).
     #[arg(long)]
     pub prog: Option<String>,
+    /// Print map entries in hex even when BTF names their types.
+    #[arg(long)]
+    pub hex: bool,
     /// The command to start, with its arguments (after `--`).
     #[arg(last = true, required = true, num_args = 1..)]
     pub command: Vec<String>,
@@ -152,7 +157,14 @@ pub fn run(a: Args, sandbox: SandboxArg) -> Result<i32> {
         .with_context(|| format!("starting {}", a.command[0]))?;
     drop(theirs);
 
-    let mut out = Output::default();
+    let mut out = Output {
+        types: if a.hex {
+            MapTypes::default()
+        } else {
+            MapTypes::from_object(&object)
+        },
+        ..Output::default()
+    };
     let fd = ours.as_raw_fd();
     let status = loop {
         out.receive(fd, 100)?;
@@ -195,6 +207,8 @@ struct Output {
     hellos: usize,
     /// Every process holding the socket has closed it.
     eof: bool,
+    /// BTF of the maps (empty with `--hex`).
+    types: MapTypes,
     /// The map whose entries are being printed, and how many so far.
     open_map: Option<(u32, String, usize)>,
 }
@@ -303,7 +317,9 @@ impl Output {
                     Some((_, open, n)) if *open == map => *n += 1,
                     _ => {}
                 }
-                if key.is_empty() {
+                if let Some(line) = self.types.entry(&map, &key, &value) {
+                    writeln!(o, "{line}")?
+                } else if key.is_empty() {
                     writeln!(o, "value: {}", spaced_hex(&value))?
                 } else {
                     writeln!(
@@ -332,4 +348,181 @@ pub fn spaced_hex(b: &[u8]) -> String {
         .map(|x| format!("{x:02x}"))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Map key/value types from the object's BTF, for printing entries the way
+/// `bpftool map dump` does.
+#[derive(Default)]
+struct MapTypes {
+    btf: Option<pkbpf::btf::Btf>,
+    /// Map name → (key type, value type).
+    types: std::collections::HashMap<String, (Option<u32>, Option<u32>)>,
+}
+
+impl MapTypes {
+    fn from_object(path: &Path) -> MapTypes {
+        let Ok(bytes) = std::fs::read(path) else {
+            return MapTypes::default();
+        };
+        let Ok(obj) = pkbpf::object::Object::parse(&bytes) else {
+            return MapTypes::default();
+        };
+        MapTypes {
+            btf: obj.btf().cloned(),
+            types: obj
+                .maps()
+                .iter()
+                .map(|m| (m.name.clone(), (m.key_type_id, m.value_type_id)))
+                .collect(),
+        }
+    }
+
+    /// `key: K  value: V` with both decoded by BTF, when the map's types
+    /// are known and every part of them can be printed.
+    fn entry(&self, map: &str, key: &[u8], value: &[u8]) -> Option<String> {
+        let btf = self.btf.as_ref()?;
+        let &(kt, vt) = self.types.get(map)?;
+        let v = format_btf(btf, vt?, value, 0)?;
+        if key.is_empty() {
+            return Some(format!("value: {v}"));
+        }
+        Some(format!(
+            "key: {}  value: {v}",
+            format_btf(btf, kt?, key, 0)?
+        ))
+    }
+}
+
+/// `bytes` as a value of BTF type `id` (JSON-like, as bpftool prints):
+/// integers in decimal, structs as `{"field": value}`, arrays as `[..]`,
+/// char arrays as strings. `None` when the type is not printable this way
+/// (unions, bitfields, a size mismatch).
+pub fn format_btf(btf: &pkbpf::btf::Btf, id: u32, bytes: &[u8], depth: u32) -> Option<String> {
+    use pkbpf::btf::BtfType as T;
+    if depth > 16 {
+        return None;
+    }
+    let uint = |b: &[u8]| -> Option<u64> {
+        let mut buf = [0u8; 8];
+        buf.get_mut(..b.len())?.copy_from_slice(b);
+        Some(u64::from_ne_bytes(buf))
+    };
+    let sext = |v: u64, size: usize| -> i64 {
+        let shift = 64 - 8 * size as u32;
+        ((v << shift) as i64) >> shift
+    };
+    match btf.type_by_id(id)? {
+        T::Int {
+            size,
+            encoding,
+            offset,
+            bits,
+            ..
+        } => {
+            let size = *size as usize;
+            if bytes.len() != size || !matches!(size, 1 | 2 | 4 | 8) {
+                return None;
+            }
+            if *offset != 0 || u32::from(*bits) != 8 * size as u32 {
+                return None;
+            }
+            let v = uint(bytes)?;
+            Some(if encoding.bool {
+                (v != 0).to_string()
+            } else if encoding.signed {
+                sext(v, size).to_string()
+            } else {
+                v.to_string()
+            })
+        }
+        T::Enum { size, values, .. } | T::Enum64 { size, values, .. } => {
+            let size = *size as usize;
+            if bytes.len() != size || !matches!(size, 1 | 2 | 4 | 8) {
+                return None;
+            }
+            let v = uint(bytes)?;
+            Some(
+                match values
+                    .iter()
+                    .find(|e| e.value as u64 == v || e.value == sext(v, size))
+                {
+                    Some(e) => format!("\"{}\"", btf.string(e.name_off)),
+                    None => v.to_string(),
+                },
+            )
+        }
+        T::Ptr { .. } => Some(format!("{:#x}", uint(bytes).filter(|_| bytes.len() == 8)?)),
+        T::Float { size, .. } => match (*size, bytes.len()) {
+            (4, 4) => Some(f32::from_ne_bytes(bytes.try_into().ok()?).to_string()),
+            (8, 8) => Some(f64::from_ne_bytes(bytes.try_into().ok()?).to_string()),
+            _ => None,
+        },
+        T::Typedef { type_id, .. }
+        | T::Volatile { type_id }
+        | T::Const { type_id }
+        | T::Restrict { type_id }
+        | T::TypeTag { type_id, .. }
+        | T::Var { type_id, .. } => format_btf(btf, *type_id, bytes, depth + 1),
+        T::Struct { size, members, .. } => {
+            if bytes.len() != *size as usize {
+                return None;
+            }
+            let mut parts = Vec::new();
+            for (i, m) in members.iter().enumerate() {
+                if m.bitfield_size != 0 || m.bit_offset % 8 != 0 {
+                    return None;
+                }
+                let start = (m.bit_offset / 8) as usize;
+                let len = btf.size_of(m.type_id).ok()?? as usize;
+                let field = bytes.get(start..start.checked_add(len)?)?;
+                let name = match btf.string(m.name_off) {
+                    "" => format!("_{i}"),
+                    n => n.to_string(),
+                };
+                parts.push(format!(
+                    "\"{name}\": {}",
+                    format_btf(btf, m.type_id, field, depth + 1)?
+                ));
+            }
+            Some(format!("{{{}}}", parts.join(", ")))
+        }
+        T::Datasec { vars, .. } => {
+            let mut parts = Vec::new();
+            for v in vars {
+                let (start, len) = (v.offset as usize, v.size as usize);
+                let field = bytes.get(start..start.checked_add(len)?)?;
+                let name = btf.name_of(v.type_id).to_string();
+                parts.push(format!(
+                    "\"{name}\": {}",
+                    format_btf(btf, v.type_id, field, depth + 1)?
+                ));
+            }
+            Some(format!("{{{}}}", parts.join(", ")))
+        }
+        T::Array {
+            elem_type, nelems, ..
+        } => {
+            let n = *nelems as usize;
+            let elem = btf.size_of(*elem_type).ok()?? as usize;
+            if elem.checked_mul(n)? != bytes.len() {
+                return None;
+            }
+            let is_char = matches!(
+                btf.type_by_id(btf.skip_mods_and_typedefs(*elem_type).ok()?)?,
+                T::Int { size: 1, encoding, name_off, .. }
+                    if encoding.char || btf.string(*name_off) == "char"
+            );
+            if is_char {
+                let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+                return Some(format!("{:?}", String::from_utf8_lossy(&bytes[..end])));
+            }
+            let items: Option<Vec<String>> = bytes
+                .chunks(elem.max(1))
+                .take(n)
+                .map(|c| format_btf(btf, *elem_type, c, depth + 1))
+                .collect();
+            Some(format!("[{}]", items?.join(", ")))
+        }
+        _ => None,
+    }
 }
