@@ -351,11 +351,13 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: Arc<AtomicBool>
 }
 
 fn serve(conn: TcpStream, shared: &Shared) -> std::io::Result<()> {
+    // One write per response, no Nagle delay: a request/response protocol.
+    conn.set_nodelay(true)?;
     let mut out = conn.try_clone()?;
     for line in BufReader::new(conn).lines() {
-        let reply = handle(&line?, shared);
+        let mut reply = handle(&line?, shared);
+        reply.push('\n');
         out.write_all(reply.as_bytes())?;
-        out.write_all(b"\n")?;
     }
     Ok(())
 }

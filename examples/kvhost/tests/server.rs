@@ -247,3 +247,51 @@ fn c_extensions_deny_rate_limit_and_route() {
     assert_eq!(c.ask("GET deny_admin admin0"), "NOTFOUND 0");
     assert_eq!(c.ask("GET open admin0"), "VALUE 0 v");
 }
+
+#[test]
+fn under_load_counts_stay_exact_per_tenant() {
+    // Three tenants running the same extension, each its own object and map;
+    // 8 clients, 250 requests each, tenants interleaved.
+    let tenants = [
+        asm("t0", OPEN_ASM),
+        asm("t1", OPEN_ASM),
+        asm("t2", OPEN_ASM),
+    ];
+    let server = Server::start("127.0.0.1:0", &tenants).expect("start");
+    print_isolation(&server);
+    let addr = server.addr();
+    let start = std::time::Instant::now();
+    let clients: Vec<_> = (0..8)
+        .map(|w| {
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                for i in 0..250 {
+                    // Client w sends request i to tenant (w + i) % 3.
+                    let t = (w + i) % 3;
+                    assert_eq!(c.ask(&format!("PUT t{t} k{w}_{i} {i}")), "STORED 0");
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().expect("client");
+    }
+    let took = start.elapsed();
+    println!(
+        "2000 requests from 8 clients in {took:?} ({:.0} req/s, debug build)",
+        2000.0 / took.as_secs_f64()
+    );
+    // Per tenant: sum over w of #{i < 250 : (w + i) % 3 == t}.
+    for t in 0..3 {
+        let want = (0..8)
+            .map(|w| (0..250).filter(|i| (w + i) % 3 == t).count() as u64)
+            .sum::<u64>();
+        assert_eq!(server.count(&format!("t{t}")), Some(want), "tenant t{t}");
+    }
+    assert_eq!(
+        (0..3)
+            .map(|t| server.count(&format!("t{t}")).unwrap_or(0))
+            .sum::<u64>(),
+        2000
+    );
+}
