@@ -427,3 +427,60 @@ fn target_exit_status_is_passed_through() {
     let o = run(&obj, dir.path(), &[], &["sh", "-c", "exit 7"]);
     assert_eq!(o.status.code(), Some(7));
 }
+
+#[test]
+fn ringbuf_records_stream_in_hex() {
+    if !have_tools("ringbuf_records_stream_in_hex") {
+        return;
+    }
+    let Some(obj) = common::compile("run_ringbuf", "../targets/greet_ringbuf") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let exe = cc("greet", dir.path(), "greet");
+    let o = run(&obj, dir.path(), &[], &[exe.to_str().unwrap()]);
+    assert!(o.status.success());
+    let pid = agent_pid(&stderr(&o));
+    let out = stdout(&o);
+    let prefix = format!("ringbuf greet_events [pid {pid}]: ");
+    let records: Vec<(i32, u32)> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .map(|h| {
+            let b = bytes(h);
+            assert_eq!(b.len(), 8, "{h}");
+            (
+                i32::from_ne_bytes(b[..4].try_into().unwrap()),
+                u32::from_ne_bytes(b[4..].try_into().unwrap()),
+            )
+        })
+        .collect();
+    assert_eq!(records, [(7, pid), (8, pid), (9, pid)]);
+}
+
+#[test]
+fn attach_failure_in_the_target_makes_run_fail() {
+    if !have_tools("attach_failure_in_the_target_makes_run_fail") {
+        return;
+    }
+    let Some(obj) = common::compile("run_attach_fail", "../targets/missing_symbol") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    let o = run(
+        &obj,
+        dir.path(),
+        &[],
+        &["sh", "-c", &format!("touch {}", marker.display())],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("attaching program nothing_here failed"),
+        "{err}"
+    );
+    assert!(err.contains("pkbpf_no_such_function"), "{err}");
+    // The target itself ran: the failure is reported, not hidden.
+    assert!(marker.exists());
+}
