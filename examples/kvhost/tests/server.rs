@@ -179,6 +179,48 @@ fn an_extension_writing_outside_its_writable_range_is_refused_at_load() {
 }
 
 #[test]
+fn an_extension_naming_another_tenants_map_address_is_refused_at_load() {
+    // Tenant A's counter lives at a real address in this process; an
+    // extension that loads it as a pointer and reads or writes through it
+    // must not load (a scalar is not a pointer). Under real pkeys the MPK
+    // VM suite also shows the hardware refusing such an access.
+    let rt = pkbpf_kvhost::runtime().expect("runtime");
+    let a = rt
+        .load_insns(
+            "filter",
+            &pkbpf_verifier::asm::assemble(OPEN_ASM).expect("asm"),
+            &[pkbpf_maps::MapDef::new(
+                "counts",
+                pkbpf_maps::MapType::Array,
+                4,
+                8,
+                1,
+            )],
+            &pkbpf_kvhost::Request::layout(),
+        )
+        .expect("load tenant A");
+    let addr = a.map("counts").expect("map").values_range().addr;
+    for (what, body) in [
+        ("read", "r0 = *(u64 *)(r1 + 0)\nr0 = 0"),
+        ("write", "r2 = 7\n*(u64 *)(r1 + 0) = r2\nr0 = 0"),
+    ] {
+        let text = format!("r1 = {addr:#x} ll\n{body}\nexit\n");
+        let err = Server::start("127.0.0.1:0", &[asm("snoop", &text)]).expect_err(&format!(
+            "a {what} through another tenant's address must not load"
+        ));
+        assert!(
+            matches!(
+                err,
+                KvError::Load { ref tenant, ref source }
+                    if tenant == "snoop"
+                        && matches!(**source, pkbpf::runtime::RuntimeError::Verify { .. })
+            ),
+            "{what}: {err:?}"
+        );
+    }
+}
+
+#[test]
 fn duplicate_tenant_names_are_refused() {
     let err = Server::start("127.0.0.1:0", &[asm("a", OPEN_ASM), asm("a", OPEN_ASM)])
         .expect_err("duplicate");
