@@ -526,3 +526,107 @@ pub fn format_btf(btf: &pkbpf::btf::Btf, id: u32, bytes: &[u8], depth: u32) -> O
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pkbpf::btf::{Btf, BtfType, IntEncoding, Member};
+
+    fn int(btf: &mut Btf, name: &str, size: u32, signed: bool) -> u32 {
+        let name_off = btf.add_string(name);
+        btf.add_type(BtfType::Int {
+            name_off,
+            size,
+            encoding: IntEncoding {
+                signed,
+                ..IntEncoding::default()
+            },
+            offset: 0,
+            bits: (8 * size) as u8,
+        })
+    }
+
+    fn member(btf: &mut Btf, name: &str, type_id: u32, byte: u32) -> Member {
+        Member {
+            name_off: btf.add_string(name),
+            type_id,
+            bit_offset: byte * 8,
+            bitfield_size: 0,
+        }
+    }
+
+    /// struct s { u32 a; s16 b; char name[4]; u64 c[2]; } (32 bytes)
+    fn sample() -> (Btf, u32) {
+        let mut btf = Btf::new();
+        let u32_t = int(&mut btf, "unsigned int", 4, false);
+        let s16 = int(&mut btf, "short", 2, true);
+        let chr = int(&mut btf, "char", 1, true);
+        let u64_t = int(&mut btf, "unsigned long long", 8, false);
+        let name_t = btf.add_type(BtfType::Array {
+            elem_type: chr,
+            index_type: u32_t,
+            nelems: 4,
+        });
+        let c_t = btf.add_type(BtfType::Array {
+            elem_type: u64_t,
+            index_type: u32_t,
+            nelems: 2,
+        });
+        let members = vec![
+            member(&mut btf, "a", u32_t, 0),
+            member(&mut btf, "b", s16, 4),
+            member(&mut btf, "name", name_t, 6),
+            member(&mut btf, "c", c_t, 16),
+        ];
+        let name_off = btf.add_string("s");
+        let id = btf.add_type(BtfType::Struct {
+            name_off,
+            size: 32,
+            members,
+        });
+        (btf, id)
+    }
+
+    #[test]
+    fn struct_with_ints_chars_and_arrays_prints_like_bpftool() {
+        let (btf, id) = sample();
+        let mut b = Vec::new();
+        b.extend_from_slice(&7u32.to_ne_bytes());
+        b.extend_from_slice(&(-2i16).to_ne_bytes());
+        b.extend_from_slice(b"hi\0\0");
+        b.extend_from_slice(&[0xee; 6]); // padding
+        b.extend_from_slice(&1u64.to_ne_bytes());
+        b.extend_from_slice(&u64::MAX.to_ne_bytes());
+        assert_eq!(
+            format_btf(&btf, id, &b, 0).as_deref(),
+            Some(r#"{"a": 7, "b": -2, "name": "hi", "c": [1, 18446744073709551615]}"#)
+        );
+    }
+
+    #[test]
+    fn unprintable_types_fall_back_to_hex() {
+        let (mut btf, id) = sample();
+        // Wrong size for the type.
+        assert_eq!(format_btf(&btf, id, &[0; 31], 0), None);
+        // Unions and unknown ids are not decoded.
+        let union = btf.add_type(BtfType::Union {
+            name_off: 0,
+            size: 4,
+            members: Vec::new(),
+        });
+        assert_eq!(format_btf(&btf, union, &[0; 4], 0), None);
+        assert_eq!(format_btf(&btf, 999, &[0; 4], 0), None);
+        // A typedef loop ends at the depth limit instead of recursing forever.
+        let loop_id = btf.add_type(BtfType::Typedef {
+            name_off: 0,
+            type_id: union + 1,
+        });
+        assert_eq!(format_btf(&btf, loop_id, &[0; 4], 0), None);
+    }
+
+    #[test]
+    fn spaced_hex_is_two_digits_per_byte() {
+        assert_eq!(spaced_hex(&[0, 0xab, 7]), "00 ab 07");
+        assert_eq!(spaced_hex(&[]), "");
+    }
+}
