@@ -11,6 +11,8 @@
 //!
 //! Text fields are escaped ([`escape`]) so a message stays on one line.
 
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
 /// Environment variable: the object file the agent loads (absolute path).
 pub const ENV_OBJECT: &str = "PKBPF_OBJECT";
 /// Environment variable: only attach this program (absent: all).
@@ -69,6 +71,13 @@ pub enum Message {
         pid: u32,
         /// The line.
         line: String,
+    },
+    /// The packet carries the fd of the object's map region (`SCM_RIGHTS`):
+    /// the loader dumps the maps from it after the process ends, however it
+    /// ends.
+    Region {
+        /// The process that loaded the object.
+        pid: u32,
     },
     /// A record of ring buffer `map`.
     Ringbuf {
@@ -197,6 +206,7 @@ impl Message {
             | Message::Attached { pid, .. }
             | Message::Skipped { pid, .. }
             | Message::Error { pid, .. }
+            | Message::Region { pid }
             | Message::Printk { pid, .. }
             | Message::Ringbuf { pid, .. }
             | Message::Hits { pid, .. }
@@ -224,6 +234,7 @@ impl Message {
                 format!("skipped {pid} {} {}", escape(prog), escape(reason))
             }
             Message::Error { pid, text } => format!("error {pid} {}", escape(text)),
+            Message::Region { pid } => format!("region {pid}"),
             Message::Printk { pid, line } => format!("printk {pid} {}", escape(line)),
             Message::Ringbuf { pid, map, data } => {
                 format!("ringbuf {pid} {} {}", escape(map), hex(data))
@@ -372,6 +383,10 @@ impl Message {
                     value: bytes(4)?,
                 })
             }
+            "region" => {
+                arity(2)?;
+                Ok(Message::Region { pid: pid()? })
+            }
             "exit" => {
                 arity(2)?;
                 Ok(Message::Exit { pid: pid()? })
@@ -379,6 +394,117 @@ impl Message {
             _ => Err(bad("unknown message kind")),
         }
     }
+}
+
+/// Sends `m` as one packet on `sock`, with `fd` attached (`SCM_RIGHTS`)
+/// when given. Never raises `SIGPIPE` (a loader that went away is an error
+/// the caller may ignore).
+pub fn send(sock: BorrowedFd<'_>, m: &Message, fd: Option<BorrowedFd<'_>>) -> std::io::Result<()> {
+    let line = m.encode();
+    let mut iov = libc::iovec {
+        iov_base: line.as_ptr() as *mut libc::c_void,
+        iov_len: line.len(),
+    };
+    // Room for one fd's control message, aligned for cmsghdr.
+    let mut cbuf = [0u64; 4];
+    // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if let Some(fd) = fd {
+        // SAFETY: CMSG_SPACE only computes a size.
+        let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+        debug_assert!(space <= std::mem::size_of_val(&cbuf));
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = space;
+        // SAFETY: msg_control points at `space` zeroed, aligned bytes, so
+        // CMSG_FIRSTHDR is non-null and CMSG_DATA has room for one fd.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
+            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<RawFd>(), fd.as_raw_fd());
+        }
+    }
+    loop {
+        // SAFETY: `msg` points at live buffers (`line`, `cbuf`) for the call.
+        let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        if n >= 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// What [`recv`] got.
+#[derive(Debug)]
+pub enum Received {
+    /// A packet's text (without its newline), and the fd it carried.
+    Packet(String, Option<OwnedFd>),
+    /// Nothing waiting (non-blocking).
+    Empty,
+    /// Every sender has closed the socket.
+    Closed,
+}
+
+/// Receives one packet from `sock` without blocking.
+pub fn recv(sock: BorrowedFd<'_>) -> std::io::Result<Received> {
+    let mut buf = vec![0u8; MAX_LINE + 1];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut cbuf = [0u64; 8];
+    // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&cbuf);
+    // SAFETY: `msg` points at live buffers of the sizes it states.
+    let n = unsafe {
+        libc::recvmsg(
+            sock.as_raw_fd(),
+            &mut msg,
+            libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
+        )
+    };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        return match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => Ok(Received::Empty),
+            _ => Err(e),
+        };
+    }
+    if n == 0 {
+        return Ok(Received::Closed);
+    }
+    let mut fds = Vec::new();
+    // SAFETY: the kernel filled `msg`'s control buffer; the CMSG macros
+    // walk it within msg_controllen, and each SCM_RIGHTS payload holds
+    // (cmsg_len - CMSG_LEN(0)) / 4 new fds that are ours to own.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let bytes = (*c).cmsg_len - libc::CMSG_LEN(0) as usize;
+                let data = libc::CMSG_DATA(c).cast::<RawFd>();
+                for i in 0..bytes / std::mem::size_of::<RawFd>() {
+                    fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    let text = String::from_utf8_lossy(&buf[..n as usize])
+        .trim_end_matches('\n')
+        .to_string();
+    // One fd at most is expected; extra ones are closed when dropped.
+    Ok(Received::Packet(text, fds.into_iter().next()))
 }
 
 #[cfg(test)]
@@ -445,6 +571,7 @@ mod tests {
                 }
             }),
             pid.prop_map(|pid| Message::Exit { pid }),
+            pid.prop_map(|pid| Message::Region { pid }),
         ]
     }
 
@@ -480,6 +607,39 @@ mod tests {
             panic!("not printk: {back:?}");
         };
         assert!(text.len() > 1000 && "x\\".repeat(5000).starts_with(&text));
+    }
+
+    #[test]
+    fn packets_carry_text_and_an_fd() {
+        use std::io::{Read, Seek, Write};
+        use std::os::fd::AsFd;
+        let mut fds = [0; 2];
+        // SAFETY: room for two fds.
+        let r =
+            unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET, 0, fds.as_mut_ptr()) };
+        assert_eq!(r, 0);
+        // SAFETY: both fds are new and ours.
+        let (a, b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        assert!(matches!(recv(b.as_fd()).unwrap(), Received::Empty));
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(b"region bytes").unwrap();
+        send(a.as_fd(), &Message::Region { pid: 42 }, Some(file.as_fd())).unwrap();
+        send(a.as_fd(), &Message::Exit { pid: 42 }, None).unwrap();
+        let Received::Packet(text, Some(fd)) = recv(b.as_fd()).unwrap() else {
+            panic!("no fd");
+        };
+        assert_eq!(Message::decode(&text), Ok(Message::Region { pid: 42 }));
+        let mut got = std::fs::File::from(fd);
+        got.rewind().unwrap();
+        let mut s = String::new();
+        got.read_to_string(&mut s).unwrap();
+        assert_eq!(s, "region bytes");
+        let Received::Packet(text, None) = recv(b.as_fd()).unwrap() else {
+            panic!("expected a plain packet");
+        };
+        assert_eq!(Message::decode(&text), Ok(Message::Exit { pid: 42 }));
+        drop(a);
+        assert!(matches!(recv(b.as_fd()).unwrap(), Received::Closed));
     }
 
     #[test]

@@ -484,3 +484,32 @@ fn attach_failure_in_the_target_makes_run_fail() {
     // The target itself ran: the failure is reported, not hidden.
     assert!(marker.exists());
 }
+
+#[test]
+fn maps_are_dumped_when_the_target_is_killed() {
+    if !have_tools("maps_are_dumped_when_the_target_is_killed") {
+        return;
+    }
+    let Some(obj) = common::compile("run_killed", "malloc_free") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let exe = cc("mallocs", dir.path(), "mallocs");
+    let o = run(
+        &obj,
+        dir.path(),
+        &[],
+        &[exe.to_str().unwrap(), "700", "kill"],
+    );
+    // 128 + SIGKILL, as a shell reports it.
+    assert_eq!(o.status.code(), Some(137));
+    let out = stdout(&o);
+    let pid = printed_pid(&out, "pid ");
+    // No exit handler ran in the target, so no hit counts; the loader still
+    // reads the maps from the region the agent passed it.
+    assert!(!out.contains("hits,"), "{out}");
+    let c = malloc_counts(&out);
+    assert_eq!(c.len(), 1, "{c:?}");
+    assert_eq!(c[0].0, pid);
+    assert!(c[0].1 >= 700 && c[0].2 >= 700, "{c:?}");
+}

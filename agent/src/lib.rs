@@ -5,25 +5,26 @@
 //! ([`pkbpf::session`]), loads the object with the runtime inside the
 //! target, attaches every `uprobe`/`uretprobe` program (or the one named by
 //! `PKBPF_PROG`) and reports each step to the loader over the inherited
-//! socket. `bpf_printk` lines and ring buffer records stream to the loader
-//! as they come; at exit the agent detaches its probes (so its own work is
-//! not counted) and sends each program's hit count and each map's contents.
+//! socket, and passes the fd of the object's map region to the loader (which
+//! dumps the maps after the target ends, however it ends). `bpf_printk`
+//! lines and ring buffer records stream to the loader as they come; at exit
+//! the agent detaches its probes (so its own work is not counted) and sends
+//! each program's hit count.
 //!
 //! Programs pkbpf cannot attach from here (syscall tracepoints, embedded
 //! programs, a bare `uprobe` section without a target) are reported as
 //! skipped, never ignored silently.
 //!
 //! `fork`: the child sends its own `hello` with its own pid (probes stay in
-//! the child's copy of the code and count under the child's pid); only the
-//! process that loaded the object dumps the maps, which live in a shared
-//! region both see. `exec`: the environment carries `LD_PRELOAD` and the
+//! the child's copy of the code and count under the child's pid) and shares
+//! the parent's map region. `exec`: the environment carries `LD_PRELOAD` and the
 //! socket, so the new image loads the object afresh (its own maps) and
 //! reports under the same pid.
 //!
 //! Without `PKBPF_AGENT_FD` in the environment the agent does nothing.
 #![deny(missing_docs)]
 
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -37,7 +38,6 @@ struct Agent {
     fd: RawFd,
     /// The process that loaded the object.
     pid: u32,
-    obj: Option<Arc<LoadedObject>>,
     links: Mutex<Vec<UprobeLink>>,
     rings: Mutex<Vec<(String, RingBufConsumer)>>,
 }
@@ -55,17 +55,17 @@ fn ppid() -> u32 {
 }
 
 /// Sends one message as one packet; a loader that went away is ignored
-/// (MSG_NOSIGNAL: no SIGPIPE in the target).
+/// (no SIGPIPE in the target).
 fn send(fd: RawFd, m: &Message) {
-    let line = m.encode();
-    loop {
-        // SAFETY: `line` is a live buffer of `line.len()` bytes; `fd` is the
-        // socket the loader passed (a bad fd only makes send fail).
-        let n = unsafe { libc::send(fd, line.as_ptr().cast(), line.len(), libc::MSG_NOSIGNAL) };
-        if n >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            return;
-        }
-    }
+    send_fd(fd, m, None);
+}
+
+fn send_fd(fd: RawFd, m: &Message, with: Option<BorrowedFd<'_>>) {
+    // SAFETY: `fd` is the socket the loader passed, open for the life of
+    // the process (the agent never closes it); a stale number only makes
+    // the send fail.
+    let sock = unsafe { BorrowedFd::borrow_raw(fd) };
+    let _ = session::send(sock, m, with);
 }
 
 /// The whole error chain on one line, plus the verifier log when there is one.
@@ -127,7 +127,6 @@ extern "C" fn agent_init() {
     let agent = Agent {
         fd,
         pid: me,
-        obj: obj.clone(),
         links: Mutex::new(Vec::new()),
         rings: Mutex::new(Vec::new()),
     };
@@ -142,6 +141,13 @@ extern "C" fn agent_init() {
     }
     if let Some(obj) = obj {
         let Some(agent) = AGENT.get() else { return };
+        // The loader dumps the maps from the region after this process
+        // ends, however it ends.
+        send_fd(
+            fd,
+            &Message::Region { pid: me },
+            Some(obj.region().fd().as_fd()),
+        );
         start_rings(agent, &obj);
         attach_all(agent, &obj);
     }
@@ -341,8 +347,8 @@ extern "C" fn agent_exit() {
     let Some(agent) = AGENT.get() else { return };
     let me = pid();
     if me != agent.pid {
-        // A forked child: the maps are shared with the loading process,
-        // which dumps them.
+        // A forked child: its probes' hit counts include the parent's from
+        // before the fork, so only the loading process reports them.
         send(agent.fd, &Message::Exit { pid: me });
         return;
     }
@@ -373,72 +379,5 @@ extern "C" fn agent_exit() {
         );
     }
     drain_rings(agent);
-    if let Some(obj) = &agent.obj {
-        dump_maps(agent.fd, me, obj);
-    }
     send(agent.fd, &Message::Exit { pid: me });
-}
-
-fn dump_maps(fd: RawFd, me: u32, obj: &LoadedObject) {
-    let defs: Vec<_> = obj.region().defs().cloned().collect();
-    for def in defs {
-        if matches!(
-            def.map_type,
-            MapType::RingBuf | MapType::PerfEventArray | MapType::ProgArray
-        ) {
-            continue;
-        }
-        send(
-            fd,
-            &Message::MapHeader {
-                pid: me,
-                map: def.name.clone(),
-                map_type: def.map_type.name().to_string(),
-                key_size: def.key_size,
-                value_size: def.value_size,
-            },
-        );
-        let map = match obj.map(&def.name) {
-            Ok(m) => m,
-            Err(e) => {
-                send(
-                    fd,
-                    &Message::Error {
-                        pid: me,
-                        text: describe(&e),
-                    },
-                );
-                continue;
-            }
-        };
-        let entries: Box<dyn Iterator<Item = _>> = match def.map_type {
-            MapType::Queue | MapType::Stack => Box::new(
-                std::iter::from_fn(|| map.pop().transpose()).map(|v| v.map(|v| (Vec::new(), v))),
-            ),
-            _ => Box::new(map.iter()),
-        };
-        for e in entries {
-            match e {
-                Ok((key, value)) => send(
-                    fd,
-                    &Message::MapEntry {
-                        pid: me,
-                        map: def.name.clone(),
-                        key,
-                        value,
-                    },
-                ),
-                Err(e) => {
-                    send(
-                        fd,
-                        &Message::Error {
-                            pid: me,
-                            text: format!("dumping map {}: {e}", def.name),
-                        },
-                    );
-                    break;
-                }
-            }
-        }
-    }
 }

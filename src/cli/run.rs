@@ -5,7 +5,9 @@
 //!
 //! Output (stdout): `bpf_printk` lines in the kernel's `trace_pipe` format as
 //! they come, ring buffer records in hex (`ringbuf MAP: BYTES`), and when the
-//! target exits each program's hit count and each map's contents in the
+//! target exits each program's hit count and (read by the loader from the
+//! map region the agent passed it, so also after a crash or `_exit`) each
+//! map's contents in the
 //! shape of `bpftool map dump`: decoded with the object's BTF when it names
 //! the key and value types (`key: 42  value: {"mallocs": 3, "frees": 2}`),
 //! else (or with `--hex`) as hex bytes. Progress and problems
@@ -17,12 +19,13 @@
 //! `$PKBPF_AGENT_LIB`.
 
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+use pkbpf::maps::MapType;
 use pkbpf::runtime::{Runtime, RuntimeError, Sandbox};
 use pkbpf::session::{self, Message};
 
@@ -178,6 +181,8 @@ pub fn run(a: Args, sandbox: SandboxArg) -> Result<i32> {
     // What the target sent before exiting is queued: take it without
     // waiting for processes it left behind (they may hold the socket).
     while !out.eof && out.receive(fd, 0)? {}
+    out.close_map()?;
+    out.dump_maps()?;
     out.finish()?;
 
     let code = status
@@ -209,6 +214,8 @@ struct Output {
     eof: bool,
     /// BTF of the maps (empty with `--hex`).
     types: MapTypes,
+    /// The map regions of the processes that loaded the object.
+    regions: Vec<(u32, pkbpf::maps::Region)>,
     /// The map whose entries are being printed, and how many so far.
     open_map: Option<(u32, String, usize)>,
 }
@@ -224,31 +231,91 @@ impl Output {
         };
         // SAFETY: one valid pollfd.
         let n = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
-        if n <= 0 || pfd.revents & libc::POLLIN == 0 {
+        if n <= 0 || pfd.revents & (libc::POLLIN | libc::POLLHUP) == 0 {
             return Ok(false);
         }
-        let mut buf = vec![0u8; session::MAX_LINE + 1];
+        // SAFETY: `fd` is the loader's socket, open for this whole call.
+        let sock = unsafe { BorrowedFd::borrow_raw(fd) };
         let mut got = false;
         loop {
-            // SAFETY: `buf` is a live buffer of `buf.len()` bytes.
-            let n =
-                unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-            if n == 0 {
-                // Every agent closed its end.
-                self.eof = true;
-                return Ok(got);
-            }
-            if n < 0 {
-                return Ok(got);
-            }
-            got = true;
-            let text = String::from_utf8_lossy(&buf[..n as usize]);
-            let line = text.trim_end_matches('\n');
-            match Message::decode(line) {
-                Ok(m) => self.show(m)?,
-                Err(e) => eprintln!("pkbpf: warning: {e}"),
+            match session::recv(sock).context("reading from the agent")? {
+                session::Received::Empty => return Ok(got),
+                session::Received::Closed => {
+                    // Every agent closed its end.
+                    self.eof = true;
+                    return Ok(got);
+                }
+                session::Received::Packet(line, fd) => {
+                    got = true;
+                    match Message::decode(&line) {
+                        Ok(Message::Region { pid }) => self.region(pid, fd),
+                        Ok(m) => self.show(m)?,
+                        Err(e) => eprintln!("pkbpf: warning: {e}"),
+                    }
+                }
             }
         }
+    }
+
+    /// Keeps the map region of the object loaded in `pid`.
+    fn region(&mut self, pid: u32, fd: Option<OwnedFd>) {
+        let Some(fd) = fd else {
+            eprintln!("pkbpf: warning: pid {pid}: region message without an fd");
+            return;
+        };
+        match pkbpf::maps::Region::open(fd) {
+            Ok(r) => self.regions.push((pid, r)),
+            Err(e) => {
+                let text = format!("opening the map region of pid {pid}: {e}");
+                eprintln!("pkbpf: error: {text}");
+                self.errors.push(text);
+            }
+        }
+    }
+
+    /// Prints every map of every region, as `bpftool map dump` would.
+    fn dump_maps(&mut self) -> Result<()> {
+        let regions = std::mem::take(&mut self.regions);
+        for (pid, region) in &regions {
+            for def in region.defs() {
+                if matches!(
+                    def.map_type,
+                    MapType::RingBuf | MapType::PerfEventArray | MapType::ProgArray
+                ) {
+                    continue;
+                }
+                self.show(Message::MapHeader {
+                    pid: *pid,
+                    map: def.name.clone(),
+                    map_type: def.map_type.name().to_string(),
+                    key_size: def.key_size,
+                    value_size: def.value_size,
+                })?;
+                let map = region
+                    .map(&def.name)
+                    .with_context(|| format!("map {}", def.name))?;
+                let entries: Box<dyn Iterator<Item = _>> = match def.map_type {
+                    // Reading a queue or stack takes its values; nobody
+                    // else uses them any more.
+                    MapType::Queue | MapType::Stack => Box::new(
+                        std::iter::from_fn(|| map.pop().transpose())
+                            .map(|v| v.map(|v| (Vec::new(), v))),
+                    ),
+                    _ => Box::new(map.iter()),
+                };
+                for e in entries {
+                    let (key, value) =
+                        e.with_context(|| format!("dumping map {} of pid {pid}", def.name))?;
+                    self.show(Message::MapEntry {
+                        pid: *pid,
+                        map: def.name.clone(),
+                        key,
+                        value,
+                    })?;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn close_map(&mut self) -> Result<()> {
@@ -331,6 +398,8 @@ impl Output {
                 }
             }
             Message::Exit { pid } => eprintln!("pkbpf: pid {pid}: exited"),
+            // Handled in `receive` (it carries an fd).
+            Message::Region { .. } => {}
         }
         Ok(())
     }

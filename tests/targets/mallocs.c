@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: MIT OR Apache-2.0
  * Purpose: a `pkbpf run` target that calls malloc and free a known number of
  * times: `mallocs N [fork]` makes N malloc/free pairs; with `fork`, a child
- * makes another N pairs first. Prints "pid P" for each process.
+ * makes another N pairs first; with `kill`, the process kills itself with
+ * SIGKILL after its pairs (no exit handlers run). Prints "pid P" for each
+ * process.
  * Used by: tests/run_agent.rs. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -38,5 +41,9 @@ int main(int argc, char **argv)
 	}
 	pairs(n);
 	printf("pid %d\n", (int)getpid());
+	if (argc > 2 && strcmp(argv[2], "kill") == 0) {
+		fflush(stdout);
+		raise(SIGKILL);
+	}
 	return 0;
 }
