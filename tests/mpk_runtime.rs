@@ -405,3 +405,65 @@ fn eight_threads_run_different_extensions_concurrently() {
     }
     assert_eq!(denied.load(Ordering::Relaxed), 8 * CALLS.div_ceil(50));
 }
+
+#[test]
+fn twenty_objects_exhaust_the_keys_with_a_typed_error_never_sharing() {
+    if !pku("twenty_objects_exhaust_the_keys_with_a_typed_error_never_sharing") {
+        return;
+    }
+    // In a child: the keys it takes are never freed, and the other tests of
+    // this process need theirs.
+    // SAFETY: the child runs this test's code only and leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        let outcome = std::panic::catch_unwind(|| {
+            let rt = mpk_runtime();
+            let mut objs = Vec::new();
+            let err = loop {
+                match Runtime::load_insns(
+                    &rt,
+                    "prog",
+                    &assemble(INC).unwrap(),
+                    &[MapDef::new("vals", MapType::Array, 4, 8, 4)],
+                    &CtxLayout::writable(16),
+                ) {
+                    Ok(o) => objs.push(o),
+                    Err(e) => break e,
+                }
+                assert!(objs.len() <= 20, "more objects than keys");
+            };
+            assert!(
+                matches!(
+                    err,
+                    RuntimeError::Keys {
+                        source: SandboxError::KeysExhausted { .. },
+                        ..
+                    }
+                ),
+                "{err:?}"
+            );
+            let mut keys: Vec<u32> = objs.iter().map(|o| o.key().unwrap()).collect();
+            keys.push(rt.isolation().runtime_key.unwrap());
+            let n = keys.len();
+            keys.sort_unstable();
+            keys.dedup();
+            assert_eq!(keys.len(), n, "no key shared");
+            assert!(n >= 2);
+            // The objects loaded before exhaustion still work.
+            for o in &objs {
+                o.program("prog").unwrap().call(&mut [0; 16]).unwrap();
+                assert_eq!(value0(o), 1);
+            }
+        });
+        // SAFETY: ends the child without running the parent's destructors.
+        unsafe { libc::_exit(if outcome.is_ok() { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child status {status:#x}"
+    );
+}
