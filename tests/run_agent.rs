@@ -513,3 +513,57 @@ fn maps_are_dumped_when_the_target_is_killed() {
     assert_eq!(c[0].0, pid);
     assert!(c[0].1 >= 700 && c[0].2 >= 700, "{c:?}");
 }
+
+#[test]
+fn ctrl_c_stops_the_target_and_the_maps_are_still_printed() {
+    use std::os::unix::process::CommandExt;
+    if !have_tools("ctrl_c_stops_the_target_and_the_maps_are_still_printed") {
+        return;
+    }
+    let Some(obj) = common::compile("run_sigint", "malloc_free") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let child = Command::new(pkbpf())
+        .args(["--sandbox", "none", "run"])
+        .arg(&obj)
+        .args(["--", "sleep", "30"])
+        .current_dir(dir.path())
+        .process_group(0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = child;
+    let pgid = child.id() as i32;
+    // Wait for the agent to report both probes attached, then Ctrl-C the
+    // whole group as a terminal would.
+    let stderr_pipe = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr_pipe).lines() {
+            let line = line.unwrap();
+            if line.contains("attached count_free") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the agent attached");
+    // SAFETY: kill has no memory preconditions; the group is ours.
+    assert_eq!(unsafe { libc::kill(-pgid, libc::SIGINT) }, 0);
+    let o = child.wait_with_output().unwrap();
+    let out = stdout(&o);
+    let err = reader.join().unwrap();
+    eprintln!("{out}\n{err}");
+    assert_eq!(o.status.code(), Some(130), "128 + SIGINT");
+    assert!(err.contains("attached count_malloc"), "{err}");
+    let c = malloc_counts(&out);
+    assert_eq!(c.len(), 1, "{c:?}");
+    assert!(c[0].1 > 0, "{c:?}");
+}

@@ -13,7 +13,9 @@
 //! else (or with `--hex`) as hex bytes. Progress and problems
 //! go to stderr. The exit status is the target's, or 1 when the object is
 //! bad (the target is not started) or the agent reported an error (a failed
-//! load or attach; the target still ran).
+//! load or attach; the target still ran). `pkbpf run` ignores SIGINT and
+//! SIGTERM while the target runs: Ctrl-C stops the target, and the maps are
+//! still printed.
 //!
 //! The agent library is found next to the `pkbpf` binary, or at
 //! `$PKBPF_AGENT_LIB`.
@@ -159,6 +161,14 @@ pub fn run(a: Args, sandbox: SandboxArg) -> Result<i32> {
         .spawn()
         .with_context(|| format!("starting {}", a.command[0]))?;
     drop(theirs);
+    // Ctrl-C goes to the whole foreground group: let the target handle it
+    // and end, then print what it left (set after the spawn, so the target
+    // keeps the default disposition).
+    // SAFETY: ignoring SIGINT/SIGTERM installs no handler code.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGTERM, libc::SIG_IGN);
+    }
 
     let mut out = Output {
         types: if a.hex {
