@@ -567,3 +567,76 @@ fn ctrl_c_stops_the_target_and_the_maps_are_still_printed() {
     assert_eq!(c.len(), 1, "{c:?}");
     assert!(c[0].1 > 0, "{c:?}");
 }
+
+/// When kernel eBPF works here (root), the kernel runs the same object on
+/// the same target (libbpf, `benchmark/kernel/kload.c`) and its per-program
+/// run counts equal the hit counts `pkbpf run` reports.
+#[test]
+fn kernel_agrees_on_bench_probe_counts() {
+    let test = "kernel_agrees_on_bench_probe_counts";
+    if !have_tools(test) {
+        return;
+    }
+    let Some(obj) = common::compile("run_kernel", "bench_uprobe") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let kload = dir.path().join("kload");
+    let built = Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&kload)
+        .arg(common::root().join("benchmark/kernel/kload.c"))
+        .args(["-lbpf", "-lelf", "-lz"])
+        .output()
+        .unwrap();
+    if !built.status.success() {
+        println!("skipped: {test}: libbpf not available to build kload");
+        return;
+    }
+    let exe = dir.path().join("benchmark/test");
+    std::fs::create_dir_all(exe.parent().unwrap()).unwrap();
+    let st = Command::new("cc")
+        .args(["-O2", "-fno-inline", "-o"])
+        .arg(&exe)
+        .arg(common::root().join("benchmark/target/bench_target.c"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let n = "3000";
+    let k = Command::new(&kload)
+        .arg("-o")
+        .arg(&obj)
+        .args(["--", "benchmark/test", n])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let kout = String::from_utf8_lossy(&k.stdout).into_owned();
+    if k.status.code() == Some(2) {
+        println!("skipped: {test}: kernel eBPF not available: {kout}");
+        return;
+    }
+    assert!(
+        k.status.success(),
+        "kload failed: {kout}{}",
+        String::from_utf8_lossy(&k.stderr)
+    );
+    let kernel: Vec<(String, u64)> = kout
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.strip_prefix("probe ")?.split(' ');
+            Some((f.next()?.to_string(), f.next()?.parse().ok()?))
+        })
+        .collect();
+    assert_eq!(kernel.len(), 4, "{kout}");
+
+    let o = run(&obj, dir.path(), &[], &["benchmark/test", n]);
+    assert!(o.status.success());
+    let out = stdout(&o);
+    let pid = agent_pid(&stderr(&o));
+    for (prog, count) in kernel {
+        assert!(
+            out.contains(&format!("prog {prog} [pid {pid}]: {count} hits, 0 errors")),
+            "{prog}: the kernel ran it {count} times; pkbpf: {out}"
+        );
+    }
+}
