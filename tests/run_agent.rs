@@ -640,3 +640,35 @@ fn kernel_agrees_on_bench_probe_counts() {
         );
     }
 }
+
+#[test]
+fn probe_counts_are_exact_with_8_threads() {
+    if !have_tools("probe_counts_are_exact_with_8_threads") {
+        return;
+    }
+    let Some(obj) = common::compile("run_threads", "bench_uprobe") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    cc("threads", dir.path(), "benchmark/test");
+    let n: u64 = 20_000;
+    let o = run(
+        &obj,
+        dir.path(),
+        &["--prog", "bench_uprobe"],
+        &["benchmark/test", &n.to_string()],
+    );
+    assert!(o.status.success());
+    let out = stdout(&o);
+    let pid = agent_pid(&stderr(&o));
+    assert!(
+        out.contains(&format!(
+            "prog bench_uprobe [pid {pid}]: {} hits, 0 errors",
+            8 * n
+        )),
+        "{out}"
+    );
+    // Each call returns buf[i & 3] + 1 = '0'..'3' + 1; the probe changes nothing.
+    let per_thread: u64 = (0..n).map(|i| u64::from(b'0') + (i & 3) + 1).sum();
+    assert!(out.contains(&format!("total {}", 8 * per_thread)), "{out}");
+}
