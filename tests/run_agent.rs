@@ -672,3 +672,63 @@ fn probe_counts_are_exact_with_8_threads() {
     let per_thread: u64 = (0..n).map(|i| u64::from(b'0') + (i & 3) + 1).sum();
     assert!(out.contains(&format!("total {}", 8 * per_thread)), "{out}");
 }
+
+#[test]
+fn a_static_target_is_reported_not_silently_unprobed() {
+    let test = "a_static_target_is_reported_not_silently_unprobed";
+    if !have_tools(test) {
+        return;
+    }
+    let Some(obj) = common::compile("run_static", "malloc_free") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("greet-static");
+    let built = Command::new("cc")
+        .args(["-static", "-O0", "-o"])
+        .arg(&exe)
+        .arg(common::root().join("tests/targets/greet.c"))
+        .output()
+        .unwrap();
+    if !built.status.success() {
+        println!("skipped: {test}: no static libc to link with");
+        return;
+    }
+    let o = run(&obj, dir.path(), &[], &[exe.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("sum 48"), "the target ran");
+    assert!(stderr(&o).contains("the agent never reported"));
+}
+
+#[test]
+fn two_loaders_at_once_keep_their_outputs_apart() {
+    if !have_tools("two_loaders_at_once_keep_their_outputs_apart") {
+        return;
+    }
+    let Some(obj) = common::compile("run_two", "malloc_free") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let exe = cc("mallocs", dir.path(), "mallocs");
+    let start = |n: &str| {
+        Command::new(pkbpf())
+            .args(["--sandbox", "none", "run"])
+            .arg(&obj)
+            .args(["--", exe.to_str().unwrap(), n])
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (start("4000"), start("200"));
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(a.status.success() && b.status.success());
+    let (ca, cb) = (malloc_counts(&stdout(&a)), malloc_counts(&stdout(&b)));
+    assert_eq!((ca.len(), cb.len()), (1, 1), "{ca:?} {cb:?}");
+    assert_eq!(ca[0].0, printed_pid(&stdout(&a), "pid "));
+    assert_eq!(cb[0].0, printed_pid(&stdout(&b), "pid "));
+    // Each loader sees only its own target: the extra 3800 pairs are a's.
+    assert_eq!(ca[0].1 - cb[0].1, 3800, "{ca:?} {cb:?}");
+    assert_eq!(ca[0].2 - cb[0].2, 3800, "{ca:?} {cb:?}");
+}
