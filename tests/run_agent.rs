@@ -732,3 +732,45 @@ fn two_loaders_at_once_keep_their_outputs_apart() {
     assert_eq!(ca[0].1 - cb[0].1, 3800, "{ca:?} {cb:?}");
     assert_eq!(ca[0].2 - cb[0].2, 3800, "{ca:?} {cb:?}");
 }
+
+#[test]
+fn a_shell_that_forks_and_execs_gets_the_agent_in_each_program() {
+    if !have_tools("a_shell_that_forks_and_execs_gets_the_agent_in_each_program") {
+        return;
+    }
+    let Some(obj) = common::compile("run_exec", "malloc_free") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(
+        &obj,
+        dir.path(),
+        &[],
+        &["sh", "-c", "ls / > /dev/null; echo done"],
+    );
+    assert!(o.status.success());
+    let err = stderr(&o);
+    // sh, then ls in the process sh forked: each image loads the object
+    // afresh (the environment carries LD_PRELOAD and the socket).
+    let mut pids: Vec<u32> = err
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("pkbpf: pid ")?
+                .strip_suffix(": agent running")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    pids.dedup();
+    assert_eq!(pids.len(), 2, "{err}");
+    let out = stdout(&o);
+    let c = malloc_counts(&out);
+    for pid in pids {
+        assert!(
+            out.contains(&format!("map malloc_counts [pid {pid}]")),
+            "{out}"
+        );
+        let e = c.iter().find(|e| e.0 == pid).expect("an entry per image");
+        assert!(e.1 > 0 && e.2 > 0, "{e:?}");
+    }
+}
