@@ -375,8 +375,12 @@ fn bad_object_fails_before_the_target_starts() {
     assert_eq!(o.status.code(), Some(1));
     assert!(!marker.exists(), "the target ran");
     let err = stderr(&o);
-    assert!(err.contains("verifier log"), "{err}");
-    assert!(err.contains("past_ctx"), "{err}");
+    assert!(
+        err.contains("program past_ctx rejected by the verifier"),
+        "{err}"
+    );
+    assert!(err.contains("verifier log:\n"), "{err}");
+    assert!(err.contains("invalid bpf_context access off=4096"), "{err}");
 
     // A missing --prog is a bad request too.
     let Some(good) = common::compile("run_bad", "malloc_free") else {

@@ -90,13 +90,14 @@ fn check_object(path: &Path, prog: Option<&str>, sandbox: Sandbox) -> Result<()>
             }
             Ok(())
         }
-        Err(e @ RuntimeError::Verify { .. }) => {
-            let log = match &e {
-                RuntimeError::Verify { log, .. } => log.0.clone(),
-                _ => String::new(),
-            };
-            Err(anyhow::Error::new(e).context(format!("{}: verifier log:\n{log}", path.display())))
-        }
+        Err(RuntimeError::Verify {
+            program,
+            source,
+            log,
+        }) => bail!(
+            "{}: program {program} rejected by the verifier: {source}\nverifier log:\n{log}",
+            path.display()
+        ),
         Err(e) => Err(anyhow::Error::new(e).context(format!("loading {}", path.display()))),
     }
 }
