@@ -39,6 +39,26 @@ fn err(insn: usize, reason: Reason) -> VerifyError {
     VerifyError::new(insn, reason)
 }
 
+/// Checks every map reference of an `lddw` pseudo form against the
+/// program's map table, reachable or not, as the kernel resolves them all
+/// before it verifies (so no later stage meets a dangling reference in code
+/// that no path reaches).
+pub fn check_map_refs(insns: &[Insn], maps: usize) -> Result<(), VerifyError> {
+    for (pc, insn) in insns.iter().enumerate() {
+        if let Insn::LdPseudo {
+            kind: LdPseudo::MapFd | LdPseudo::MapIdx | LdPseudo::MapValue | LdPseudo::MapIdxValue,
+            imm,
+            ..
+        } = *insn
+        {
+            if imm < 0 || imm as usize >= maps {
+                return Err(err(pc, Reason::InvalidMap { index: imm.into() }));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs the static checks.
 pub fn analyze(insns: &[Insn], allow_loops: bool) -> Result<Cfg, VerifyError> {
     let n = insns.len();

@@ -75,17 +75,19 @@ impl<'e> Verifier<'e> {
     /// Verifies `insns`; returns the result and the log text.
     pub fn verify(&self, insns: &[Insn]) -> (Result<VerifiedProgram, VerifyError>, String) {
         let mut log = Log::new(self.log_level);
-        let res = cfg::analyze(insns, self.env.allow_loops).and_then(|cfg| {
-            let mut ex = Explorer::new(self.env, insns, &cfg, &mut log);
-            let r = ex.run();
-            let stats = ex.stats();
-            r.and_then(|facts| finish(self.env, insns, &cfg, facts, stats))
-                .inspect(|_| log.stats(&stats))
-                .inspect_err(|e| {
-                    log.reason(&e.to_string());
-                    log.stats(&stats);
-                })
-        });
+        let res = cfg::analyze(insns, self.env.allow_loops)
+            .and_then(|cfg| cfg::check_map_refs(insns, self.env.maps.len()).map(|()| cfg))
+            .and_then(|cfg| {
+                let mut ex = Explorer::new(self.env, insns, &cfg, &mut log);
+                let r = ex.run();
+                let stats = ex.stats();
+                r.and_then(|facts| finish(self.env, insns, &cfg, facts, stats))
+                    .inspect(|_| log.stats(&stats))
+                    .inspect_err(|e| {
+                        log.reason(&e.to_string());
+                        log.stats(&stats);
+                    })
+            });
         if let Err(e) = &res {
             if log.mark() == 0 {
                 log.reason(&e.to_string());
