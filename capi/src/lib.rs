@@ -654,3 +654,55 @@ pub unsafe extern "C" fn pkbpf_error_free(err: *mut pkbpf_error) {
         drop(unsafe { Box::from_raw(err) });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ptr::null_mut;
+
+    /// Takes the message and errno of `err` and frees it.
+    fn take(err: *mut pkbpf_error) -> (i32, String) {
+        assert!(!err.is_null());
+        // SAFETY: err came from `store` and is freed once here.
+        let e = unsafe { Box::from_raw(err) };
+        (e.errno, e.message.to_string_lossy().into_owned())
+    }
+
+    #[test]
+    fn a_panic_inside_an_entry_point_becomes_eio_not_an_unwind() {
+        let mut err = null_mut();
+        // SAFETY: err is a valid out-parameter.
+        let rc = unsafe { int_call(&mut err, || panic!("boom inside")) };
+        assert_eq!(rc, -libc::EIO);
+        assert_eq!(
+            take(err),
+            (
+                libc::EIO,
+                "internal error (panic caught at the C boundary): boom inside".to_string()
+            )
+        );
+
+        let mut err = null_mut();
+        // SAFETY: as above.
+        let p: *mut u8 =
+            unsafe { ptr_call(&mut err, || -> Result<Box<u8>, Failure> { panic!("{}", 7) }) };
+        assert!(p.is_null());
+        assert_eq!(take(err).0, libc::EIO);
+    }
+
+    #[test]
+    fn errors_are_written_only_on_failure_and_nul_bytes_survive() {
+        let mut err = null_mut();
+        // SAFETY: as above.
+        assert_eq!(unsafe { int_call(&mut err, || Ok(())) }, 0);
+        assert!(err.is_null());
+        // SAFETY: as above.
+        let rc = unsafe { int_call(&mut err, || Err(Failure::new(libc::ENOENT, "a\0b"))) };
+        assert_eq!(rc, -libc::ENOENT);
+        assert_eq!(take(err), (libc::ENOENT, "a\\0b".to_string()));
+        // A NULL out-parameter is allowed.
+        // SAFETY: NULL err is allowed.
+        let rc = unsafe { int_call(null_mut(), || Err(Failure::new(libc::E2BIG, "x"))) };
+        assert_eq!(rc, -libc::E2BIG);
+    }
+}
