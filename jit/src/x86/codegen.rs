@@ -143,15 +143,30 @@ macro_rules! rr {
     };
 }
 
-/// Emits `op d, imm32` at 64 or 32 bits.
+/// Emits `op d, imm` at 64 or 32 bits, with the sign-extended 8-bit
+/// immediate form when the value fits.
 macro_rules! ri {
-    ($self:ident, $w64:expr, $op:ident, $d:expr, $i:expr) => {
-        if $w64 {
-            asm!($self.ops; $op Rq($d), DWORD $i)
-        } else {
-            asm!($self.ops; $op Rd($d), DWORD $i)
+    ($self:ident, $w64:expr, $op:ident, $d:expr, $i:expr) => {{
+        let i: i32 = $i;
+        match (i8::try_from(i), $w64) {
+            (Ok(b), w64) => $self.alu_imm8(w64, imm8_digit(stringify!($op)), $d, b),
+            (Err(_), true) => asm!($self.ops; $op Rq($d), DWORD i),
+            (Err(_), false) => asm!($self.ops; $op Rd($d), DWORD i),
         }
-    };
+    }};
+}
+
+/// The `/digit` of the `83 /digit ib` (ALU op, sign-extended 8-bit
+/// immediate) encoding of `op`.
+fn imm8_digit(op: &str) -> u8 {
+    match op {
+        "add" => 0,
+        "or" => 1,
+        "and" => 4,
+        "sub" => 5,
+        "xor" => 6,
+        _ => 7, // cmp
+    }
 }
 
 /// Memory operand: base register and displacement.
@@ -385,6 +400,49 @@ impl<R: Rng> Cg<'_, R> {
         self.post_nops = level;
         let off = self.offset();
         self.units.push((off, u));
+    }
+
+    /// `op d, imm8` (sign-extended) as `[REX] 83 /digit ib`: dynasm has no
+    /// way to ask for this short form with a run-time register.
+    fn alu_imm8(&mut self, w64: bool, digit: u8, d: u8, b: i8) {
+        let rex = 0x40 | if w64 { 8 } else { 0 } | (d >> 3);
+        if rex != 0x40 {
+            self.ops.push(rex);
+        }
+        self.ops.push(0x83);
+        self.ops.push(0xc0 | (digit << 3) | (d & 7));
+        self.ops.push(b as u8);
+    }
+
+    /// `[66] [REX] opcode modrm [sib] [disp]` for a register (or `/digit`)
+    /// `reg` and the memory operand `m`, in the shortest form: no
+    /// displacement for 0 (except rbp/r13 bases), 8 bits when it fits, a SIB
+    /// byte only for rsp/r12 bases. dynasm always emits SIB + disp32 for a
+    /// run-time base register. `byte_reg`: `reg` is an 8-bit register (a
+    /// REX prefix makes 4–7 mean sil/dil/spl/bpl).
+    fn mem_op(&mut self, o16: bool, w64: bool, byte_reg: bool, opcode: &[u8], reg: u8, m: Mem) {
+        if o16 {
+            self.ops.push(0x66);
+        }
+        let rex = 0x40 | if w64 { 8 } else { 0 } | ((reg >> 3) << 2) | (m.base >> 3);
+        if rex != 0x40 || byte_reg {
+            self.ops.push(rex);
+        }
+        self.ops.extend(opcode.iter().copied());
+        let (mode, disp8) = match i8::try_from(m.disp) {
+            Ok(0) if m.base & 7 != 5 => (0u8, None),
+            Ok(b) => (1u8, Some(b)),
+            Err(_) => (2u8, None),
+        };
+        self.ops.push((mode << 6) | ((reg & 7) << 3) | (m.base & 7));
+        if m.base & 7 == 4 {
+            self.ops.push(0x24);
+        }
+        match (mode, disp8) {
+            (1, Some(b)) => self.ops.push(b as u8),
+            (2, _) => self.ops.extend(m.disp.to_le_bytes()),
+            _ => {}
+        }
     }
 
     /// A random 32-bit key such that neither it nor `v ^ key` has a risky byte.
@@ -1082,29 +1140,38 @@ impl<R: Rng> Cg<'_, R> {
 
     fn load(&mut self, size: MemSize, signed: bool, d: u8, s: u8, off: i16) {
         let m = self.mem(s, off);
-        let (b, o) = (m.base, m.disp);
         match (size, signed) {
-            (MemSize::B, false) => asm!(self.ops; movzx Rd(d), BYTE [Rq(b) + o]),
-            (MemSize::H, false) => asm!(self.ops; movzx Rd(d), WORD [Rq(b) + o]),
-            (MemSize::W, false) => asm!(self.ops; mov Rd(d), DWORD [Rq(b) + o]),
-            (MemSize::DW, _) => asm!(self.ops; mov Rq(d), QWORD [Rq(b) + o]),
-            (MemSize::B, true) => asm!(self.ops; movsx Rq(d), BYTE [Rq(b) + o]),
-            (MemSize::H, true) => asm!(self.ops; movsx Rq(d), WORD [Rq(b) + o]),
-            (MemSize::W, true) => asm!(self.ops; movsxd Rq(d), DWORD [Rq(b) + o]),
+            // movzx r32, m8 / m16; mov r32, m32; mov r64, m64.
+            (MemSize::B, false) => self.mem_op(false, false, false, &[0x0f, 0xb6], d, m),
+            (MemSize::H, false) => self.mem_op(false, false, false, &[0x0f, 0xb7], d, m),
+            (MemSize::W, false) => self.mem_op(false, false, false, &[0x8b], d, m),
+            (MemSize::DW, _) => self.mem_op(false, true, false, &[0x8b], d, m),
+            // movsx r64, m8 / m16; movsxd r64, m32.
+            (MemSize::B, true) => self.mem_op(false, true, false, &[0x0f, 0xbe], d, m),
+            (MemSize::H, true) => self.mem_op(false, true, false, &[0x0f, 0xbf], d, m),
+            (MemSize::W, true) => self.mem_op(false, true, false, &[0x63], d, m),
         }
     }
 
     fn store(&mut self, size: MemSize, d: u8, off: i16, src: Source) {
         let m = self.mem(d, off);
-        let (b, o) = (m.base, m.disp);
         let s = match src {
             Source::Reg(r) => x(r),
             Source::Imm(i) if !self.must_blind(i) => {
+                // mov m, imm (C6 /0 ib, C7 /0 iw/id).
                 match size {
-                    MemSize::B => asm!(self.ops; mov BYTE [Rq(b) + o], i as i8),
-                    MemSize::H => asm!(self.ops; mov WORD [Rq(b) + o], i as i16),
-                    MemSize::W => asm!(self.ops; mov DWORD [Rq(b) + o], i),
-                    MemSize::DW => asm!(self.ops; mov QWORD [Rq(b) + o], i),
+                    MemSize::B => {
+                        self.mem_op(false, false, false, &[0xc6], 0, m);
+                        self.ops.push(i as u8);
+                    }
+                    MemSize::H => {
+                        self.mem_op(true, false, false, &[0xc7], 0, m);
+                        self.ops.extend((i as i16).to_le_bytes());
+                    }
+                    MemSize::W | MemSize::DW => {
+                        self.mem_op(false, size == MemSize::DW, false, &[0xc7], 0, m);
+                        self.ops.extend(i.to_le_bytes());
+                    }
                 }
                 return;
             }
@@ -1113,11 +1180,12 @@ impl<R: Rng> Cg<'_, R> {
                 S10
             }
         };
+        // mov m, r (88 for bytes, 89 otherwise).
         match size {
-            MemSize::B => asm!(self.ops; mov BYTE [Rq(b) + o], Rb(s)),
-            MemSize::H => asm!(self.ops; mov WORD [Rq(b) + o], Rw(s)),
-            MemSize::W => asm!(self.ops; mov DWORD [Rq(b) + o], Rd(s)),
-            MemSize::DW => asm!(self.ops; mov QWORD [Rq(b) + o], Rq(s)),
+            MemSize::B => self.mem_op(false, false, true, &[0x88], s, m),
+            MemSize::H => self.mem_op(true, false, false, &[0x89], s, m),
+            MemSize::W => self.mem_op(false, false, false, &[0x89], s, m),
+            MemSize::DW => self.mem_op(false, true, false, &[0x89], s, m),
         }
     }
 
@@ -1211,8 +1279,13 @@ impl<R: Rng> Cg<'_, R> {
             Source::Imm(i) => Operand::Imm(i),
         };
         match (cond, src) {
+            // `test d, d` sets the flags exactly as `cmp d, 0` does (CF and
+            // OF clear, ZF and SF from d) in fewer bytes.
+            (_, Operand::Imm(0)) if cond != JmpCond::Set => rr!(self, w64, test, d, d),
             (JmpCond::Set, Operand::Reg(s)) => rr!(self, w64, test, d, s),
-            (JmpCond::Set, Operand::Imm(i)) => ri!(self, w64, test, d, i),
+            // `test` has no sign-extended 8-bit immediate form.
+            (JmpCond::Set, Operand::Imm(i)) if w64 => asm!(self.ops; test Rq(d), DWORD i),
+            (JmpCond::Set, Operand::Imm(i)) => asm!(self.ops; test Rd(d), DWORD i),
             (_, Operand::Reg(s)) => rr!(self, w64, cmp, d, s),
             (_, Operand::Imm(i)) => ri!(self, w64, cmp, d, i),
         }

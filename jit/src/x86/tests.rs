@@ -511,3 +511,46 @@ fn leaf_frames_save_only_what_the_program_uses() {
     let jit = JitProgram::compile_seeded(&prog, &env, 0).unwrap();
     assert!(jit.dump(&prog).contains("push r12"), "{}", jit.dump(&prog));
 }
+
+#[test]
+fn loads_and_stores_encode_every_base_register_and_displacement_size() {
+    // Every eBPF register as the base (rbp/r13 need a displacement byte even
+    // for 0), displacements of no, 8 and 32 bits, every size, register and
+    // immediate stores, zero- and sign-extending loads.
+    let v: u64 = 0x8182_8384_f5f6_f7f8;
+    for base in 0..=9u8 {
+        let val = if base == 3 { 4 } else { 3 };
+        for off in [0i32, 16, 120, 200, -100] {
+            for (sz, bits) in [("b", 8u32), ("h", 16), ("w", 32), ("dw", 64)] {
+                let mask = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
+                let sext = |x: u64| ((x << (64 - bits)) as i64 >> (64 - bits)) as u64;
+                let reg = format!(
+                    "mov %r{base}, %r10\nadd %r{base}, -256\nlddw %r{val}, {v:#x}\n\
+                     stx{sz} [%r{base}{off:+}], %r{val}\nldx{sz} %r0, [%r{base}{off:+}]\nexit"
+                );
+                let imm = format!(
+                    "mov %r{base}, %r10\nadd %r{base}, -256\n\
+                     st{sz} [%r{base}{off:+}], -0x3456789\nldx{sz} %r0, [%r{base}{off:+}]\nexit"
+                );
+                let imm_v = (-0x3456789i64) as u64;
+                let mut cases = vec![(reg, v & mask), (imm, imm_v & mask)];
+                if bits < 64 {
+                    cases.push((
+                        format!(
+                            "mov %r{base}, %r10\nadd %r{base}, -256\nlddw %r{val}, {v:#x}\n\
+                             stx{sz} [%r{base}{off:+}], %r{val}\nldxs{sz} %r0, [%r{base}{off:+}]\nexit"
+                        ),
+                        sext(v & mask),
+                    ));
+                }
+                for (src, want) in cases {
+                    let prog = assemble(&src).unwrap_or_else(|e| panic!("{src}: {e:?}"));
+                    let jit = JitProgram::compile_seeded(&prog, &JitEnv::new(), 5).unwrap();
+                    // SAFETY: the accesses are inside the 512-byte stack.
+                    let got = unsafe { jit.call(0, 0) };
+                    assert_eq!(got, want, "{src}\n{}", jit.dump(&prog));
+                }
+            }
+        }
+    }
+}
