@@ -88,6 +88,17 @@ pub enum Message {
         /// The record's bytes.
         data: Vec<u8>,
     },
+    /// A record of perf event array `map`, from CPU `cpu`'s ring.
+    Perf {
+        /// The process.
+        pid: u32,
+        /// The map.
+        map: String,
+        /// The ring (CPU) it was written to.
+        cpu: u32,
+        /// The record's bytes.
+        data: Vec<u8>,
+    },
     /// At exit: how often an attached program ran.
     Hits {
         /// The process.
@@ -209,6 +220,7 @@ impl Message {
             | Message::Region { pid }
             | Message::Printk { pid, .. }
             | Message::Ringbuf { pid, .. }
+            | Message::Perf { pid, .. }
             | Message::Hits { pid, .. }
             | Message::MapHeader { pid, .. }
             | Message::MapEntry { pid, .. }
@@ -239,6 +251,12 @@ impl Message {
             Message::Ringbuf { pid, map, data } => {
                 format!("ringbuf {pid} {} {}", escape(map), hex(data))
             }
+            Message::Perf {
+                pid,
+                map,
+                cpu,
+                data,
+            } => format!("perf {pid} {} {cpu} {}", escape(map), hex(data)),
             Message::Hits {
                 pid,
                 prog,
@@ -353,6 +371,15 @@ impl Message {
                     pid: pid()?,
                     map: text(2)?,
                     data: bytes(3)?,
+                })
+            }
+            "perf" => {
+                arity(5)?;
+                Ok(Message::Perf {
+                    pid: pid()?,
+                    map: text(2)?,
+                    cpu: u32f(3)?,
+                    data: bytes(4)?,
                 })
             }
             "hits" => {
@@ -572,6 +599,18 @@ mod tests {
             }),
             pid.prop_map(|pid| Message::Exit { pid }),
             pid.prop_map(|pid| Message::Region { pid }),
+            (
+                pid,
+                arb_text(),
+                any::<u32>(),
+                proptest::collection::vec(any::<u8>(), 0..64)
+            )
+                .prop_map(|(pid, map, cpu, data)| Message::Perf {
+                    pid,
+                    map,
+                    cpu,
+                    data
+                }),
         ]
     }
 

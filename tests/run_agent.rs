@@ -778,3 +778,29 @@ fn a_shell_that_forks_and_execs_gets_the_agent_in_each_program() {
         assert!(e.1 > 0 && e.2 > 0, "{e:?}");
     }
 }
+
+#[test]
+fn perf_event_records_stream_in_hex() {
+    if !have_tools("perf_event_records_stream_in_hex") {
+        return;
+    }
+    let Some(obj) = common::compile("run_perf", "../targets/greet_perf") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let exe = cc("greet", dir.path(), "greet");
+    let o = run(&obj, dir.path(), &[], &[exe.to_str().unwrap()]);
+    assert!(o.status.success());
+    let pid = agent_pid(&stderr(&o));
+    let out = stdout(&o);
+    let prefix = format!("perf greet_perf [pid {pid} cpu ");
+    let values: Vec<i64> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .map(|rest| {
+            let (_, h) = rest.split_once("]: ").expect("perf line");
+            i64::from_ne_bytes(bytes(h).try_into().expect("8 bytes"))
+        })
+        .collect();
+    assert_eq!(values, [14, 16, 18]);
+}

@@ -28,7 +28,7 @@ use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use pkbpf::maps::{MapType, RingBufConsumer};
+use pkbpf::maps::{MapType, PerfConsumer, RingBufConsumer};
 use pkbpf::object::ProgramKind;
 use pkbpf::runtime::{AttachPoint, LoadedObject, Runtime, RuntimeError, Sandbox, UprobeLink};
 use pkbpf::session::{self, Message};
@@ -39,7 +39,13 @@ struct Agent {
     /// The process that loaded the object.
     pid: u32,
     links: Mutex<Vec<UprobeLink>>,
-    rings: Mutex<Vec<(String, RingBufConsumer)>>,
+    rings: Mutex<Vec<(String, Consumer)>>,
+}
+
+/// A ring buffer or perf event array the agent streams to the loader.
+enum Consumer {
+    Ring(RingBufConsumer),
+    Perf(PerfConsumer),
 }
 
 static AGENT: OnceLock<Agent> = OnceLock::new();
@@ -180,15 +186,19 @@ fn load(fd: RawFd) -> Result<Arc<LoadedObject>, String> {
     Ok(Arc::new(obj))
 }
 
-/// Starts a thread streaming the object's ring buffers to the loader (only
-/// when it has any).
+/// Starts a thread streaming the object's ring buffers and perf event
+/// arrays to the loader (only when it has any).
 fn start_rings(agent: &'static Agent, obj: &LoadedObject) {
     let mut rings = Vec::new();
     for def in obj.region().defs() {
-        if def.map_type != MapType::RingBuf {
-            continue;
-        }
-        match obj.map(&def.name).map(|m| RingBufConsumer::new(&m)) {
+        let consumer = match def.map_type {
+            MapType::RingBuf => |m: &pkbpf::maps::Map| RingBufConsumer::new(m).map(Consumer::Ring),
+            MapType::PerfEventArray => {
+                |m: &pkbpf::maps::Map| PerfConsumer::new(m).map(Consumer::Perf)
+            }
+            _ => continue,
+        };
+        match obj.map(&def.name).map(|m| consumer(&m)) {
             Ok(Ok(c)) => rings.push((def.name.clone(), c)),
             Ok(Err(e)) => send(
                 agent.fd,
@@ -235,16 +245,29 @@ fn drain_rings(agent: &Agent) {
     };
     let me = pid();
     for (name, c) in rings.iter_mut() {
-        c.poll(|rec| {
-            send(
-                agent.fd,
-                &Message::Ringbuf {
-                    pid: me,
-                    map: name.clone(),
-                    data: rec.to_vec(),
-                },
-            )
-        });
+        match c {
+            Consumer::Ring(c) => c.poll(|rec| {
+                send(
+                    agent.fd,
+                    &Message::Ringbuf {
+                        pid: me,
+                        map: name.clone(),
+                        data: rec.to_vec(),
+                    },
+                )
+            }),
+            Consumer::Perf(c) => c.poll(|cpu, rec| {
+                send(
+                    agent.fd,
+                    &Message::Perf {
+                        pid: me,
+                        map: name.clone(),
+                        cpu,
+                        data: rec.to_vec(),
+                    },
+                )
+            }),
+        };
     }
 }
 

@@ -4,7 +4,8 @@
 //! what the programs produce.
 //!
 //! Output (stdout): `bpf_printk` lines in the kernel's `trace_pipe` format as
-//! they come, ring buffer records in hex (`ringbuf MAP: BYTES`), and when the
+//! they come, ring buffer and perf event array records in hex
+//! (`ringbuf MAP [pid P]: BYTES`, `perf MAP [pid P cpu C]: BYTES`), and when the
 //! target exits each program's hit count and (read by the loader from the
 //! map region the agent passed it, so also after a crash or `_exit`) each
 //! map's contents in the
@@ -368,6 +369,12 @@ impl Output {
             Message::Ringbuf { pid, map, data } => {
                 writeln!(o, "ringbuf {map} [pid {pid}]: {}", spaced_hex(&data))?
             }
+            Message::Perf {
+                pid,
+                map,
+                cpu,
+                data,
+            } => writeln!(o, "perf {map} [pid {pid} cpu {cpu}]: {}", spaced_hex(&data))?,
             Message::Hits {
                 pid,
                 prog,
