@@ -111,7 +111,12 @@ fn host_read(addr: usize) -> Result<u64, pkbpf_sandbox::Fault> {
 #[test]
 fn mpk_fails_closed_without_pku_and_auto_says_unprotected() {
     let mpk = Runtime::builder().sandbox(Sandbox::Mpk).build();
-    let auto = Runtime::builder().sandbox(Sandbox::Auto).build().unwrap();
+    // The interpreter: with PKU it runs in the object's domain too.
+    let auto = Runtime::builder()
+        .sandbox(Sandbox::Auto)
+        .engine(pkbpf::runtime::Engine::Interpreter)
+        .build()
+        .unwrap();
     let obj = counter_object(&auto, INC);
     assert_eq!(obj.program("prog").unwrap().call(&mut [0; 16]).unwrap(), 0);
     assert_eq!(value0(&obj), 1);
@@ -120,6 +125,11 @@ fn mpk_fails_closed_without_pku_and_auto_says_unprotected() {
             assert!(mpk.unwrap().isolation().protected);
             assert!(auto.isolation().protected);
             assert!(obj.key().is_some());
+            assert_eq!(pkbpf_sandbox::current_pkru(), Some(Domain::host().pkru()));
+            assert!(
+                host_read(values_addr(&obj)).is_err(),
+                "values carry the key"
+            );
         }
         PkuStatus::Missing(missing) => {
             match mpk.unwrap_err() {
@@ -230,11 +240,9 @@ impl Foreign {
         assert_ne!(base, libc::MAP_FAILED);
         // SAFETY: `base` is `len` writable bytes; `code` is shorter.
         unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), base.cast(), code.len()) };
-        // SAFETY: our own mapping.
-        assert_eq!(
-            unsafe { libc::mprotect(base, len, libc::PROT_READ | libc::PROT_EXEC) },
-            0
-        );
+        // SAFETY: our own mapping; W^X: no longer writable once executable.
+        let rx = unsafe { libc::mprotect(base, len, libc::PROT_READ | libc::PROT_EXEC) };
+        assert_eq!(rx, 0);
         // SAFETY: the range is our mapping; the registration is dropped
         // (field order) only when `Foreign` is, before the unmap in Drop.
         let range = unsafe { pkbpf_sandbox::fault::register_code_range(base as usize, len) }
@@ -288,8 +296,8 @@ fn forged_pointers_into_another_extension_or_the_runtime_fault_and_abort_one_cal
     let load = Foreign::new(&LOAD_R1);
     let store = Foreign::new(&STORE_R2_AT_R1);
     let r = rt.isolation().runtime_key.unwrap();
-    // SAFETY (all calls below): the code follows the entry ABI, calls no
-    // helper, and its only possible fault is in its registered range.
+    // SAFETY: the code follows the entry ABI, calls no helper, and its
+    // only possible fault is in its registered range (all calls below).
     unsafe {
         // A's own values are reachable from Xₐ: the domain really is Xₐ.
         assert_eq!(

@@ -589,7 +589,8 @@ fn random_stores_never_change_other_domains() {
     require_pku!("random_stores_never_change_other_domains");
     use proptest::test_runner::{Config, TestRunner};
     // Arena: own page (E_own), other extension (E_other), runtime (R),
-    // then an unmapped page.
+    // then an inaccessible page (PROT_NONE, not unmapped: a later mmap, such
+    // as a code page of this test, must not land in the hole).
     let arena = {
         // SAFETY: a fresh anonymous mapping.
         let p = unsafe {
@@ -607,8 +608,15 @@ fn random_stores_never_change_other_domains() {
     };
     let (own, other) = (pool_key(0), pool_key(5));
     let runtime = Keys::alloc_runtime().unwrap();
-    // SAFETY: unmapping the arena's last page (nothing refers to it).
-    unsafe { libc::munmap((arena + 3 * 4096) as *mut libc::c_void, 4096) };
+    // SAFETY: the arena's last page, which nothing refers to.
+    let none = unsafe {
+        libc::mprotect(
+            (arena + 3 * 4096) as *mut libc::c_void,
+            4096,
+            libc::PROT_NONE,
+        )
+    };
+    assert_eq!(none, 0);
     for (i, k) in [(0, own), (1, other), (2, runtime)] {
         // SAFETY: our own pages; fill first, then tag.
         unsafe { std::ptr::write_bytes((arena + i * 4096) as *mut u8, 0x5a, 4096) };
@@ -645,7 +653,8 @@ fn random_stores_never_change_other_domains() {
                 Ok(_) => proptest::prop_assert!(all_own, "a foreign store did not fault"),
                 Err(f) => {
                     proptest::prop_assert!(!all_own, "own-page stores faulted: {}", f);
-                    let foreign = f.is_pku() || f.code == pkbpf_sandbox::fault::SEGV_MAPERR;
+                    let guard = (arena + 3 * 4096..arena + 4 * 4096).contains(&f.addr);
+                    let foreign = f.is_pku() || guard;
                     proptest::prop_assert!(foreign, "unexpected fault {}", f);
                 }
             }
