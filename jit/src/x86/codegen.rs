@@ -202,6 +202,10 @@ struct Cg<'a, R: Rng> {
     post_nops: u32,
     /// The slim frame of a program without calls; `None`: the full frame.
     leaf: Option<LeafFrame>,
+    /// Slots something jumps or calls to (a fused pair never spans one).
+    targets: BTreeSet<usize>,
+    /// The current slot was fused into the previous one: emit nothing.
+    skip_next: bool,
 }
 
 /// The entry frame of a program that calls nothing (no helper, no
@@ -314,6 +318,12 @@ pub(crate) fn emit<R: Rng>(
             starts.insert(t);
         }
     }
+    let mut targets = starts.clone();
+    for (pc, insn) in insns.iter().enumerate() {
+        if let Insn::Ja { .. } | Insn::Jmp { .. } = insn {
+            targets.insert(target(insns, pc, insn)?);
+        }
+    }
     let mut fn_entry = BTreeMap::new();
     for &s in starts.iter().filter(|&&s| s != 0) {
         fn_entry.insert(s, ops.new_dynamic_label());
@@ -346,6 +356,8 @@ pub(crate) fn emit<R: Rng>(
         blind: false,
         post_nops: 0,
         leaf: LeafFrame::of(insns),
+        targets,
+        skip_next: false,
     };
     cg.prologue();
     for pc in 0..insns.len() {
@@ -714,6 +726,13 @@ impl<R: Rng> Cg<'_, R> {
         }
         let label = self.labels[pc];
         asm!(self.ops ; =>label);
+        if std::mem::take(&mut self.skip_next) {
+            return Ok(());
+        }
+        if self.fuse(pc)? {
+            self.skip_next = true;
+            return Ok(());
+        }
         let insn = self.insns[pc];
         match insn {
             Insn::Alu {
@@ -837,6 +856,66 @@ impl<R: Rng> Cg<'_, R> {
             }
         }
         Ok(())
+    }
+
+    /// Emits slots `pc` and `pc + 1` as one when they form a pattern with a
+    /// shorter x86 equivalent (and nothing jumps to `pc + 1`); returns
+    /// whether it did:
+    ///
+    /// - `rD = rS; rD += rT` / `rD = rS; rD += imm` (64-bit): one `lea`;
+    /// - `if cond goto +1; goto T` (the usual loop back-edge shape): one
+    ///   `jcc` with the inverted condition to `T`.
+    fn fuse(&mut self, pc: usize) -> Result<bool, JitError> {
+        let (Some(&a), Some(&b)) = (self.insns.get(pc), self.insns.get(pc + 1)) else {
+            return Ok(false);
+        };
+        if self.targets.contains(&(pc + 1)) || self.blind {
+            return Ok(false);
+        }
+        match (a, b) {
+            (
+                Insn::Alu {
+                    width: Width::W64,
+                    op: AluOp::Mov,
+                    dst,
+                    src: Source::Reg(s),
+                },
+                Insn::Alu {
+                    width: Width::W64,
+                    op: AluOp::Add,
+                    dst: dst2,
+                    src: add,
+                },
+            ) if dst2 == dst && s != dst => {
+                let (d, s) = (x(dst), x(s));
+                match add {
+                    Source::Reg(t) if t != dst => {
+                        let t = x(t);
+                        asm!(self.ops; lea Rq(d), [Rq(s) + Rq(t)]);
+                    }
+                    Source::Imm(i) if !self.must_blind(i) => {
+                        self.mem_op(false, true, false, &[0x8d], d, Mem { base: s, disp: i });
+                    }
+                    _ => return Ok(false),
+                }
+                Ok(true)
+            }
+            (
+                Insn::Jmp {
+                    width,
+                    cond,
+                    dst,
+                    src,
+                    off: 1,
+                },
+                Insn::Ja { .. },
+            ) => {
+                let t = self.labels[target(self.insns, pc + 1, &b)?];
+                self.jmp_inv(width == Width::W64, cond, x(dst), src, t, true);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     /// The array layout for an inlinable `map_lookup_elem` at `pc`.
@@ -1270,6 +1349,19 @@ impl<R: Rng> Cg<'_, R> {
 
     /// Compare and branch, fused: `cmp`/`test` then one `jcc`.
     fn jmp(&mut self, w64: bool, cond: JmpCond, d: u8, src: Source, t: DynamicLabel) {
+        self.jmp_inv(w64, cond, d, src, t, false)
+    }
+
+    /// [`Cg::jmp`], or with `invert` a jump to `t` when `cond` is false.
+    fn jmp_inv(
+        &mut self,
+        w64: bool,
+        cond: JmpCond,
+        d: u8,
+        src: Source,
+        t: DynamicLabel,
+        invert: bool,
+    ) {
         let src = match src {
             Source::Reg(r) => Operand::Reg(x(r)),
             Source::Imm(i) if self.must_blind(i) => {
@@ -1289,6 +1381,27 @@ impl<R: Rng> Cg<'_, R> {
             (_, Operand::Reg(s)) => rr!(self, w64, cmp, d, s),
             (_, Operand::Imm(i)) => ri!(self, w64, cmp, d, i),
         }
+        let cond = if invert {
+            match cond {
+                JmpCond::Eq => JmpCond::Ne,
+                JmpCond::Ne => JmpCond::Eq,
+                // `test` then "zero": emitted as `je` below.
+                JmpCond::Set => {
+                    asm!(self.ops; je =>t);
+                    return;
+                }
+                JmpCond::Gt => JmpCond::Le,
+                JmpCond::Le => JmpCond::Gt,
+                JmpCond::Ge => JmpCond::Lt,
+                JmpCond::Lt => JmpCond::Ge,
+                JmpCond::Sgt => JmpCond::Sle,
+                JmpCond::Sle => JmpCond::Sgt,
+                JmpCond::Sge => JmpCond::Slt,
+                JmpCond::Slt => JmpCond::Sge,
+            }
+        } else {
+            cond
+        };
         match cond {
             JmpCond::Eq => asm!(self.ops; je =>t),
             JmpCond::Ne | JmpCond::Set => asm!(self.ops; jne =>t),

@@ -554,3 +554,73 @@ fn loads_and_stores_encode_every_base_register_and_displacement_size() {
         }
     }
 }
+
+#[test]
+fn fused_branch_pairs_take_the_inverted_jump() {
+    use pkbpf_verifier::isa::{JmpCond, Width};
+    let conds = [
+        ("jeq", JmpCond::Eq),
+        ("jne", JmpCond::Ne),
+        ("jgt", JmpCond::Gt),
+        ("jge", JmpCond::Ge),
+        ("jlt", JmpCond::Lt),
+        ("jle", JmpCond::Le),
+        ("jsgt", JmpCond::Sgt),
+        ("jsge", JmpCond::Sge),
+        ("jslt", JmpCond::Slt),
+        ("jsle", JmpCond::Sle),
+        ("jset", JmpCond::Set),
+    ];
+    let vals: [u64; 6] = [0, 1, 5, 0xffff_ffff, 0x1_0000_0005, u64::MAX];
+    for (m, cond) in conds {
+        for (sfx, width) in [("", Width::W64), ("32", Width::W32)] {
+            for &a in &vals {
+                for &b in &vals {
+                    // `if cond goto +1; goto +1; r0 = 1; exit`: r0 = cond(a, b).
+                    let src = format!(
+                        "mov %r0, 0\nlddw %r1, {a:#x}\nlddw %r2, {b:#x}\n\
+                         {m}{sfx} %r1, %r2, +1\nja +1\nmov %r0, 1\nexit"
+                    );
+                    let prog = assemble(&src).unwrap();
+                    let jit = JitProgram::compile_seeded(&prog, &JitEnv::new(), 2).unwrap();
+                    let jcc = prog.len() - 4;
+                    assert!(jit.insn_code(jcc + 1).is_empty(), "not fused:\n{}", jit.dump(&prog));
+                    let (ta, tb) = match width {
+                        Width::W64 => (a, b),
+                        Width::W32 => (a as u32 as u64, b as u32 as u64),
+                    };
+                    let want = u64::from(cond.eval(width, ta, tb));
+                    // SAFETY: no memory access.
+                    let got = unsafe { jit.call(0, 0) };
+                    assert_eq!(got, want, "{src}\n{}", jit.dump(&prog));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn mov_add_pairs_become_lea_unless_the_add_is_a_jump_target() {
+    let run = |src: &str| {
+        let prog = assemble(src).unwrap();
+        let jit = JitProgram::compile_seeded(&prog, &JitEnv::new(), 2).unwrap();
+        // SAFETY: no memory access.
+        (unsafe { jit.call(0, 0) }, jit, prog)
+    };
+    // Register and immediate forms, including rbp/r13-mapped sources.
+    let (r, jit, prog) = run("mov %r7, 40\nmov %r3, 2\nmov %r0, %r7\nadd %r0, %r3\nexit");
+    assert_eq!(r, 42);
+    assert!(jit.insn_code(3).is_empty() && jit.dump(&prog).contains("lea"));
+    let (r, ..) = run("mov %r6, 40\nmov %r0, %r6\nadd %r0, -50\nexit");
+    assert_eq!(r, (-10i64) as u64);
+    let (r, ..) = run("mov %r1, %r10\nadd %r1, -8\nmov %r0, %r10\nsub %r0, %r1\nexit");
+    assert_eq!(r, 8);
+    // `r0 = r1; r0 += r0` doubles r1.
+    let (r, ..) = run("mov %r1, 21\nmov %r0, %r1\nadd %r0, %r0\nexit");
+    assert_eq!(r, 42);
+    // The add is a jump target: not fused, both paths right.
+    let src = "mov %r0, 1\nmov %r1, 10\njeq %r0, 1, +1\nmov %r0, %r1\nadd %r0, 5\nexit";
+    let (r, jit, _) = run(src);
+    assert_eq!(r, 6);
+    assert!(!jit.insn_code(4).is_empty());
+}
