@@ -177,15 +177,23 @@ fn own_map<'m>(inv: &Invocation<'m>, p: u64) -> Option<&'m RawMap> {
 }
 
 /// The map-helper prologue: the object's own map, its key (and value)
-/// arguments checked, the helper gate into T entered (left on drop).
+/// arguments checked, the helper gate into T entered (left on drop). A
+/// refused map gives `-EINVAL` and a refused pointer `-EFAULT`, or NULL
+/// (`null:` form) for helpers that return a pointer.
 macro_rules! map_call {
-    ($inv:ident, $map:expr, $(($ptr:expr, $len:ident, $acc:expr)),*) => {{
+    (null: $inv:ident, $map:expr, $(($ptr:expr, $len:ident, $acc:expr)),*) => {
+        map_call!(@ 0, 0; $inv, $map, $(($ptr, $len, $acc)),*)
+    };
+    ($inv:ident, $map:expr, $(($ptr:expr, $len:ident, $acc:expr)),*) => {
+        map_call!(@ -EINVAL, -EFAULT; $inv, $map, $(($ptr, $len, $acc)),*)
+    };
+    (@ $bad_map:expr, $bad_ptr:expr; $inv:ident, $map:expr, $(($ptr:expr, $len:ident, $acc:expr)),*) => {{
         let Some(m) = own_map($inv, $map) else {
-            return ret(-EINVAL);
+            return ret($bad_map);
         };
         $(
             if !may_use($inv, $ptr, m.$len() as u64, $acc) {
-                return ret(-EFAULT);
+                return ret($bad_ptr);
             }
         )*
         (m, domain::helper_gate($inv.state.keys.as_ref()))
@@ -195,7 +203,7 @@ macro_rules! map_call {
 helper! {
     /// `bpf_map_lookup_elem(map, key)`.
     fn map_lookup_elem(inv, r1, r2, _, _, _) {
-        let (m, _t) = map_call!(inv, r1, (r2, key_size, Access::Read));
+        let (m, _t) = map_call!(null: inv, r1, (r2, key_size, Access::Read));
         // SAFETY: the object's own map and a key of key_size checked bytes.
         HelperRet { value: unsafe { m.lookup(r2 as *const u8) } as u64, abort: 0 }
     }
@@ -552,7 +560,7 @@ helper! {
 helper! {
     /// `bpf_ringbuf_reserve(map, size, flags)`.
     fn ringbuf_reserve(inv, r1, r2, r3, _, _) {
-        let (m, _t) = map_call!(inv, r1,);
+        let (m, _t) = map_call!(null: inv, r1,);
         HelperRet { value: m.ringbuf_reserve(r2, r3) as u64, abort: 0 }
     }
 }
@@ -579,7 +587,7 @@ helper! {
 helper! {
     /// `bpf_ringbuf_query(map, flags)`.
     fn ringbuf_query(inv, r1, r2, _, _, _) {
-        let (m, _t) = map_call!(inv, r1,);
+        let (m, _t) = map_call!(null: inv, r1,);
         HelperRet { value: m.ringbuf_query(r2), abort: 0 }
     }
 }
@@ -745,6 +753,56 @@ mod tests {
         assert_eq!(probe_read_str_into(&mut buf, 8), -EFAULT);
         assert_eq!(buf, [0; 8]);
         assert_eq!(probe_read_into(&mut buf, 16), -EFAULT);
+    }
+
+    fn state(name: &str) -> ObjectState {
+        let mut b = pkbpf_maps::RegionBuilder::new();
+        b.add(pkbpf_maps::MapDef::new(
+            name,
+            pkbpf_maps::MapType::Array,
+            4,
+            8,
+            2,
+        ))
+        .unwrap();
+        ObjectState {
+            region: b.build().unwrap(),
+            ctx_descs: Vec::new(),
+            host: Vec::new(),
+            printk: Arc::new(|_| {}),
+            keys: None,
+        }
+    }
+
+    #[test]
+    fn map_helpers_refuse_maps_of_other_objects() {
+        let (mine, theirs) = (state("mine"), state("theirs"));
+        let mut inv = Invocation::new(&mine, 0, None);
+        let env = &mut inv as *mut Invocation<'_> as *mut c_void;
+        let own = mine.region.raw(0).unwrap() as *const RawMap as u64;
+        let other = theirs.region.raw(0).unwrap() as *const RawMap as u64;
+        let key = 1u32;
+        let value = 77u64;
+        let (k, v) = (&key as *const u32 as u64, &value as *const u64 as u64);
+        // SAFETY: `env` is a live invocation; key and value are readable
+        // and of the map's sizes; forged map pointers are what is tested.
+        unsafe {
+            assert_eq!(map_update_elem(own, k, v, 0, 0, env).value, 0);
+            let p = map_lookup_elem(own, k, 0, 0, 0, env).value;
+            assert_eq!(std::ptr::read(p as *const u64), 77);
+            assert_eq!(
+                map_update_elem(other, k, v, 0, 0, env).value,
+                -EINVAL as u64
+            );
+            assert_eq!(map_lookup_elem(other, k, 0, 0, 0, env).value, 0, "NULL");
+            assert_eq!(map_lookup_elem(v, k, 0, 0, 0, env).value, 0, "NULL");
+        }
+        let got = theirs
+            .region
+            .map("theirs")
+            .unwrap()
+            .lookup(&key.to_ne_bytes());
+        assert_eq!(got.unwrap(), Some(0u64.to_ne_bytes().to_vec()), "untouched");
     }
 
     #[test]

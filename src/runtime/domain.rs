@@ -118,34 +118,92 @@ pub(crate) fn check_ptr(keys: Option<&ObjectKeys>, addr: u64, len: u64, access: 
     let Some(k) = keys else {
         return true;
     };
-    let (addr, len) = (addr as usize, len as usize);
-    if len == 0 {
+    let table = KEYED.read().unwrap_or_else(|e| e.into_inner());
+    allowed(&k.own, &table, addr as usize, len as usize, access)
+}
+
+/// [`check_ptr`] against an explicit table of keyed ranges.
+fn allowed(own: &Regions, keyed: &[KeyedRange], addr: usize, len: usize, access: Access) -> bool {
+    len == 0 || own.check(addr, len, access).is_ok() || !overlaps(keyed, addr, len)
+}
+
+/// Whether `[addr, addr + len)` (non-empty) touches a range of `keyed`; a
+/// wrapping range counts as touching.
+fn overlaps(keyed: &[KeyedRange], addr: usize, len: usize) -> bool {
+    let Some(end) = addr.checked_add(len) else {
         return true;
-    }
-    if k.own.check(addr, len, access).is_ok() {
-        return true;
-    }
-    !overlaps_keyed(addr as u64, len as u64)
+    };
+    keyed
+        .iter()
+        .any(|r| addr < r.start + r.len && r.start < end)
 }
 
 /// Whether `[addr, addr + len)` touches a page carrying a pkbpf key (R or
 /// any extension's); a wrapping range counts as touching.
 pub(crate) fn overlaps_keyed(addr: u64, len: u64) -> bool {
-    let (addr, len) = (addr as usize, len as usize);
-    if len == 0 {
-        return false;
-    }
-    let Some(end) = addr.checked_add(len) else {
-        return true;
-    };
     let table = KEYED.read().unwrap_or_else(|e| e.into_inner());
-    table
-        .iter()
-        .any(|r| addr < r.start + r.len && r.start < end)
+    len != 0 && overlaps(&table, addr as usize, len as usize)
 }
 
 /// Enters T for a helper that touches keyed memory, when the object has
 /// keys (the helper gate Xᵢ → T → Xᵢ: the guard restores Xᵢ on drop).
 pub(crate) fn helper_gate(keys: Option<&ObjectKeys>) -> Option<DomainGuard> {
     keys.map(|_| DomainGuard::enter(Domain::trusted()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Own values at 0x10000 (2 pages), another extension's at 0x20000, R
+    /// at 0x30000.
+    fn layout() -> (Regions, Vec<KeyedRange>) {
+        let mut own = Regions::new();
+        own.add(0x10000, 0x2000, true).unwrap();
+        let keyed = vec![
+            KeyedRange {
+                start: 0x10000,
+                len: 0x2000,
+            },
+            KeyedRange {
+                start: 0x20000,
+                len: 0x1000,
+            },
+            KeyedRange {
+                start: 0x30000,
+                len: 0x1000,
+            },
+        ];
+        (own, keyed)
+    }
+
+    #[test]
+    fn helpers_may_use_own_values_and_unkeyed_memory_only() {
+        let (own, keyed) = layout();
+        let ok = |addr, len, access| allowed(&own, &keyed, addr, len, access);
+        // Own values, reads and writes, up to the last byte.
+        assert!(ok(0x10000, 8, Access::Write));
+        assert!(ok(0x11ff8, 8, Access::Read));
+        // Key-0 memory (stack, context) between the keyed ranges.
+        assert!(ok(0x18000, 64, Access::Write));
+        // Another extension's values, the runtime's pages: refused, also
+        // when only one byte crosses in.
+        assert!(!ok(0x20000, 8, Access::Read));
+        assert!(!ok(0x30ff8, 8, Access::Write));
+        assert!(!ok(0x1fff8, 9, Access::Read));
+        assert!(!ok(0x2fffc, 8, Access::Read));
+        // Own values running into the next (key-0) page is not "own" and
+        // overlaps a keyed range: refused.
+        assert!(!ok(0x11ffc, 8, Access::Read));
+        // A range that wraps the address space, and one covering everything.
+        assert!(!ok(usize::MAX - 3, 8, Access::Read));
+        assert!(!ok(0, 0x40000, Access::Read));
+        // Zero bytes touch nothing.
+        assert!(ok(0x30000, 0, Access::Write));
+    }
+
+    #[test]
+    fn without_keys_every_pointer_passes_the_check() {
+        assert!(check_ptr(None, 0x30000, 8, Access::Write));
+    }
 }
