@@ -91,6 +91,13 @@ fn bytes(hex: &str) -> Vec<u8> {
         .collect()
 }
 
+/// How far apart two runs' malloc/free counts may be beyond the target's own
+/// calls: the agent allocates in the target while it attaches the second
+/// probe, a few times more or less depending on the process's mappings
+/// (seen: 3). Programs probing functions of their own (the bench and thread
+/// tests) are checked exactly.
+const SLACK: u64 = 16;
+
 /// The `malloc_counts` entries printed by `pkbpf run`: (pid, mallocs,
 /// frees), from hex lines (`--hex`) or BTF-decoded ones.
 fn malloc_counts(out: &str) -> Vec<(u32, u64, u64)> {
@@ -182,10 +189,13 @@ fn malloc_counter_counts_the_targets_calls() {
         assert!(out.contains(&format!("prog count_free [pid {pid}]: {f} hits, 0 errors")));
         counts.push((m, f));
     }
-    // The target's own startup and the agent's work are the same in both
-    // runs: the difference is exactly the 2000 extra pairs.
-    assert_eq!(counts[1].0 - counts[0].0, 2000, "{counts:?}");
-    assert_eq!(counts[1].1 - counts[0].1, 2000, "{counts:?}");
+    // The target's startup and the agent's own work after the malloc probe
+    // is in are nearly the same in both runs (the agent's allocations while
+    // it attaches vary by a few with the layout of /proc/self/maps): the
+    // difference is the 2000 extra pairs.
+    let near = |d: u64| d.abs_diff(2000) <= SLACK;
+    assert!(near(counts[1].0 - counts[0].0), "{counts:?}");
+    assert!(near(counts[1].1 - counts[0].1), "{counts:?}");
 }
 
 #[test]
@@ -732,9 +742,10 @@ fn two_loaders_at_once_keep_their_outputs_apart() {
     assert_eq!((ca.len(), cb.len()), (1, 1), "{ca:?} {cb:?}");
     assert_eq!(ca[0].0, printed_pid(&stdout(&a), "pid "));
     assert_eq!(cb[0].0, printed_pid(&stdout(&b), "pid "));
-    // Each loader sees only its own target: the extra 3800 pairs are a's.
-    assert_eq!(ca[0].1 - cb[0].1, 3800, "{ca:?} {cb:?}");
-    assert_eq!(ca[0].2 - cb[0].2, 3800, "{ca:?} {cb:?}");
+    // Each loader sees only its own target: the extra 3800 pairs are a's
+    // (within the agent's own variation, see SLACK).
+    assert!((ca[0].1 - cb[0].1).abs_diff(3800) <= SLACK, "{ca:?} {cb:?}");
+    assert!((ca[0].2 - cb[0].2).abs_diff(3800) <= SLACK, "{ca:?} {cb:?}");
 }
 
 #[test]
