@@ -522,7 +522,11 @@ fn loads_and_stores_encode_every_base_register_and_displacement_size() {
         let val = if base == 3 { 4 } else { 3 };
         for off in [0i32, 16, 120, 200, -100] {
             for (sz, bits) in [("b", 8u32), ("h", 16), ("w", 32), ("dw", 64)] {
-                let mask = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
+                let mask = if bits == 64 {
+                    u64::MAX
+                } else {
+                    (1u64 << bits) - 1
+                };
                 let sext = |x: u64| ((x << (64 - bits)) as i64 >> (64 - bits)) as u64;
                 let reg = format!(
                     "mov %r{base}, %r10\nadd %r{base}, -256\nlddw %r{val}, {v:#x}\n\
@@ -584,7 +588,11 @@ fn fused_branch_pairs_take_the_inverted_jump() {
                     let prog = assemble(&src).unwrap();
                     let jit = JitProgram::compile_seeded(&prog, &JitEnv::new(), 2).unwrap();
                     let jcc = prog.len() - 4;
-                    assert!(jit.insn_code(jcc + 1).is_empty(), "not fused:\n{}", jit.dump(&prog));
+                    assert!(
+                        jit.insn_code(jcc + 1).is_empty(),
+                        "not fused:\n{}",
+                        jit.dump(&prog)
+                    );
                     let (ta, tb) = match width {
                         Width::W64 => (a, b),
                         Width::W32 => (a as u32 as u64, b as u32 as u64),
