@@ -70,10 +70,9 @@ fn ringbuf_zero_length_record_at_the_end_of_the_ring_commits() {
 /// over it is always taken), and the JIT, which compiles every instruction,
 /// then refuses the `VerifiedProgram` (`lddw pseudo form MapFd ... cannot be
 /// resolved`). The kernel resolves map references for every instruction
-/// before verification, so it rejects this program. Reported to the
-/// verifier's owner; `jit_diff` skips this JIT error until it is fixed.
+/// before verification, so it rejects this program. Fixed: the verifier
+/// checks every map reference statically (`cfg::check_map_refs`).
 #[test]
-#[ignore = "known verifier bug: lddw map pseudo forms in path-dead code are not checked (reported)"]
 fn verifier_rejects_invalid_map_reference_in_dead_code() {
     use pkbpf_verifier::isa::decode_program;
 
