@@ -378,6 +378,72 @@ impl AluOp {
     }
 }
 
+impl AluOp {
+    /// The concrete semantics (RFC 9669) of `dst = dst OP src` on values `a`
+    /// (dst) and `b` (src): 32-bit operations work on the low halves and
+    /// zero-extend their result; division by zero gives 0; modulo by zero
+    /// leaves the dividend; signed division overflow wraps (`INT_MIN / -1`
+    /// is `INT_MIN`, its remainder 0); shift counts are masked to the width.
+    /// The interpreter, the verifier's constant folding and the JIT's tests
+    /// all use this one definition.
+    pub fn eval(self, width: Width, a: u64, b: u64) -> u64 {
+        match width {
+            Width::W64 => match self {
+                AluOp::Add => a.wrapping_add(b),
+                AluOp::Sub => a.wrapping_sub(b),
+                AluOp::Mul => a.wrapping_mul(b),
+                AluOp::Div => a.checked_div(b).unwrap_or(0),
+                AluOp::SDiv if b == 0 => 0,
+                AluOp::SDiv => (a as i64).wrapping_div(b as i64) as u64,
+                AluOp::Mod => a.checked_rem(b).unwrap_or(a),
+                AluOp::SMod if b == 0 => a,
+                AluOp::SMod => (a as i64).wrapping_rem(b as i64) as u64,
+                AluOp::Or => a | b,
+                AluOp::And => a & b,
+                AluOp::Xor => a ^ b,
+                AluOp::Lsh => a << (b & 63),
+                AluOp::Rsh => a >> (b & 63),
+                AluOp::Arsh => ((a as i64) >> (b & 63)) as u64,
+                AluOp::Mov => b,
+                AluOp::MovSx(bits) => sign_extend(b, bits.into()),
+            },
+            Width::W32 => {
+                let (x, y) = (a as u32, b as u32);
+                let r: u32 = match self {
+                    AluOp::Add => x.wrapping_add(y),
+                    AluOp::Sub => x.wrapping_sub(y),
+                    AluOp::Mul => x.wrapping_mul(y),
+                    AluOp::Div => x.checked_div(y).unwrap_or(0),
+                    AluOp::SDiv if y == 0 => 0,
+                    AluOp::SDiv => (x as i32).wrapping_div(y as i32) as u32,
+                    AluOp::Mod => x.checked_rem(y).unwrap_or(x),
+                    AluOp::SMod if y == 0 => x,
+                    AluOp::SMod => (x as i32).wrapping_rem(y as i32) as u32,
+                    AluOp::Or => x | y,
+                    AluOp::And => x & y,
+                    AluOp::Xor => x ^ y,
+                    AluOp::Lsh => x << (y & 31),
+                    AluOp::Rsh => x >> (y & 31),
+                    AluOp::Arsh => ((x as i32) >> (y & 31)) as u32,
+                    AluOp::Mov => y,
+                    AluOp::MovSx(bits) => sign_extend(y.into(), bits.into()) as u32,
+                };
+                r.into()
+            }
+        }
+    }
+}
+
+/// Sign-extends the low `bits` bits of `v` to 64 bits (`bits >= 64`: `v`).
+pub fn sign_extend(v: u64, bits: u32) -> u64 {
+    if bits >= 64 {
+        v
+    } else {
+        let s = 64 - bits;
+        (((v << s) as i64) >> s) as u64
+    }
+}
+
 /// Byte-order operations (`BPF_END`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ByteOrder {
@@ -387,6 +453,23 @@ pub enum ByteOrder {
     ToBe,
     /// Unconditional byte swap (`bswap16/32/64`, ALU64 class).
     Swap,
+}
+
+impl ByteOrder {
+    /// The concrete semantics on the low `bits` (16, 32, 64) bits of `v`, on
+    /// a little-endian host: `ToLe` truncates, `ToBe` and `Swap` swap bytes.
+    /// `None` for a width other than 16, 32 or 64.
+    pub fn eval(self, bits: u8, v: u64) -> Option<u64> {
+        Some(match (self, bits) {
+            (ByteOrder::ToLe, 16) => v as u16 as u64,
+            (ByteOrder::ToLe, 32) => v as u32 as u64,
+            (ByteOrder::ToLe, 64) => v,
+            (_, 16) => (v as u16).swap_bytes() as u64,
+            (_, 32) => (v as u32).swap_bytes() as u64,
+            (_, 64) => v.swap_bytes(),
+            _ => return None,
+        })
+    }
 }
 
 /// Conditions of conditional jumps.

@@ -60,9 +60,7 @@ pub use helpers::{
 };
 pub use memory::{AccessError, Memory, Region, RegionKind};
 
-use pkbpf_verifier::isa::{
-    AluOp, AtomicOp, ByteOrder, CallTarget, Insn, Reg, Source, Width, MAX_CALL_DEPTH,
-};
+use pkbpf_verifier::isa::{AtomicOp, CallTarget, Insn, Reg, Source, Width, MAX_CALL_DEPTH};
 
 /// Default instruction budget of [`Options`].
 pub const DEFAULT_BUDGET: u64 = 1 << 24;
@@ -344,11 +342,7 @@ impl<'p> Interpreter<'p> {
                     Source::Reg(r) => st.regs[r.idx()],
                     Source::Imm(i) => i as i64 as u64,
                 };
-                let v = match width {
-                    Width::W64 => alu64(op, a, b),
-                    Width::W32 => alu32(op, a as u32, b as u32) as u64,
-                };
-                st.set(dst, v)?;
+                st.set(dst, op.eval(width, a, b))?;
             }
             Insn::Neg { width, dst } => {
                 let a = st.regs[dst.idx()];
@@ -360,20 +354,10 @@ impl<'p> Interpreter<'p> {
             }
             Insn::Endian { order, bits, dst } => {
                 let a = st.regs[dst.idx()];
-                let v = match (order, bits) {
-                    (ByteOrder::ToLe, 16) => a as u16 as u64,
-                    (ByteOrder::ToLe, 32) => a as u32 as u64,
-                    (ByteOrder::ToLe, 64) => a,
-                    (_, 16) => (a as u16).swap_bytes() as u64,
-                    (_, 32) => (a as u32).swap_bytes() as u64,
-                    (_, 64) => a.swap_bytes(),
-                    (_, b) => {
-                        return Err(ExecErrorKind::Invalid {
-                            field: "byte-swap width",
-                            value: b.into(),
-                        })
-                    }
-                };
+                let v = order.eval(bits, a).ok_or(ExecErrorKind::Invalid {
+                    field: "byte-swap width",
+                    value: bits.into(),
+                })?;
                 st.set(dst, v)?;
             }
             Insn::LdImm64 { dst, imm } => {
@@ -565,77 +549,4 @@ impl State {
 fn target(pc: usize, off: i64) -> usize {
     let t = pc as i64 + 1 + off;
     usize::try_from(t).unwrap_or(usize::MAX)
-}
-
-fn alu64(op: AluOp, a: u64, b: u64) -> u64 {
-    match op {
-        AluOp::Add => a.wrapping_add(b),
-        AluOp::Sub => a.wrapping_sub(b),
-        AluOp::Mul => a.wrapping_mul(b),
-        AluOp::Div => a.checked_div(b).unwrap_or(0),
-        AluOp::SDiv => {
-            if b == 0 {
-                0
-            } else {
-                (a as i64).wrapping_div(b as i64) as u64
-            }
-        }
-        AluOp::Or => a | b,
-        AluOp::And => a & b,
-        AluOp::Lsh => a << (b & 63),
-        AluOp::Rsh => a >> (b & 63),
-        AluOp::Mod => a.checked_rem(b).unwrap_or(a),
-        AluOp::SMod => {
-            if b == 0 {
-                a
-            } else {
-                (a as i64).wrapping_rem(b as i64) as u64
-            }
-        }
-        AluOp::Xor => a ^ b,
-        AluOp::Mov => b,
-        AluOp::MovSx(bits) => match bits {
-            8 => b as i8 as i64 as u64,
-            16 => b as i16 as i64 as u64,
-            32 => b as i32 as i64 as u64,
-            _ => b,
-        },
-        AluOp::Arsh => ((a as i64) >> (b & 63)) as u64,
-    }
-}
-
-fn alu32(op: AluOp, a: u32, b: u32) -> u32 {
-    match op {
-        AluOp::Add => a.wrapping_add(b),
-        AluOp::Sub => a.wrapping_sub(b),
-        AluOp::Mul => a.wrapping_mul(b),
-        AluOp::Div => a.checked_div(b).unwrap_or(0),
-        AluOp::SDiv => {
-            if b == 0 {
-                0
-            } else {
-                (a as i32).wrapping_div(b as i32) as u32
-            }
-        }
-        AluOp::Or => a | b,
-        AluOp::And => a & b,
-        AluOp::Lsh => a << (b & 31),
-        AluOp::Rsh => a >> (b & 31),
-        AluOp::Mod => a.checked_rem(b).unwrap_or(a),
-        AluOp::SMod => {
-            if b == 0 {
-                a
-            } else {
-                (a as i32).wrapping_rem(b as i32) as u32
-            }
-        }
-        AluOp::Xor => a ^ b,
-        AluOp::Mov => b,
-        AluOp::MovSx(bits) => match bits {
-            8 => b as i8 as i32 as u32,
-            16 => b as i16 as i32 as u32,
-            _ => b,
-        },
-        AluOp::Arsh => ((a as i32) >> (b & 31)) as u32,
-    }
 }

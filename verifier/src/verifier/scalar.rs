@@ -225,7 +225,7 @@ impl Scalar {
     /// Sign-extends the low `bits` bits (8, 16, 32).
     pub fn sign_extend(self, bits: u32) -> Scalar {
         if let Some(c) = self.as_const() {
-            return Scalar::constant(sext(c, bits));
+            return Scalar::constant(crate::isa::sign_extend(c, bits));
         }
         let half = 1u64 << (bits - 1);
         if self.umax() < half {
@@ -601,96 +601,16 @@ fn width_mask(width: Width) -> u64 {
     }
 }
 
-fn sext(v: u64, bits: u32) -> u64 {
-    if bits >= 64 {
-        v
-    } else {
-        let s = 64 - bits;
-        (((v << s) as i64) >> s) as u64
-    }
-}
-
-/// The concrete semantics of a binary ALU instruction (RFC 9669): 32-bit
-/// operations work on the low halves and zero-extend their result; division
-/// by zero gives 0, modulo by zero leaves the dividend; shift counts are
-/// masked to the width.
+/// The concrete semantics of a binary ALU instruction: [`AluOp::eval`], the
+/// one definition the interpreter also runs.
 pub fn eval_alu(width: Width, op: AluOp, a: u64, b: u64) -> u64 {
-    match width {
-        Width::W64 => match op {
-            AluOp::Add => a.wrapping_add(b),
-            AluOp::Sub => a.wrapping_sub(b),
-            AluOp::Mul => a.wrapping_mul(b),
-            AluOp::Div => a.checked_div(b).unwrap_or(0),
-            AluOp::SDiv => {
-                if b == 0 {
-                    0
-                } else {
-                    (a as i64).wrapping_div(b as i64) as u64
-                }
-            }
-            AluOp::Mod => a.checked_rem(b).unwrap_or(a),
-            AluOp::SMod => {
-                if b == 0 {
-                    a
-                } else {
-                    (a as i64).wrapping_rem(b as i64) as u64
-                }
-            }
-            AluOp::Or => a | b,
-            AluOp::And => a & b,
-            AluOp::Xor => a ^ b,
-            AluOp::Lsh => a << (b & 63),
-            AluOp::Rsh => a >> (b & 63),
-            AluOp::Arsh => ((a as i64) >> (b & 63)) as u64,
-            AluOp::Mov => b,
-            AluOp::MovSx(bits) => sext(b, bits as u32),
-        },
-        Width::W32 => {
-            let (x, y) = (a as u32, b as u32);
-            let r: u32 = match op {
-                AluOp::Add => x.wrapping_add(y),
-                AluOp::Sub => x.wrapping_sub(y),
-                AluOp::Mul => x.wrapping_mul(y),
-                AluOp::Div => x.checked_div(y).unwrap_or(0),
-                AluOp::SDiv => {
-                    if y == 0 {
-                        0
-                    } else {
-                        (x as i32).wrapping_div(y as i32) as u32
-                    }
-                }
-                AluOp::Mod => x.checked_rem(y).unwrap_or(x),
-                AluOp::SMod => {
-                    if y == 0 {
-                        x
-                    } else {
-                        (x as i32).wrapping_rem(y as i32) as u32
-                    }
-                }
-                AluOp::Or => x | y,
-                AluOp::And => x & y,
-                AluOp::Xor => x ^ y,
-                AluOp::Lsh => x << (y & 31),
-                AluOp::Rsh => x >> (y & 31),
-                AluOp::Arsh => ((x as i32) >> (y & 31)) as u32,
-                AluOp::Mov => y,
-                AluOp::MovSx(bits) => sext(y as u64, bits as u32) as u32,
-            };
-            r as u64
-        }
-    }
+    op.eval(width, a, b)
 }
 
-/// The concrete semantics of a byte-order instruction on the low `bits` bits.
+/// The concrete semantics of a byte-order instruction on the low `bits` bits
+/// ([`ByteOrder::eval`]; widths other than 16/32/64 leave `v` as is).
 pub fn eval_endian(order: ByteOrder, bits: u8, v: u64) -> u64 {
-    match (order, bits) {
-        (ByteOrder::ToLe, 16) => v as u16 as u64,
-        (ByteOrder::ToLe, 32) => v as u32 as u64,
-        (ByteOrder::ToLe, _) => v,
-        (_, 16) => (v as u16).swap_bytes() as u64,
-        (_, 32) => (v as u32).swap_bytes() as u64,
-        (_, _) => v.swap_bytes(),
-    }
+    order.eval(bits, v).unwrap_or(v)
 }
 
 impl Lattice for Scalar {
