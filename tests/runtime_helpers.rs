@@ -482,36 +482,3 @@ fn trace_vprintk_takes_an_argument_array() {
         }
     }
 }
-
-#[test]
-#[ignore = "timing: meaningful only with --release (cargo test --release -- --ignored)"]
-fn embedded_call_cost() {
-    let src = "
-        r0 = *(u64 *)(r1 + 0)
-        r0 += 1
-        *(u64 *)(r1 + 0) = r0
-        exit
-    ";
-    for engine in ENGINES {
-        let obj = load(
-            Runtime::builder().engine(engine),
-            src,
-            &CtxLayout::writable(8),
-        )
-        .unwrap();
-        let p = obj.program("prog").unwrap();
-        let mut ctx = [0u8; 8];
-        let n = if engine == Engine::Jit {
-            2_000_000
-        } else {
-            200_000
-        };
-        let t = std::time::Instant::now();
-        for _ in 0..n {
-            p.call(&mut ctx).unwrap();
-        }
-        let ns = t.elapsed().as_nanos() as f64 / n as f64;
-        assert_eq!(u64::from_ne_bytes(ctx), n);
-        println!("{engine:?}: {ns:.1} ns per call (4-instruction program)");
-    }
-}

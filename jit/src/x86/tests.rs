@@ -384,63 +384,6 @@ fn primes_program_counts_primes() {
 }
 
 #[test]
-#[ignore = "timing report, meaningful only in release: cargo test --release -p pkbpf-jit --lib timing -- --ignored --nocapture"]
-fn timing_report() {
-    use std::time::Instant;
-    // Compile time of a 1,000-instruction program.
-    let mut src = String::new();
-    for i in 0..999 {
-        src.push_str(match i % 5 {
-            0 => "add %r0, 7\n",
-            1 => "mul %r2, %r0\n",
-            2 => "jgt %r0, 1000, +1\n",
-            3 => "xor %r3, %r2\n",
-            _ => "stxdw [%r10-8], %r3\n",
-        });
-    }
-    src.push_str("exit");
-    let prog = assemble(&src).unwrap();
-    let env = JitEnv::new();
-    let t = Instant::now();
-    let rounds = 2000;
-    for i in 0..rounds {
-        std::hint::black_box(JitProgram::compile_seeded(&prog, &env, i).unwrap());
-    }
-    let per = t.elapsed() / rounds as u32;
-    eprintln!("compile 1000 insns: {per:?}");
-    // Primes below 10^4: JIT vs native.
-    let prog = assemble(PRIMES_ASM).unwrap();
-    let jit = JitProgram::compile_seeded(&prog, &env, 0).unwrap();
-    let n = std::hint::black_box(10_000u64);
-    let runs = 200;
-    let t = Instant::now();
-    for _ in 0..runs {
-        // SAFETY: registers only.
-        std::hint::black_box(unsafe { jit.call(n, 0) });
-    }
-    let tj = t.elapsed() / runs;
-    let t = Instant::now();
-    for _ in 0..runs {
-        std::hint::black_box(primes_native(std::hint::black_box(n)));
-    }
-    let tn = t.elapsed() / runs;
-    let interp_prog = prog.clone();
-    let t = Instant::now();
-    for _ in 0..10 {
-        let mut mem = crate::interp::Memory::new();
-        let out = crate::interp::Interpreter::new(&interp_prog)
-            .run(&mut mem, &mut crate::interp::NoHelpers, [n, 0, 0, 0, 0])
-            .unwrap();
-        std::hint::black_box(out.r0);
-    }
-    let ti = t.elapsed() / 10;
-    eprintln!(
-        "primes<10^4: jit {tj:?}, native {tn:?}, interp {ti:?}; jit/native {:.2}",
-        tj.as_secs_f64() / tn.as_secs_f64()
-    );
-}
-
-#[test]
 fn raw_entry_reports_aborts_in_the_context() {
     let env = JitEnv::new().with_helper(2, abort_with_r1);
     let prog = assemble("mov %r1, %r2\ncall 2\nexit").unwrap();
