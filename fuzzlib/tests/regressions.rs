@@ -111,3 +111,25 @@ fn jit_diff_skips_the_known_dead_code_map_reference_gap() {
         "{v:?}"
     );
 }
+
+/// `jit_diff` crash-787963bf: `if w10 s<= -2` compared the low half of the
+/// frame pointer with a number, so the result depended on where each engine
+/// placed the stack (interpreter Ok(1), JIT Ok(2)). The verifier now rejects
+/// comparisons that depend on memory placement (only null checks and
+/// orderings of two pointers into one region remain), so the oracle never
+/// runs such a program.
+#[test]
+fn comparing_the_frame_pointer_with_a_number_is_rejected_up_front() {
+    let insns = pkbpf_verifier::asm::assemble(
+        "r9 = 1\nr9 <<= 32\nw0 = 0\nw1 = -2\nr1 |= r9\nif w1 s<= -3 goto +1\n\
+         if w1 s<= -1 goto +1\nexit\nw0 = 1\nif w10 s<= -2 goto +1\nw0 = 2\nexit",
+    )
+    .unwrap();
+    assert!(verify(&insns, &case_env(0)).is_err());
+    let v = jit_diff(&Case {
+        insns,
+        mem: Vec::new(),
+    })
+    .unwrap_or_else(|f| panic!("{f}"));
+    assert!(matches!(v, Verdict::Rejected), "{v:?}");
+}

@@ -116,6 +116,12 @@ fn cases() -> Vec<Case> {
         ("perf output uninit", P, s("r2 = map[idx:6]\nr3 = 0\nr4 = r10\nr4 += -8\nr5 = 8\ncall bpf_perf_event_output#25\nr0 = 0\nexit"), "UninitStackRead", "copies stack garbage out"),
         ("queue push uninit", P, s("r1 = map[idx:5]\nr2 = r10\nr2 += -8\nr3 = 0\ncall bpf_map_push_elem#87\nr0 = 0\nexit"), "UninitStackRead", "the helper copies the value"),
         ("ldxw from fp-4 after stb", P, s("*(u8 *)(r10 - 4) = 1\nr0 = *(u32 *)(r10 - 4)\nexit"), "UninitStackRead", "3 bytes never written"),
+        // ---- comparisons that depend on where memory is placed
+        ("fp against a number", P, s("r0 = 0\nif r10 > 0x1000 goto +1\nr0 = 1\nexit"), "PointerComparison", "leaks the stack address into control flow"),
+        ("32-bit half of fp", P, s("w0 = 1\nif w10 s<= -0x2 goto +1\nw0 = 2\nexit"), "PointerComparison", "fuzz crash-787963bf: interpreter and JIT disagreed"),
+        ("ctx against fp", P, s("r2 = r10\nr0 = 0\nif r1 > r2 goto +1\nr0 = 1\nexit"), "PointerComparison", "two regions' relative placement is arbitrary"),
+        ("null check of ctx in 32 bits", P, s("r0 = 0\nif w1 == 0x0 goto +1\nr0 = 1\nexit"), "PointerComparison", "the low half of an address is not a null check"),
+        ("maybe-null ordered against itself", P, format!("{}r1 = r0\nif r0 > r1 goto +1\nr0 = 0\nexit", lookup!("0")), "PointerComparison", "an unchecked lookup result is not a place"),
         // ---- frame pointer
         ("mov to r10", P, s("r10 = 0\nr0 = 0\nexit"), "FramePointerWrite", "r10 is read-only"),
         ("add to r10", P, s("r10 += 8\nr0 = 0\nexit"), "FramePointerWrite", "r10 is read-only"),

@@ -496,6 +496,34 @@ impl Stepper<'_> {
             Source::Reg(r) => (check::read_reg(&state, r.num())?, Some(r.num())),
             Source::Imm(i) => (RegValue::constant(i as i64 as u64), None),
         };
+        // A comparison involving a pointer may only be a null check or an
+        // ordering of two pointers into the same region. Anything else (a
+        // pointer against a number, 32-bit halves of a pointer, pointers
+        // into different regions) makes control flow depend on where memory
+        // happens to be placed: the program could leak addresses, and the
+        // interpreter and the JIT (different stack placement) could disagree.
+        // The kernel forbids the same for unprivileged programs.
+        let ptr_reg = match (a, b) {
+            (RegValue::Ptr(_), _) => Some(dst),
+            (_, RegValue::Ptr(_)) => sreg,
+            _ => None,
+        };
+        if let Some(reg) = ptr_reg {
+            let allowed = width == Width::W64
+                && match (a, b) {
+                    (RegValue::Ptr(_), RegValue::Scalar(y))
+                    | (RegValue::Scalar(y), RegValue::Ptr(_)) => {
+                        y.as_const() == Some(0) && matches!(cond, JmpCond::Eq | JmpCond::Ne)
+                    }
+                    (RegValue::Ptr(p), RegValue::Ptr(q)) => {
+                        p.kind == q.kind && !p.kind.maybe_null()
+                    }
+                    _ => false,
+                };
+            if !allowed {
+                return Err(Reason::PointerComparison { reg });
+            }
+        }
         let outcome = |taken: bool| -> Option<State> {
             let mut st = state.clone();
             match (a, b) {
