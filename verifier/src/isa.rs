@@ -379,6 +379,25 @@ impl AluOp {
 }
 
 impl AluOp {
+    /// Every operation except the sign-extending moves, in opcode order
+    /// (generators and sweeps iterate over it).
+    pub const PLAIN: [AluOp; 14] = [
+        AluOp::Add,
+        AluOp::Sub,
+        AluOp::Mul,
+        AluOp::Div,
+        AluOp::SDiv,
+        AluOp::Or,
+        AluOp::And,
+        AluOp::Lsh,
+        AluOp::Rsh,
+        AluOp::Mod,
+        AluOp::SMod,
+        AluOp::Xor,
+        AluOp::Mov,
+        AluOp::Arsh,
+    ];
+
     /// The concrete semantics (RFC 9669) of `dst = dst OP src` on values `a`
     /// (dst) and `b` (src): 32-bit operations work on the low halves and
     /// zero-extend their result; division by zero gives 0; modulo by zero
