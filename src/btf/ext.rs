@@ -11,7 +11,7 @@
 //! Instruction offsets in object files are byte offsets from the start of
 //! their section; [`BtfExt::parse`] converts them to slot indices.
 
-use super::{sub, BtfError, Reader, BTF_MAGIC};
+use super::{sub, BtfError, Reader};
 
 /// A func_info record: the function whose BTF `FUNC` type is `type_id`
 /// starts at slot `insn`.
@@ -77,22 +77,7 @@ impl BtfExt {
     pub fn parse(data: &[u8]) -> Result<BtfExt, BtfError> {
         const S: &str = ".BTF.ext";
         let mut r = Reader::new(data, S);
-        let magic = r.u16()?;
-        if magic != BTF_MAGIC {
-            return Err(BtfError::BadMagic {
-                section: S,
-                found: magic,
-            });
-        }
-        let version = r.u8()?;
-        if version != 1 {
-            return Err(BtfError::BadVersion {
-                section: S,
-                version,
-            });
-        }
-        let _flags = r.u8()?;
-        let hdr_len = r.u32()?;
+        let hdr_len = r.preamble()?;
         if hdr_len < 24 {
             return Err(BtfError::BadRange {
                 section: S,
@@ -207,6 +192,7 @@ fn parse_block<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::btf::BTF_MAGIC;
 
     fn ext_with_line_info(records: &[[u32; 4]], sec_name_off: u32, rec_size: u32) -> Vec<u8> {
         let mut li = Vec::new();

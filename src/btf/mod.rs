@@ -136,6 +136,27 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Reads the preamble `.BTF` and `.BTF.ext` share (magic, version 1,
+    /// flags, header length) and returns the header length.
+    pub(crate) fn preamble(&mut self) -> Result<u32, BtfError> {
+        let magic = self.u16()?;
+        if magic != BTF_MAGIC {
+            return Err(BtfError::BadMagic {
+                section: self.section,
+                found: magic,
+            });
+        }
+        let version = self.u8()?;
+        if version != 1 {
+            return Err(BtfError::BadVersion {
+                section: self.section,
+                version,
+            });
+        }
+        let _flags = self.u8()?;
+        self.u32()
+    }
+
     pub(crate) fn at(data: &'a [u8], pos: usize, section: &'static str) -> Self {
         Reader { data, pos, section }
     }
@@ -210,22 +231,7 @@ impl Btf {
     pub fn parse(data: &[u8]) -> Result<Btf, BtfError> {
         const S: &str = ".BTF";
         let mut r = Reader::new(data, S);
-        let magic = r.u16()?;
-        if magic != BTF_MAGIC {
-            return Err(BtfError::BadMagic {
-                section: S,
-                found: magic,
-            });
-        }
-        let version = r.u8()?;
-        if version != 1 {
-            return Err(BtfError::BadVersion {
-                section: S,
-                version,
-            });
-        }
-        let _flags = r.u8()?;
-        let hdr_len = r.u32()?;
+        let hdr_len = r.preamble()?;
         let type_off = r.u32()?;
         let type_len = r.u32()?;
         let str_off = r.u32()?;
