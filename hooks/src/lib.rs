@@ -45,7 +45,9 @@
 //! [`HookFrame::override_return`]; the entry trampoline then returns `rc` to
 //! the caller without running the function.
 //!
-//! Syscall tracepoints, the preload agent and `pkbpf run` are not here yet.
+//! - [`syscall`]: syscall interception for the `syscalls/sys_enter_*` /
+//!   `sys_exit_*` tracepoints and the `sys_enter`/`sys_exit` raw
+//!   tracepoints, by Syscall User Dispatch.
 #![deny(missing_docs)]
 
 use std::path::PathBuf;
@@ -62,6 +64,8 @@ mod trampoline;
 pub mod uprobe;
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub mod uretprobe;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+pub mod syscall;
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub use frame::{Handler, HookFrame, PtRegs, RawHandlerFn};

@@ -1,0 +1,169 @@
+//! In-process checks of the dispatch path: counts, results, threads,
+//! fork, signals and the application's own SIGSYS handler. Everything runs
+//! in one test (the handler is process-wide), on a thread of its own.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use super::*;
+
+static ENTER_GETPPID: AtomicU64 = AtomicU64::new(0);
+static EXIT_GETPPID: AtomicU64 = AtomicU64::new(0);
+static LAST_READ_RET: AtomicI64 = AtomicI64::new(0);
+static ENTER_ANY: AtomicU64 = AtomicU64::new(0);
+static APP_SIGSYS_HITS: AtomicU64 = AtomicU64::new(0);
+static USR1_HITS: AtomicU64 = AtomicU64::new(0);
+
+fn handler(frame: &mut SyscallFrame, phase: SyscallPhase) {
+    let getppid = libc::SYS_getppid as u64;
+    match phase {
+        SyscallPhase::Enter => {
+            ENTER_ANY.fetch_add(1, Ordering::Relaxed);
+            assert_eq!(frame.regs.orig_ax, frame.nr);
+            if frame.nr == getppid {
+                ENTER_GETPPID.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        SyscallPhase::Exit => {
+            if frame.nr == getppid {
+                EXIT_GETPPID.fetch_add(1, Ordering::Relaxed);
+            }
+            if frame.nr == libc::SYS_read as u64 {
+                LAST_READ_RET.store(frame.ret, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+extern "C" fn on_usr1(_: libc::c_int) {
+    // A system call inside the application's handler: traced, and the
+    // handler's rt_sigreturn is emulated.
+    // SAFETY: getppid has no preconditions.
+    unsafe { libc::getppid() };
+    USR1_HITS.fetch_add(1, Ordering::Relaxed);
+}
+
+extern "C" fn on_app_sigsys(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut c_void) {
+    // SAFETY: a valid siginfo from the kernel (through our chain).
+    assert_eq!(unsafe { (*info).si_signo }, libc::SIGSYS);
+    APP_SIGSYS_HITS.fetch_add(1, Ordering::Relaxed);
+}
+
+fn getppid_n(n: usize) -> i32 {
+    let mut last = 0;
+    for _ in 0..n {
+        // SAFETY: getppid has no preconditions.
+        last = unsafe { libc::syscall(libc::SYS_getppid) } as i32;
+    }
+    last
+}
+
+fn run_all() {
+    // SAFETY: getppid has no preconditions.
+    let real_ppid = unsafe { libc::getppid() };
+    install(SyscallHandler::from_fn(handler)).expect("install");
+    trace_current_thread(true);
+
+    // Counts and results on this thread.
+    let before = ENTER_GETPPID.load(Ordering::Relaxed);
+    let got = getppid_n(10);
+    trace_current_thread(false);
+    assert_eq!(got, real_ppid);
+    assert_eq!(ENTER_GETPPID.load(Ordering::Relaxed) - before, 10);
+    assert_eq!(EXIT_GETPPID.load(Ordering::Relaxed) - before, 10);
+
+    // Exit values: read() of 5 bytes from a pipe.
+    let mut fds = [0; 2];
+    // SAFETY: valid out-array for pipe.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: writing 5 bytes from a static buffer to our pipe.
+    unsafe { libc::write(fds[1], b"hello".as_ptr().cast(), 5) };
+    let mut buf = [0u8; 16];
+    trace_current_thread(true);
+    // SAFETY: reading into a local buffer of 16 bytes.
+    let n = unsafe { libc::read(fds[0], buf.as_mut_ptr().cast(), buf.len()) };
+    trace_current_thread(false);
+    assert_eq!(n, 5);
+    assert_eq!(&buf[..5], b"hello");
+    assert_eq!(LAST_READ_RET.load(Ordering::Relaxed), 5);
+
+    // Threads created while traced are traced.
+    trace_current_thread(true);
+    let before = ENTER_GETPPID.load(Ordering::Relaxed);
+    let handles: Vec<_> = (0..4)
+        .map(|_| std::thread::spawn(|| (current_thread_enabled(), getppid_n(25))))
+        .collect();
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    trace_current_thread(false);
+    for (enabled, ppid) in results {
+        assert!(enabled, "new thread has SUD on");
+        assert_eq!(ppid, real_ppid);
+    }
+    assert_eq!(ENTER_GETPPID.load(Ordering::Relaxed) - before, 100);
+
+    // Signals: the application's handler runs, and its system calls are
+    // traced; its rt_sigreturn resumes the interrupted code.
+    // SAFETY: installing a plain handler for SIGUSR1.
+    unsafe { libc::signal(libc::SIGUSR1, on_usr1 as *const () as libc::sighandler_t) };
+    trace_current_thread(true);
+    let before = ENTER_GETPPID.load(Ordering::Relaxed);
+    for _ in 0..20 {
+        // SAFETY: raising a handled signal on this thread.
+        unsafe { libc::raise(libc::SIGUSR1) };
+    }
+    trace_current_thread(false);
+    assert_eq!(USR1_HITS.load(Ordering::Relaxed), 20);
+    assert_eq!(ENTER_GETPPID.load(Ordering::Relaxed) - before, 20);
+
+    // The application's own SIGSYS handler: installed (emulated) and called
+    // for a SIGSYS that is not a dispatch.
+    trace_current_thread(true);
+    // SAFETY: a zeroed sigaction filled in with an SA_SIGINFO handler.
+    unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = on_app_sigsys as *const () as usize;
+        act.sa_flags = libc::SA_SIGINFO;
+        assert_eq!(libc::sigaction(libc::SIGSYS, &act, std::ptr::null_mut()), 0);
+        let mut old: libc::sigaction = std::mem::zeroed();
+        assert_eq!(libc::sigaction(libc::SIGSYS, std::ptr::null(), &mut old), 0);
+        assert_eq!(old.sa_sigaction, on_app_sigsys as *const () as usize);
+        libc::raise(libc::SIGSYS);
+    }
+    let after_raise = getppid_n(1);
+    trace_current_thread(false);
+    assert_eq!(after_raise, real_ppid, "dispatch still works");
+    assert_eq!(APP_SIGSYS_HITS.load(Ordering::Relaxed), 1);
+
+    // fork: the child is traced too (it counts its own calls in its copy).
+    trace_current_thread(true);
+    // SAFETY: the child only makes system calls and exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let before = ENTER_GETPPID.load(Ordering::Relaxed);
+        let ok = current_thread_enabled() && getppid_n(7) > 0;
+        let n = ENTER_GETPPID.load(Ordering::Relaxed) - before;
+        // SAFETY: leaving the child at once.
+        unsafe { libc::_exit(if ok && n == 7 { 0 } else { 1 }) };
+    }
+    trace_current_thread(false);
+    let mut status = 0;
+    // SAFETY: waiting for our child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child status {status:#x}");
+
+    // vfork + exec (the child is a copy; the parent waits).
+    trace_current_thread(true);
+    let st = std::process::Command::new("/bin/true").status();
+    trace_current_thread(false);
+    assert!(st.expect("spawn /bin/true").success());
+
+    uninstall();
+}
+
+#[test]
+fn dispatch_end_to_end() {
+    if !is_supported() {
+        println!("skipped: dispatch_end_to_end: no Syscall User Dispatch in this kernel");
+        return;
+    }
+    std::thread::spawn(run_all).join().expect("dispatch checks");
+}
