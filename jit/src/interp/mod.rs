@@ -15,6 +15,8 @@
 //!   checked by [`Memory`].
 //! - **Jumps**: `ja`, `gotol`, all conditions in 64- and 32-bit forms.
 //! - **Calls**: helpers through a [`Helpers`] table (`call imm` and `callx`),
+//!   `bpf_loop` (id [`BPF_LOOP`]) run by the interpreter itself, its
+//!   callback (an `lddw rX, func` token) called in a new frame per iteration,
 //!   bpf-to-bpf calls with a new 512-byte frame (`r10` = its top, `r6`–`r9`
 //!   restored on return), at most [`MAX_CALL_DEPTH`] frames.
 //! - An instruction budget: running past it is an error.
@@ -60,7 +62,20 @@ pub use helpers::{
 };
 pub use memory::{AccessError, Memory, Region, RegionKind};
 
-use pkbpf_verifier::isa::{AtomicOp, CallTarget, Insn, Reg, Source, Width, MAX_CALL_DEPTH};
+use pkbpf_verifier::isa::{
+    AtomicOp, CallTarget, Insn, LdPseudo, Reg, Source, Width, MAX_CALL_DEPTH,
+};
+
+/// `bpf_loop`'s helper id: the interpreter runs it itself (its callback is
+/// program code), whatever the [`Helpers`] table holds.
+pub const BPF_LOOP: i32 = 181;
+/// Most iterations of one `bpf_loop` call (the kernel's `BPF_MAX_LOOPS`).
+pub const BPF_MAX_LOOPS: u64 = 1 << 23;
+/// What `lddw rX, func` yields in the interpreter: this plus the
+/// subprogram's slot index (an opaque token only `bpf_loop` accepts).
+pub const FUNC_ADDR_BASE: u64 = 0xbbf0_0000_0000_0000;
+/// The return slot of a callback frame (no instruction lives there).
+const CALLBACK_RETURN: usize = usize::MAX - 1;
 
 /// Default instruction budget of [`Options`].
 pub const DEFAULT_BUDGET: u64 = 1 << 24;
@@ -285,6 +300,7 @@ impl<'p> Interpreter<'p> {
             insns: 0,
             frames: Vec::new(),
             max_frames: 1,
+            fault_pc: None,
         };
         st.regs[1..6].copy_from_slice(&args);
         st.regs[10] = mem.frame_pointer(0);
@@ -303,7 +319,7 @@ impl<'p> Interpreter<'p> {
                 Ok(None) => {}
                 Err(kind) => {
                     return Err(ExecError {
-                        pc,
+                        pc: st.fault_pc.unwrap_or(pc),
                         kind,
                         insns: st.insns,
                     })
@@ -362,6 +378,18 @@ impl<'p> Interpreter<'p> {
             }
             Insn::LdImm64 { dst, imm } => {
                 st.set(dst, imm)?;
+                next = pc + 2;
+            }
+            Insn::LdPseudo {
+                dst,
+                kind: LdPseudo::Func,
+                imm,
+                ..
+            } => {
+                st.set(
+                    dst,
+                    FUNC_ADDR_BASE.wrapping_add(target(pc, imm as i64) as u64),
+                )?;
                 next = pc + 2;
             }
             Insn::LdPseudo {
@@ -453,6 +481,11 @@ impl<'p> Interpreter<'p> {
                     next = target(pc, off as i64);
                 }
             }
+            Insn::Call(CallTarget::Helper(BPF_LOOP)) => {
+                if let Some(r0) = self.bpf_loop(st, mem, helpers)? {
+                    return Ok(Some(r0));
+                }
+            }
             Insn::Call(CallTarget::Helper(id)) => {
                 if let Some(r0) = self.call_helper(st, mem, helpers, id as u32)? {
                     return Ok(Some(r0));
@@ -504,6 +537,80 @@ impl<'p> Interpreter<'p> {
         Ok(None)
     }
 
+    /// `bpf_loop(nr_loops, callback, ctx, flags)`, run by the interpreter
+    /// itself since the callback is program code: calls the callback with
+    /// `r1` = the index (from 0), `r2` = `ctx` in a new frame, `nr_loops`
+    /// times (the low 32 bits of `r1`, as the kernel's `u32` argument) or
+    /// until it returns non-zero; `r0` = the iterations done (counting the
+    /// one that stopped the loop), `-E2BIG` when `nr_loops` exceeds
+    /// [`BPF_MAX_LOOPS`], `-EINVAL` when `flags` is not 0.
+    fn bpf_loop<H: Helpers + ?Sized>(
+        &self,
+        st: &mut State,
+        mem: &mut Memory<'_>,
+        helpers: &mut H,
+    ) -> Result<Option<u64>, ExecErrorKind> {
+        let call_pc = st.pc;
+        let nr = st.regs[1] as u32 as u64;
+        let (func, ctx, flags) = (st.regs[2], st.regs[3], st.regs[4]);
+        if flags != 0 {
+            st.regs[0] = -22i64 as u64; // -EINVAL
+            return Ok(None);
+        }
+        if nr > BPF_MAX_LOOPS {
+            st.regs[0] = -7i64 as u64; // -E2BIG
+            return Ok(None);
+        }
+        let entry = func
+            .checked_sub(FUNC_ADDR_BASE)
+            .and_then(|e| usize::try_from(e).ok())
+            .filter(|&e| e < self.prog.len())
+            .ok_or(ExecErrorKind::Invalid {
+                field: "bpf_loop callback",
+                value: func as i64,
+            })?;
+        let mut done = nr;
+        for i in 0..nr {
+            let depth = st.frames.len() + 1;
+            if depth >= MAX_CALL_DEPTH {
+                return Err(ExecErrorKind::CallDepth {
+                    max: MAX_CALL_DEPTH,
+                });
+            }
+            let mut saved = [0; 4];
+            saved.copy_from_slice(&st.regs[6..10]);
+            st.frames.push(Frame {
+                ret_pc: CALLBACK_RETURN,
+                callee_saved: saved,
+            });
+            mem.push_frame(depth);
+            st.regs[10] = mem.frame_pointer(depth);
+            st.max_frames = st.max_frames.max(depth + 1);
+            st.regs[1] = i;
+            st.regs[2] = ctx;
+            st.regs[3..6].fill(0);
+            st.pc = entry;
+            while !(st.frames.len() + 1 == depth && st.pc == CALLBACK_RETURN) {
+                let pc = st.pc;
+                match self.step(st, mem, helpers) {
+                    Ok(Some(r0)) => return Ok(Some(r0)),
+                    Ok(None) => {}
+                    Err(e) => {
+                        st.fault_pc.get_or_insert(pc);
+                        return Err(e);
+                    }
+                }
+            }
+            st.pc = call_pc;
+            if st.regs[0] != 0 {
+                done = i + 1;
+                break;
+            }
+        }
+        st.regs[0] = done;
+        Ok(None)
+    }
+
     fn call_helper<H: Helpers + ?Sized>(
         &self,
         st: &mut State,
@@ -532,6 +639,9 @@ struct State {
     insns: u64,
     frames: Vec<Frame>,
     max_frames: usize,
+    /// The instruction that failed inside a `bpf_loop` callback (the error
+    /// names it, not the call).
+    fault_pc: Option<usize>,
 }
 
 impl State {

@@ -53,6 +53,8 @@ use super::{ArrayLayout, JitEnv, JitError, ABORT_BAD_CALLX, ABORT_FELL_OFF};
 
 /// `bpf_map_lookup_elem`'s helper id.
 const MAP_LOOKUP_ELEM: i32 = 1;
+/// `bpf_loop`'s helper id (compiled in line: its callback is program code).
+const BPF_LOOP: i32 = 181;
 
 /// eBPF register number → x86-64 register number.
 const MAP: [u8; 11] = [0, 7, 6, 2, 1, 8, 3, 13, 14, 15, 5];
@@ -313,7 +315,13 @@ pub(crate) fn emit<R: Rng>(
     // Subprogram starts: slot 0 and every local call target.
     let mut starts = BTreeSet::from([0usize]);
     for (pc, insn) in insns.iter().enumerate() {
-        if let Insn::Call(CallTarget::Local(_)) = insn {
+        // (`lddw rX, func` names a bpf_loop callback: a subprogram too.)
+        if let Insn::Call(CallTarget::Local(_))
+        | Insn::LdPseudo {
+            kind: LdPseudo::Func,
+            ..
+        } = insn
+        {
             let t = target(insns, pc, insn)?;
             starts.insert(t);
         }
@@ -753,6 +761,14 @@ impl<R: Rng> Cg<'_, R> {
             Insn::LdImm64 { dst, imm } => self.mov_imm64(x(dst), imm),
             Insn::LdPseudo {
                 dst,
+                kind: LdPseudo::Func,
+                ..
+            } => {
+                let l = self.fn_entry[&target(self.insns, pc, &insn)?];
+                asm!(self.ops; lea Rq(x(dst)), [=>l]);
+            }
+            Insn::LdPseudo {
+                dst,
                 kind,
                 imm,
                 next_imm,
@@ -802,6 +818,7 @@ impl<R: Rng> Cg<'_, R> {
                 let layout = self.inline_lookup(pc).expect("checked by the guard");
                 self.array_lookup(layout);
             }
+            Insn::Call(CallTarget::Helper(BPF_LOOP)) => self.bpf_loop(),
             Insn::Call(CallTarget::Helper(id)) => {
                 let id = u32::try_from(id)
                     .ok()
@@ -916,6 +933,55 @@ impl<R: Rng> Cg<'_, R> {
             }
             _ => Ok(false),
         }
+    }
+
+    /// `bpf_loop(r1 = nr_loops, r2 = callback, r3 = ctx, r4 = flags)` in
+    /// line, since the callback is a subprogram of this code (`r2` is its
+    /// entry, from `lddw rX, func`): calls it with `r1` = the index and `r2`
+    /// = ctx for the low 32 bits of `nr_loops` iterations or until it
+    /// returns non-zero; `r0` = iterations done (counting the one that
+    /// stopped), `-E2BIG` above 1 << 23 iterations, `-EINVAL` for flags
+    /// other than 0 (the kernel's helper). The count, callback, ctx and
+    /// index live on the native stack across the calls; r1–r5 are dead
+    /// after a helper call anyway, r6–r9 are preserved by the callee.
+    fn bpf_loop(&mut self) {
+        let (top, stop, out, einval, e2big) = (
+            self.ops.new_dynamic_label(),
+            self.ops.new_dynamic_label(),
+            self.ops.new_dynamic_label(),
+            self.ops.new_dynamic_label(),
+            self.ops.new_dynamic_label(),
+        );
+        asm!(self.ops
+            ; test rcx, rcx
+            ; jnz =>einval
+            ; mov edi, edi
+            ; cmp rdi, 0x80_0000
+            ; ja =>e2big
+            ; push rdi
+            ; push rsi
+            ; push rdx
+            ; push 0
+            ; =>top
+            ; mov rdi, [rsp]
+            ; cmp rdi, [rsp + 24]
+            ; jae =>stop
+            ; mov rsi, [rsp + 8]
+            ; call QWORD [rsp + 16]
+            ; add QWORD [rsp], 1
+            ; test rax, rax
+            ; jz =>top
+            ; =>stop
+            ; pop rax
+            ; add rsp, 24
+            ; jmp =>out
+            ; =>einval
+            ; mov rax, -22
+            ; jmp =>out
+            ; =>e2big
+            ; mov rax, -7
+            ; =>out
+        );
     }
 
     /// The array layout for an inlinable `map_lookup_elem` at `pc`.

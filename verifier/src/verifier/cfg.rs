@@ -106,12 +106,14 @@ pub fn analyze(insns: &[Insn], allow_loops: bool) -> Result<Cfg, VerifyError> {
                 kind: LdPseudo::Func,
                 ..
             } => {
-                return Err(err(
-                    pc,
-                    Reason::Unsupported {
-                        what: "function pointers (callbacks) are not supported",
-                    },
-                ))
+                // A callback: a function of its own (the main program is
+                // not one).
+                let raw = insn.branch_target(pc).unwrap_or(-1);
+                let t = check_target(pc, raw)?;
+                if t == 0 {
+                    return Err(err(pc, Reason::InvalidCallbackTarget { pc, target: raw }));
+                }
+                subprogs.push(t);
             }
             _ => {}
         }
@@ -164,6 +166,11 @@ pub fn analyze(insns: &[Insn], allow_loops: bool) -> Result<Cfg, VerifyError> {
                 succ[pc].push(pc + 1);
                 cfg.prune_point[pc + 1] = true;
             }
+            Insn::Call(CallTarget::Helper(super::helpers::id::LOOP)) => {
+                // Where the loop's callback returns to, again and again.
+                succ[pc].push(pc + 1);
+                cfg.prune_point[pc + 1] = true;
+            }
             other => succ[pc].push(pc + other.slots().max(1)),
         }
     }
@@ -180,7 +187,12 @@ pub fn analyze(insns: &[Insn], allow_loops: bool) -> Result<Cfg, VerifyError> {
         let mut stack: Vec<(usize, usize)> = vec![(root, 0)];
         color[root] = 1;
         while let Some(&mut (pc, ref mut k)) = stack.last_mut() {
-            if let Insn::Call(CallTarget::Local(_)) = insns[pc] {
+            if let Insn::Call(CallTarget::Local(_))
+            | Insn::LdPseudo {
+                kind: LdPseudo::Func,
+                ..
+            } = insns[pc]
+            {
                 let t = insns[pc].branch_target(pc).unwrap_or(0) as usize;
                 let callee = cfg.subprog_of(t);
                 if !root_seen[callee] {

@@ -92,12 +92,13 @@ pub fn check_access(
                 off: o,
             })
         }
-        PtrKind::Map { .. } | PtrKind::MapValueOrNull { .. } | PtrKind::RingbufMemOrNull { .. } => {
-            Err(Reason::InvalidMemAccess {
-                reg,
-                ty: ptr.kind.name().into(),
-            })
-        }
+        PtrKind::Map { .. }
+        | PtrKind::MapValueOrNull { .. }
+        | PtrKind::RingbufMemOrNull { .. }
+        | PtrKind::Func { .. } => Err(Reason::InvalidMemAccess {
+            reg,
+            ty: ptr.kind.name().into(),
+        }),
         PtrKind::MapValue { map } => {
             let Some(m) = env.maps.get(map as usize) else {
                 return Err(Reason::InvalidMap { index: map as i64 });

@@ -339,6 +339,32 @@ pub enum Reason {
         /// Their combined stack.
         size: usize,
     },
+    /// A `bpf_loop` callback whose return value may be outside `[0, 1]`.
+    #[error(
+        "At callback return the register R0 has smin={smin} smax={smax} should have been in [0, 1]"
+    )]
+    CallbackReturn {
+        /// Lowest signed value `r0` may hold.
+        smin: i64,
+        /// Highest signed value `r0` may hold.
+        smax: i64,
+    },
+    /// A flags argument that is a constant other than the ones allowed.
+    #[error("R{reg} flags={value} unsupported, must be 0")]
+    InvalidFlags {
+        /// Argument register.
+        reg: u8,
+        /// The constant.
+        value: u64,
+    },
+    /// A subprogram address that is not a function entry.
+    #[error("invalid callback target insn {target} at insn {pc}")]
+    InvalidCallbackTarget {
+        /// The `lddw` of the address.
+        pc: usize,
+        /// Its target slot.
+        target: i64,
+    },
     /// A function returns a pointer into its own (dying) stack, or leaves one behind.
     #[error("cannot return stack pointer to the caller frame")]
     StackPointerEscape,
@@ -380,6 +406,8 @@ impl Reason {
             | HelperSizeZero { .. }
             | HelperSizeNotConst { .. }
             | ReleaseUnreferenced { .. }
+            | CallbackReturn { .. }
+            | InvalidFlags { .. }
             | InvalidMap { .. } => Category::InvalidHelperCall,
             UnreleasedReference { .. } => Category::ResourceLeak,
             BackEdge { .. } | InfiniteLoop { .. } | TooComplex { .. } => Category::Termination,
@@ -389,6 +417,7 @@ impl Reason {
             | JumpIntoLddw { .. }
             | IncompleteLddw
             | FallThrough
+            | InvalidCallbackTarget { .. }
             | RecursiveCall { .. } => Category::ControlFlow,
             CallTooDeep { .. } | CombinedStackTooLarge { .. } => Category::Limits,
             Unsupported { .. } => Category::Unsupported,

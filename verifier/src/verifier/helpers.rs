@@ -110,6 +110,7 @@ pub mod id {
     pub const KTIME_GET_COARSE_NS: i32 = 160;
     pub const GET_FUNC_IP: i32 = 173;
     pub const TRACE_VPRINTK: i32 = 177;
+    pub const LOOP: i32 = 181;
     /// The conformance suite's "unwind" helper (replaces id 5 there).
     pub const CONFORMANCE_UNWIND: i32 = 5;
 }
@@ -353,6 +354,17 @@ impl HelperTable {
             (
                 id::GET_FUNC_IP,
                 HelperProto::new("get_func_ip", &[PtrToCtx], RetType::Integer),
+            ),
+            (
+                // The argument types are checked by the verifier's own
+                // `bpf_loop` rule (a callback `func`, a context that is a
+                // stack pointer, a map value or null, flags 0).
+                id::LOOP,
+                HelperProto::new(
+                    "loop",
+                    &[Scalar, Anything, Anything, Scalar],
+                    RetType::Integer,
+                ),
             ),
             (
                 id::OVERRIDE_RETURN,

@@ -55,6 +55,13 @@ pub enum PtrKind {
         /// The reference to release.
         ref_id: u32,
     },
+    /// The address of a subprogram (`lddw rX, func`): only usable as a
+    /// callback argument of `bpf_loop`; no arithmetic, no dereference, no
+    /// ordering comparison.
+    Func {
+        /// Entry slot of the subprogram.
+        entry: u32,
+    },
 }
 
 impl PtrKind {
@@ -77,6 +84,7 @@ impl PtrKind {
             PtrKind::Mem { .. } => "mem",
             PtrKind::RingbufMem { .. } => "ringbuf_mem",
             PtrKind::RingbufMemOrNull { .. } => "ringbuf_mem_or_null",
+            PtrKind::Func { .. } => "func",
         }
     }
 }
@@ -187,6 +195,7 @@ impl RegValue {
                     PtrKind::Mem { size, .. }
                     | PtrKind::RingbufMem { size, .. }
                     | PtrKind::RingbufMemOrNull { size, .. } => parts.push(format!("sz={size}")),
+                    PtrKind::Func { entry } => parts.push(format!("pc={entry}")),
                     PtrKind::Ctx => {}
                 }
                 if !off.is_empty() {

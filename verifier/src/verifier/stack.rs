@@ -105,6 +105,28 @@ impl Stack {
         &mut self.slots[i]
     }
 
+    /// Forgets the values of everything but pointers: spilled scalars become
+    /// unknown scalars, known-zero bytes unknown bytes (what a callback that
+    /// may write the frame any number of times leaves). Pointers and
+    /// never-written bytes stay as they are.
+    pub fn widen_scalars(&mut self) {
+        for s in &mut self.slots {
+            match s {
+                Slot::Spill(RegValue::Scalar(sc)) => *sc = Scalar::UNKNOWN,
+                Slot::Spill(_) => {}
+                Slot::Bytes(b) | Slot::Partial { bytes: b, .. } => {
+                    let mut b = *b;
+                    for x in &mut b {
+                        if *x == ByteState::Zero {
+                            *x = ByteState::Misc;
+                        }
+                    }
+                    *s = Slot::Bytes(b);
+                }
+            }
+        }
+    }
+
     /// Turns a spilled slot into per-byte states (a scalar's bytes are
     /// `Misc`, or `Zero` for a constant zero; a pointer's become `Misc`).
     fn split(&mut self, i: usize) {

@@ -27,6 +27,13 @@ pub struct Frame {
     /// 64-bit scalar (set by `rX = rY`, cleared when either is written), so
     /// a branch that narrows one narrows the others.
     pub links: [u32; 11],
+    /// Non-zero for a `bpf_loop` callback: an id fresh for each simulated
+    /// call (iteration), so that a state repeating within one iteration is
+    /// an infinite loop while one repeating across iterations is the
+    /// fixpoint of the loop (see `explore.rs`).
+    pub callback: u32,
+    /// For a callback frame: the context argument each iteration gets in `r2`.
+    pub callback_arg: RegValue,
 }
 
 impl Frame {
@@ -40,6 +47,8 @@ impl Frame {
             return_pc,
             entry,
             links: [0; 11],
+            callback: 0,
+            callback_arg: RegValue::NotInit,
         }
     }
 }
@@ -97,6 +106,17 @@ impl State {
             .flat_map(|f| f.regs.iter().chain(f.stack.spills()))
     }
 
+    /// Whether both states are in the same `bpf_loop` callback iterations
+    /// (frame by frame; true when neither runs a callback).
+    pub fn same_activations(&self, other: &State) -> bool {
+        self.frames.len() == other.frames.len()
+            && self
+                .frames
+                .iter()
+                .zip(&other.frames)
+                .all(|(a, b)| a.callback == b.callback)
+    }
+
     /// Whether `self` is subsumed by `old` (see the module doc).
     pub fn le(&self, old: &State) -> bool {
         self.le_live(old, u16::MAX)
@@ -130,7 +150,11 @@ impl State {
         }
         let mut ids = IdMap::default();
         for (fi, (a, b)) in self.frames.iter().zip(&old.frames).enumerate() {
-            if a.return_pc != b.return_pc || a.entry != b.entry {
+            if a.return_pc != b.return_pc
+                || a.entry != b.entry
+                || (a.callback == 0) != (b.callback == 0)
+                || a.callback_arg != b.callback_arg
+            {
                 return false;
             }
             for (r, (x, y)) in a.regs.iter().zip(&b.regs).enumerate() {

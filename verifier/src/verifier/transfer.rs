@@ -17,6 +17,9 @@ use crate::isa::{
     AluOp, AtomicOp, CallTarget, Insn, JmpCond, LdPseudo, Source, Width, MAX_CALL_DEPTH,
 };
 
+/// Most iterations one `bpf_loop` call runs (the kernel's `BPF_MAX_LOOPS`).
+pub const BPF_MAX_LOOPS: u64 = 1 << 23;
+
 /// Where a path goes after one instruction.
 pub(crate) enum Next {
     /// Continue at this slot with this state.
@@ -30,6 +33,15 @@ pub(crate) enum Next {
     },
     /// The main program returned: this path is done.
     Done,
+    /// Two successors that are not a branch's (a `bpf_loop` call: the
+    /// callback and the loop not running it; a callback's exit: the next
+    /// iteration and the return to the caller). The first is explored first.
+    Split {
+        /// Explored first.
+        first: (usize, State),
+        /// Explored later.
+        second: (usize, State),
+    },
 }
 
 /// What a step needs besides the state.
@@ -172,7 +184,11 @@ impl Stepper<'_> {
                         p.off = Scalar::constant(next_imm as u64);
                         p
                     }
-                    LdPseudo::BtfId | LdPseudo::Func => {
+                    LdPseudo::Func => {
+                        let t = insn.branch_target(pc).unwrap_or(0);
+                        Pointer::new(PtrKind::Func { entry: t as u32 })
+                    }
+                    LdPseudo::BtfId => {
                         return Err(Reason::Unsupported {
                             what: "unsupported ld_imm64 pseudo form",
                         })
@@ -340,10 +356,18 @@ impl Stepper<'_> {
                 let target = insn.branch_target(pc).unwrap_or(0) as usize;
                 self.branch(state, width, cond, dst.num(), src, target)
             }
+            Insn::Call(CallTarget::Helper(super::helpers::id::LOOP))
+                if self.env.helpers.get(super::helpers::id::LOOP).is_some() =>
+            {
+                self.bpf_loop(pc, state)
+            }
             Insn::Call(CallTarget::Helper(id)) => self.helper_call(pc, id, state),
             Insn::CallX { reg } => {
                 let v = check::read_reg(&state, reg.num())?;
                 match v.scalar().and_then(|s| s.as_const()) {
+                    Some(id) if id == super::helpers::id::LOOP as u64 => Err(Reason::Unsupported {
+                        what: "bpf_loop must be called directly, not through callx",
+                    }),
                     Some(id) if id <= i32::MAX as u64 => self.helper_call(pc, id as i32, state),
                     _ => Err(Reason::Unsupported {
                         what: "callx needs a register holding a known helper id",
@@ -385,6 +409,19 @@ impl Stepper<'_> {
             }
             return Ok(Next::Done);
         }
+        let callback = state.cur().callback != 0;
+        if callback {
+            // bpf_loop stops on 1 and goes on on 0; nothing else is defined.
+            let RegValue::Scalar(v) = r0 else {
+                return Err(Reason::PointerReturn);
+            };
+            if v.smin() < 0 || v.smax() > 1 {
+                return Err(Reason::CallbackReturn {
+                    smin: v.smin(),
+                    smax: v.smax(),
+                });
+            }
+        }
         let dying = (state.frames.len() - 1) as u8;
         let points_into_dying = |v: &RegValue| matches!(v, RegValue::Ptr(p) if p.kind == PtrKind::Stack { frame: dying });
         if points_into_dying(&r0) {
@@ -401,7 +438,135 @@ impl Stepper<'_> {
         for r in 0..=5 {
             state.cur_mut().links[r] = 0;
         }
-        Ok(Next::Goto(callee.return_pc, state))
+        if !callback {
+            return Ok(Next::Goto(callee.return_pc, state));
+        }
+        // The loop may run the callback again, on the state this iteration
+        // left, or return (r0: iterations done or an error).
+        state.set_reg(0, RegValue::NotInit);
+        let again = self.enter_callback(
+            state.clone(),
+            callee.entry,
+            callee.return_pc,
+            callee.callback_arg,
+        );
+        state.set_reg(0, RegValue::UNKNOWN);
+        Ok(Next::Split {
+            first: (callee.entry, again),
+            second: (callee.return_pc, state),
+        })
+    }
+
+    /// `state` with a fresh callback frame for one `bpf_loop` iteration
+    /// pushed: `r1` = the index, `r2` = the context argument.
+    fn enter_callback(
+        &mut self,
+        mut state: State,
+        entry: usize,
+        return_pc: usize,
+        arg: RegValue,
+    ) -> State {
+        let mut f = Frame::new(state.frames.len() as u8, entry, return_pc);
+        f.callback = fresh(self.next_id);
+        f.callback_arg = arg;
+        f.regs[1] = RegValue::Scalar(Scalar::urange(0, BPF_MAX_LOOPS - 1));
+        f.regs[2] = arg;
+        state.frames.push(f);
+        state
+    }
+
+    /// `bpf_loop(nr_loops, callback, ctx, flags)`: checks the arguments,
+    /// then goes on two ways: into the callback (whose exit loops back, see
+    /// [`Stepper::exit`]) and past the call without running it (zero
+    /// iterations, or an error return).
+    ///
+    /// The callback is verified as a function of its own frame with `r1` a
+    /// scalar index and `r2` the context argument, for any number of
+    /// iterations: each exit re-enters it with the state the iteration left,
+    /// and the exploration stops where an iteration's entry state is
+    /// subsumed by an earlier one's (the fixpoint). To get there quickly,
+    /// the scalars of the frame the context points into are widened to
+    /// unknown before the first iteration.
+    fn bpf_loop(&mut self, pc: usize, mut state: State) -> Result<Next, Reason> {
+        let nr = check::read_reg(&state, 1)?;
+        if nr.scalar().is_none() {
+            return Err(Reason::HelperArgType {
+                reg: 1,
+                expected: "scalar",
+                found: nr.type_name(),
+            });
+        }
+        let func = check::read_reg(&state, 2)?;
+        let entry = match func {
+            RegValue::Ptr(Pointer {
+                kind: PtrKind::Func { entry },
+                off,
+                ..
+            }) if off.as_const() == Some(0) => entry as usize,
+            _ => {
+                return Err(Reason::HelperArgType {
+                    reg: 2,
+                    expected: "func",
+                    found: func.type_name(),
+                })
+            }
+        };
+        let arg = check::read_reg(&state, 3)?;
+        let ctx_frame = match arg {
+            RegValue::Ptr(Pointer {
+                kind: PtrKind::Stack { frame },
+                ..
+            }) => Some(frame as usize),
+            RegValue::Ptr(Pointer {
+                kind: PtrKind::MapValue { .. },
+                ..
+            }) => None,
+            RegValue::Scalar(s) if s.as_const() == Some(0) => None,
+            _ => {
+                return Err(Reason::HelperArgType {
+                    reg: 3,
+                    expected: "fp, map_value or null",
+                    found: arg.type_name(),
+                })
+            }
+        };
+        let flags = check::read_reg(&state, 4)?;
+        match flags {
+            RegValue::Scalar(s) => {
+                if let Some(v) = s.as_const().filter(|&v| v != 0) {
+                    return Err(Reason::InvalidFlags { reg: 4, value: v });
+                }
+            }
+            _ => {
+                return Err(Reason::HelperArgType {
+                    reg: 4,
+                    expected: "scalar",
+                    found: flags.type_name(),
+                })
+            }
+        }
+        if state.frames.len() >= MAX_CALL_DEPTH {
+            return Err(Reason::CallTooDeep {
+                frames: state.frames.len() + 1,
+            });
+        }
+        self.facts.helpers.insert(super::helpers::id::LOOP);
+        let caller = self.cfg.subprog_of(state.cur().entry);
+        let callee = self.cfg.subprog_of(entry);
+        self.facts.callbacks.insert((caller, pc, callee));
+        for r in 0..=5 {
+            state.set_reg(r, RegValue::NotInit);
+        }
+        let mut into = state.clone();
+        if let Some(f) = ctx_frame {
+            into.frames[f].stack.widen_scalars();
+        }
+        let into = self.enter_callback(into, entry, pc + 1, arg);
+        state.set_reg(0, RegValue::UNKNOWN);
+        Ok(Next::Split {
+            first: (entry, into),
+            second: (pc + 1, state),
+        })
     }
 
     fn alu(
@@ -516,7 +681,10 @@ impl Stepper<'_> {
                         y.as_const() == Some(0) && matches!(cond, JmpCond::Eq | JmpCond::Ne)
                     }
                     (RegValue::Ptr(p), RegValue::Ptr(q)) => {
-                        p.kind == q.kind && !p.kind.maybe_null()
+                        // Code addresses differ between engines: no order.
+                        p.kind == q.kind
+                            && !p.kind.maybe_null()
+                            && !matches!(p.kind, PtrKind::Func { .. })
                     }
                     _ => false,
                 };
@@ -856,7 +1024,7 @@ fn never_null(p: &Pointer) -> bool {
 fn same_region(a: PtrKind, b: PtrKind) -> bool {
     match (a, b) {
         (PtrKind::Stack { frame: x }, PtrKind::Stack { frame: y }) => x == y,
-        _ => a == b && !a.maybe_null() && !matches!(a, PtrKind::Map { .. }),
+        _ => a == b && !a.maybe_null() && !matches!(a, PtrKind::Map { .. } | PtrKind::Func { .. }),
     }
 }
 
@@ -873,7 +1041,7 @@ fn pointer_arith_allowed(reg: u8, p: Pointer, width: Width, op: AluOp) -> Result
             what: format!("pointer arithmetic with {} operator", op_name(op)),
         });
     }
-    if p.kind.maybe_null() || matches!(p.kind, PtrKind::Map { .. }) {
+    if p.kind.maybe_null() || matches!(p.kind, PtrKind::Map { .. } | PtrKind::Func { .. }) {
         return Err(Reason::PointerArith {
             reg,
             what: format!("pointer arithmetic on {}", p.kind.name()),

@@ -43,6 +43,8 @@ pub(crate) struct Facts {
     pub helpers: BTreeSet<i32>,
     /// Instructions reached.
     pub visited: Vec<bool>,
+    /// `bpf_loop` calls: (subprog making the call, call pc, callback subprog).
+    pub callbacks: BTreeSet<(usize, usize, usize)>,
 }
 
 impl Facts {
@@ -53,6 +55,7 @@ impl Facts {
             stack_depth: vec![0; subprogs],
             helpers: BTreeSet::new(),
             visited: vec![false; len],
+            callbacks: BTreeSet::new(),
         }
     }
 
