@@ -11,9 +11,13 @@
 //! the agent detaches its probes (so its own work is not counted) and sends
 //! each program's hit count.
 //!
-//! Programs pkbpf cannot attach from here (syscall tracepoints, embedded
-//! programs, a bare `uprobe` section without a target) are reported as
-//! skipped, never ignored silently.
+//! Syscall tracepoint programs (`tracepoint/syscalls/...`,
+//! `raw_tracepoint/sys_{enter,exit}`) run on the target's system calls
+//! from the end of the constructor on (Syscall User Dispatch, see
+//! `pkbpf_hooks::syscall`; the agent's own calls are never traced).
+//! Programs pkbpf cannot attach from here (embedded programs, a bare
+//! `uprobe` section without a target) are reported as skipped, never
+//! ignored silently.
 //!
 //! `fork`: the child sends its own `hello` with its own pid (probes stay in
 //! the child's copy of the code and count under the child's pid) and shares
@@ -21,7 +25,13 @@
 //! socket, so the new image loads the object afresh (its own maps) and
 //! reports under the same pid.
 //!
-//! Without `PKBPF_AGENT_FD` in the environment the agent does nothing.
+//! Without `PKBPF_AGENT_FD` in the environment the constructor does
+//! nothing. `pkbpf attach PID` loads the library into a running process
+//! with an injected `dlopen` (so the constructor finds no environment) and
+//! then calls [`pkbpf_agent_attach`] with the session's description: the
+//! agent connects to the loader's socket itself and starts as above. After
+//! an `exec`, such a process runs without the agent (nothing in its
+//! environment names it).
 #![deny(missing_docs)]
 
 use std::os::fd::{AsFd, BorrowedFd, RawFd};
@@ -30,12 +40,16 @@ use std::time::Duration;
 
 use pkbpf::maps::{MapType, PerfConsumer, RingBufConsumer};
 use pkbpf::object::ProgramKind;
-use pkbpf::runtime::{AttachPoint, LoadedObject, Runtime, RuntimeError, Sandbox, UprobeLink};
+use pkbpf::runtime::{
+    AttachPoint, LoadedObject, Runtime, RuntimeError, Sandbox, SyscallLink, UprobeLink,
+};
 use pkbpf::session::{self, Message};
 
 /// What the constructor set up, for the exit handler and the fork handler.
 struct Agent {
     fd: RawFd,
+    /// Only attach this program (`PKBPF_PROG`; absent: all).
+    prog: Option<String>,
     /// The process that loaded the object.
     pid: u32,
     links: Mutex<Vec<UprobeLink>>,
@@ -49,6 +63,23 @@ enum Consumer {
 }
 
 static AGENT: OnceLock<Agent> = OnceLock::new();
+
+/// How many `error` messages this process sent (for [`pkbpf_agent_attach`]'s
+/// answer).
+static ERRORS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// What the agent starts with: from the environment (`LD_PRELOAD` start)
+/// or from a session description ([`pkbpf_agent_attach`]).
+struct Config {
+    /// The socket to the loader.
+    fd: RawFd,
+    /// The object file.
+    object: Option<std::ffi::OsString>,
+    /// The sandbox mode, as spelled in the environment.
+    sandbox: Option<String>,
+    /// Only attach this program.
+    prog: Option<String>,
+}
 
 fn pid() -> u32 {
     std::process::id()
@@ -67,6 +98,9 @@ fn send(fd: RawFd, m: &Message) {
 }
 
 fn send_fd(fd: RawFd, m: &Message, with: Option<BorrowedFd<'_>>) {
+    if matches!(m, Message::Error { .. }) {
+        ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     // SAFETY: `fd` is the socket the loader passed, open for the life of
     // the process (the agent never closes it); a stale number only makes
     // the send fail.
@@ -90,12 +124,12 @@ fn describe(e: &RuntimeError) -> String {
     s
 }
 
-fn sandbox_from_env() -> Result<Sandbox, String> {
-    match std::env::var(session::ENV_SANDBOX).as_deref() {
-        Err(_) | Ok("auto") => Ok(Sandbox::Auto),
-        Ok("mpk") => Ok(Sandbox::Mpk),
-        Ok("none") => Ok(Sandbox::None),
-        Ok(other) => Err(format!(
+fn sandbox_from(mode: Option<&str>) -> Result<Sandbox, String> {
+    match mode {
+        None | Some("auto") => Ok(Sandbox::Auto),
+        Some("mpk") => Ok(Sandbox::Mpk),
+        Some("none") => Ok(Sandbox::None),
+        Some(other) => Err(format!(
             "{}={other:?}: expected auto, mpk or none",
             session::ENV_SANDBOX
         )),
@@ -113,6 +147,57 @@ extern "C" fn agent_init() {
     else {
         return;
     };
+    start(Config {
+        fd,
+        object: std::env::var_os(session::ENV_OBJECT),
+        sandbox: std::env::var(session::ENV_SANDBOX).ok(),
+        prog: std::env::var(session::ENV_PROG).ok(),
+    });
+}
+
+/// Starts the agent with `desc`, a session description
+/// (`pkbpf::session::SessionInfo`'s text): connects to the loader's socket
+/// named there and loads and attaches the object as the constructor does
+/// for a preloaded start. Called by `pkbpf attach` through ptrace after it
+/// has `dlopen`ed this library into the process. Returns 0 when everything
+/// attached, 1 when errors were reported to the loader, -1 for a bad
+/// description, -2 when the loader cannot be reached, -3 when the agent
+/// already runs in this process.
+///
+/// # Safety
+///
+/// `desc` must be null or point to a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn pkbpf_agent_attach(desc: *const std::ffi::c_char) -> std::ffi::c_int {
+    if desc.is_null() {
+        return -1;
+    }
+    if AGENT.get().is_some() {
+        return -3;
+    }
+    // SAFETY: the caller passes a NUL-terminated string.
+    let text = unsafe { std::ffi::CStr::from_ptr(desc) }.to_string_lossy();
+    let Ok(info) = session::SessionInfo::decode(&text) else {
+        return -1;
+    };
+    let Ok(sock) = session::connect(&info.socket) else {
+        return -2;
+    };
+    // The socket stays open for the life of the process, as an inherited
+    // one does.
+    let fd = std::os::fd::IntoRawFd::into_raw_fd(sock);
+    start(Config {
+        fd,
+        object: Some(info.object.into_os_string()),
+        sandbox: Some(info.sandbox),
+        prog: info.prog,
+    })
+}
+
+/// Says hello, loads the object, attaches; the answer of
+/// [`pkbpf_agent_attach`].
+fn start(cfg: Config) -> std::ffi::c_int {
+    let fd = cfg.fd;
     let me = pid();
     send(
         fd,
@@ -123,7 +208,7 @@ extern "C" fn agent_init() {
         },
     );
     let fail = |text: String| send(fd, &Message::Error { pid: me, text });
-    let obj = match load(fd) {
+    let obj = match load(&cfg) {
         Ok(obj) => Some(obj),
         Err(text) => {
             fail(text);
@@ -132,21 +217,23 @@ extern "C" fn agent_init() {
     };
     let agent = Agent {
         fd,
+        prog: cfg.prog.clone(),
         pid: me,
         links: Mutex::new(Vec::new()),
         rings: Mutex::new(Vec::new()),
     };
     if AGENT.set(agent).is_err() {
-        return;
+        return -3;
     }
     // SAFETY: both handlers are plain `extern "C"` functions of this
-    // library, which is never unloaded (LD_PRELOAD).
+    // library, which is never unloaded (LD_PRELOAD, or a dlopen that is
+    // never closed).
     unsafe {
         libc::pthread_atfork(None, None, Some(after_fork_child));
         libc::atexit(agent_exit);
     }
     if let Some(obj) = obj {
-        let Some(agent) = AGENT.get() else { return };
+        let Some(agent) = AGENT.get() else { return -3 };
         // The loader dumps the maps from the region after this process
         // ends, however it ends.
         send_fd(
@@ -157,12 +244,20 @@ extern "C" fn agent_init() {
         start_rings(agent, &obj);
         attach_all(agent, &obj);
     }
+    if ERRORS.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        0
+    } else {
+        1
+    }
 }
 
-fn load(fd: RawFd) -> Result<Arc<LoadedObject>, String> {
-    let path = std::env::var_os(session::ENV_OBJECT)
+fn load(cfg: &Config) -> Result<Arc<LoadedObject>, String> {
+    let fd = cfg.fd;
+    let path = cfg
+        .object
+        .clone()
         .ok_or_else(|| format!("{} is not set", session::ENV_OBJECT))?;
-    let sandbox = sandbox_from_env()?;
+    let sandbox = sandbox_from(cfg.sandbox.as_deref())?;
     let rt = Runtime::builder()
         .sandbox(sandbox)
         .printk(move |line: &str| {
@@ -272,7 +367,7 @@ fn drain_rings(agent: &Agent) {
 }
 
 fn attach_all(agent: &Agent, obj: &Arc<LoadedObject>) {
-    let filter = std::env::var(session::ENV_PROG).ok();
+    let filter = agent.prog.clone();
     if let Some(f) = &filter {
         if obj.program(f).is_err() {
             send(
@@ -310,16 +405,8 @@ fn attach_all(agent: &Agent, obj: &Arc<LoadedObject>) {
                 continue;
             }
             ProgramKind::Uprobe { .. } | ProgramKind::Uretprobe { .. } => {}
-            ProgramKind::Tracepoint { category, name: tp } => {
-                skip(format!(
-                    "tracepoint {category}/{tp}: syscall tracepoints are not supported by pkbpf run yet"
-                ));
-                continue;
-            }
-            ProgramKind::RawTracepoint { name: tp } => {
-                skip(format!(
-                    "raw_tracepoint {tp}: syscall tracepoints are not supported by pkbpf run yet"
-                ));
+            ProgramKind::Tracepoint { .. } | ProgramKind::RawTracepoint { .. } => {
+                attach_syscall(agent, obj, &name, &kind);
                 continue;
             }
             ProgramKind::Embedded => {
@@ -351,9 +438,48 @@ fn attach_all(agent: &Agent, obj: &Arc<LoadedObject>) {
             ),
         }
     }
+    if SYSCALL_LINKS.lock().is_ok_and(|l| !l.is_empty()) {
+        // From here on this thread's system calls are the application's.
+        pkbpf::runtime::trace_current_thread(true);
+    }
+}
+
+/// The attached syscall tracepoint programs (reported and detached at exit).
+static SYSCALL_LINKS: Mutex<Vec<SyscallLink>> = Mutex::new(Vec::new());
+
+/// Attaches a `tracepoint/syscalls/...` or `raw_tracepoint/sys_{enter,exit}`
+/// program to the process's system calls (Syscall User Dispatch; see
+/// `pkbpf_hooks::syscall`). The thread running the agent is traced from the
+/// end of [`attach_all`]; threads the application creates afterwards are
+/// traced too.
+fn attach_syscall(agent: &Agent, obj: &Arc<LoadedObject>, name: &str, kind: &ProgramKind) {
+    match obj.attach_syscall(name) {
+        Ok(link) => {
+            send(
+                agent.fd,
+                &Message::Attached {
+                    pid: agent.pid,
+                    prog: name.to_string(),
+                    kind: kind.name().to_string(),
+                    addr: 0,
+                },
+            );
+            if let Ok(mut l) = SYSCALL_LINKS.lock() {
+                l.push(link);
+            }
+        }
+        Err(e) => send(
+            agent.fd,
+            &Message::Error {
+                pid: agent.pid,
+                text: describe(&e),
+            },
+        ),
+    }
 }
 
 extern "C" fn after_fork_child() {
+    let _untraced = pkbpf::runtime::Untraced::new();
     if let Some(agent) = AGENT.get() {
         send(
             agent.fd,
@@ -367,6 +493,8 @@ extern "C" fn after_fork_child() {
 }
 
 extern "C" fn agent_exit() {
+    // The agent's own system calls from here on are not the application's.
+    let _untraced = pkbpf::runtime::Untraced::new();
     let Some(agent) = AGENT.get() else { return };
     let me = pid();
     if me != agent.pid {
@@ -391,6 +519,23 @@ extern "C" fn agent_exit() {
                 },
             );
         }
+        send(
+            agent.fd,
+            &Message::Hits {
+                pid: me,
+                prog,
+                hits,
+                errors,
+            },
+        );
+    }
+    let syscall_links = SYSCALL_LINKS
+        .lock()
+        .map(|mut l| std::mem::take(&mut *l))
+        .unwrap_or_default();
+    for link in syscall_links {
+        let (prog, hits, errors) = (link.program().to_string(), link.hits(), link.errors());
+        link.detach();
         send(
             agent.fd,
             &Message::Hits {

@@ -198,6 +198,16 @@ pub enum HookError {
         #[source]
         source: std::io::Error,
     },
+    /// A `sys_enter_NAME` / `sys_exit_NAME` tracepoint names no x86-64 system call.
+    #[error("no system call named `{name}`")]
+    UnknownSyscall {
+        /// The name after `sys_enter_` / `sys_exit_`.
+        name: String,
+    },
+    /// The kernel has no Syscall User Dispatch (Linux 5.11+,
+    /// `CONFIG_SYSCALL_USER_DISPATCH`), so system calls cannot be traced.
+    #[error("syscall tracing needs Syscall User Dispatch (Linux 5.11+), which this kernel lacks")]
+    NoSyscallDispatch,
     /// The site already has the maximum number of handlers of that kind.
     #[error("probe site {addr:#x} already has {max} handlers of this kind")]
     TooManyHandlers {

@@ -200,6 +200,9 @@ fn run_on_frame(
     frame: &mut HookFrame,
     stats: &HitStats,
 ) {
+    // The program's helpers make system calls (printk, ring buffer
+    // wake-ups): never traced by syscall tracepoint programs.
+    let _untraced = pkbpf_hooks::syscall::Untraced::new();
     let Ok(prog) = obj.program(name) else {
         stats.errors.fetch_add(1, Ordering::Relaxed);
         return;

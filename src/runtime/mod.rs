@@ -30,8 +30,34 @@
 //! enter T. [`Runtime::isolation`] reports the keys. Without PKU,
 //! [`Sandbox::Mpk`] fails with the sandbox's error naming what is missing,
 //! and [`Sandbox::Auto`] runs the same paths with no keys and no `WRPKRU`.
+//!
+//! # Hardening
+//!
+//! In mpk mode [`RuntimeBuilder::build`] also hardens the process once its
+//! own initialisation is done ([`Harden`], default [`Harden::Auto`]): a
+//! seccomp filter on every thread that refuses the known PKU escapes
+//! (`pkey_free`, `pkey_alloc`/`pkey_mprotect` except from the sandbox's own
+//! call site, `process_vm_readv`/`writev`, `ptrace`, `io_uring_setup`, and
+//! `mprotect`/`munmap`/`madvise`/`mremap`/`MAP_FIXED` over protected
+//! ranges), and a Landlock layer refusing writes under `/proc` (the
+//! `/proc/self/mem` bypass). Every object loaded afterwards adds its
+//! mappings (map region, JIT code, entry gate) to the protected ranges and
+//! seals them with `mseal` where the kernel has it. Protected ranges stay
+//! protected for the life of the process, against the runtime too: a dropped
+//! object's mappings are kept reserved, not unmapped (at most one object per
+//! protection key, so at most 15, ever). See `pkbpf_sandbox::harden` for
+//! the reasoning. Hosts that must keep `mprotect`, `ptrace` & co. over their
+//! own memory or write under `/proc` opt out with [`Harden::Off`] or
+//! [`RuntimeBuilder::harden_proc_writes`].
+//!
+//! # Time budgets
+//!
+//! [`Program::call_with_budget`] bounds one call's wall time: an extension
+//! still running when the budget is spent is aborted (in its JIT code, never
+//! inside a helper) and the call returns [`CallError::Timeout`].
 
 mod attach;
+mod syscall;
 pub(crate) mod domain;
 mod object;
 
@@ -40,6 +66,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 pub use attach::{AttachPoint, UprobeLink};
+pub use syscall::{trace_current_thread, SyscallLink, Untraced};
 pub use object::{LoadedObject, Program};
 pub use pkbpf_sandbox::{Sandbox, SandboxMode};
 pub use pkbpf_verifier::verifier::helpers::{ArgType, HelperProto, RetType};
@@ -48,6 +75,22 @@ pub use crate::helpers::{HelperArgs, HookCtx, HostHelperError, PrintkSink};
 use crate::helpers::{HostFn, MAX_HOST_HELPERS};
 use crate::object::{Object, ObjectError, ProgramDef, ProgramKind};
 use pkbpf_verifier::{CtxDesc, ProgramEnv};
+
+/// When [`RuntimeBuilder::build`] hardens the process (see the module docs'
+/// "Hardening"). Hardening is process-wide and irreversible; the first
+/// runtime that applies it decides what it includes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Harden {
+    /// Harden when the sandbox mode is mpk (the default): without keys
+    /// there is nothing for the filter to protect.
+    #[default]
+    Auto,
+    /// Harden in every mode (the syscall restrictions without keys).
+    Always,
+    /// Never: for hosts that must keep `mprotect`, `munmap`, `ptrace`,
+    /// `process_vm_*` or `io_uring` over their own memory.
+    Off,
+}
 
 /// Which engine runs programs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -181,6 +224,13 @@ pub enum RuntimeError {
         /// The OS error.
         #[source]
         source: std::io::Error,
+    },
+    /// Hardening the process (seccomp filter, protected ranges) failed.
+    #[error("hardening the process failed")]
+    Harden {
+        /// The sandbox's error.
+        #[source]
+        source: pkbpf_sandbox::SandboxError,
     },
     /// The object could not be parsed.
     #[error("parsing the object failed")]
@@ -330,6 +380,25 @@ pub enum CallError {
         /// The fault.
         fault: pkbpf_sandbox::Fault,
     },
+    /// The call ran past its time budget and was aborted
+    /// ([`Program::call_with_budget`]); the program's maps stay consistent
+    /// and the thread is back in the caller's domain.
+    #[error("program {program}: time budget of {budget:?} exhausted")]
+    Timeout {
+        /// The program.
+        program: String,
+        /// The budget it was given.
+        budget: std::time::Duration,
+    },
+    /// The budget's timer could not be started.
+    #[error("program {program}: starting the time budget failed")]
+    Budget {
+        /// The program.
+        program: String,
+        /// The sandbox's error.
+        #[source]
+        source: pkbpf_sandbox::SandboxError,
+    },
     /// The interpreter stopped with an error.
     #[error("program {program}: interpreter stopped")]
     Interp {
@@ -368,6 +437,8 @@ pub struct RuntimeBuilder {
     host: Vec<HostHelper>,
     printk: Option<PrintkSink>,
     too_many: bool,
+    harden: Harden,
+    proc_writes: bool,
 }
 
 impl std::fmt::Debug for RuntimeBuilder {
@@ -375,6 +446,7 @@ impl std::fmt::Debug for RuntimeBuilder {
         f.debug_struct("RuntimeBuilder")
             .field("sandbox", &self.sandbox)
             .field("engine", &self.engine)
+            .field("harden", &self.harden)
             .field("embedded_ctx", &self.embedded_ctx)
             .field(
                 "host_helpers",
@@ -394,6 +466,23 @@ impl RuntimeBuilder {
     /// The engine (default the JIT).
     pub fn engine(mut self, engine: Engine) -> Self {
         self.engine = engine;
+        self
+    }
+
+    /// When to harden the process (default [`Harden::Auto`]: in mpk mode).
+    /// [`Harden::Off`] keeps every system call available, for hosts that
+    /// must `mprotect`/`munmap`/`ptrace` freely; their extensions then stay
+    /// isolated from each other, but not from a compromised host.
+    pub fn harden(mut self, harden: Harden) -> Self {
+        self.harden = harden;
+        self
+    }
+
+    /// Whether hardening also refuses writes under `/proc` with Landlock
+    /// (default true: it closes the `/proc/self/mem` bypass). Turn it off
+    /// for hosts that write `/proc/self/...` files after start-up.
+    pub fn harden_proc_writes(mut self, deny: bool) -> Self {
+        self.proc_writes = deny;
         self
     }
 
@@ -474,6 +563,17 @@ impl RuntimeBuilder {
             }
             SandboxMode::None { .. } => None,
         };
+        let harden = match (self.harden, mode) {
+            (Harden::Off, _) | (Harden::Auto, SandboxMode::None { .. }) => false,
+            (Harden::Always, _) | (Harden::Auto, SandboxMode::Mpk) => true,
+        };
+        if harden {
+            let opts = pkbpf_sandbox::harden::HardenOptions {
+                proc_writes: self.proc_writes,
+            };
+            pkbpf_sandbox::harden::harden_process(opts)
+                .map_err(|source| RuntimeError::Harden { source })?;
+        }
         Ok(Runtime {
             mode,
             runtime_key,
@@ -520,7 +620,15 @@ impl Runtime {
             host: Vec::new(),
             printk: None,
             too_many: false,
+            harden: Harden::Auto,
+            proc_writes: true,
         }
+    }
+
+    /// The process's hardening (see [`Harden`]), `None` when no runtime
+    /// (or other caller of `pkbpf_sandbox::harden`) hardened it.
+    pub fn hardening(&self) -> Option<pkbpf_sandbox::harden::HardenReport> {
+        pkbpf_sandbox::harden::report()
     }
 
     /// The engine programs run on.

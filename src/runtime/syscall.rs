@@ -1,0 +1,268 @@
+//! Attaching syscall tracepoint programs in this process.
+//!
+//! `tracepoint/syscalls/sys_enter_NAME` and `sys_exit_NAME` programs, and
+//! `raw_tracepoint/sys_enter` / `sys_exit`, run on the system calls of this
+//! process's traced threads (see [`pkbpf_hooks::syscall`] for which threads
+//! those are and how the calls are caught). The contexts are the kernel's:
+//!
+//! | program | context |
+//! |---|---|
+//! | `sys_enter_NAME` | `struct trace_event_raw_sys_enter`: the 8-byte common header (`common_type` 0, `common_pid` the thread id), `int __syscall_nr` at 8, `unsigned long args[6]` at 16 (64 bytes) |
+//! | `sys_exit_NAME` | `struct trace_event_raw_sys_exit`: header, `__syscall_nr` at 8, `long ret` at 16 (24 bytes) |
+//! | raw `sys_enter` | `u64 args[2]`: a `struct pt_regs *` (read it with `bpf_probe_read`) and the number |
+//! | raw `sys_exit` | `u64 args[2]`: the `struct pt_regs *` and the return value |
+//!
+//! Enter programs run before the kernel runs the call, exit programs after
+//! it returned (none for `exit`/`exit_group`, and none in a new thread for
+//! its `clone`). Programs run with the thread untraced: their helpers'
+//! system calls are not seen.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+
+use pkbpf_hooks::syscall::{self, SyscallFrame, SyscallHandler, SyscallPhase};
+use pkbpf_hooks::HookError;
+
+pub use pkbpf_hooks::syscall::{trace_current_thread, Untraced};
+
+use super::{LoadedObject, RuntimeError};
+use crate::helpers::HookCtx;
+use crate::object::ProgramKind;
+
+/// What a syscall program is attached to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Site {
+    /// `sys_enter_NAME` (number) or raw `sys_enter` (`None`: every call).
+    Enter(Option<u64>),
+    /// `sys_exit_NAME` or raw `sys_exit`.
+    Exit(Option<u64>),
+}
+
+struct Entry {
+    id: u64,
+    obj: Arc<LoadedObject>,
+    index: usize,
+    site: Site,
+    raw: bool,
+    stats: Arc<Stats>,
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    hits: AtomicU64,
+    errors: AtomicU64,
+}
+
+static REGISTRY: RwLock<Vec<Entry>> = RwLock::new(Vec::new());
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
+
+/// An attached syscall tracepoint program. Dropping it detaches.
+#[derive(Debug)]
+pub struct SyscallLink {
+    id: u64,
+    program: String,
+    tracepoint: String,
+    stats: Arc<Stats>,
+}
+
+impl SyscallLink {
+    /// The program's name.
+    pub fn program(&self) -> &str {
+        &self.program
+    }
+
+    /// The tracepoint: `syscalls/sys_enter_openat`, `sys_enter`, ...
+    pub fn tracepoint(&self) -> &str {
+        &self.tracepoint
+    }
+
+    /// Runs of the program that returned normally.
+    pub fn hits(&self) -> u64 {
+        self.stats.hits.load(Ordering::Relaxed)
+    }
+
+    /// Runs that ended in an error (a fault, an aborting helper); the
+    /// system call ran normally each time.
+    pub fn errors(&self) -> u64 {
+        self.stats.errors.load(Ordering::Relaxed)
+    }
+
+    /// Detaches the program (the same as dropping the link).
+    pub fn detach(self) {}
+}
+
+impl Drop for SyscallLink {
+    fn drop(&mut self) {
+        let _untraced = syscall::Untraced::new();
+        if let Ok(mut reg) = REGISTRY.write() {
+            reg.retain(|e| e.id != self.id);
+        }
+    }
+}
+
+/// Where a syscall program attaches, from its kind.
+fn site_of(program: &str, kind: &ProgramKind) -> Result<(Site, bool, String), RuntimeError> {
+    let bad = |kind: String| RuntimeError::NotAttachable {
+        program: program.to_string(),
+        kind,
+        wanted: "syscall tracepoint",
+    };
+    let by_name = |name: &str| -> Result<u64, RuntimeError> {
+        syscall::syscall_nr(name)
+            .map(u64::from)
+            .ok_or_else(|| RuntimeError::Attach {
+                program: program.to_string(),
+                source: HookError::UnknownSyscall {
+                    name: name.to_string(),
+                },
+            })
+    };
+    match kind {
+        ProgramKind::Tracepoint { category, name } if category == "syscalls" => {
+            let tp = format!("{category}/{name}");
+            if let Some(call) = name.strip_prefix("sys_enter_") {
+                Ok((Site::Enter(Some(by_name(call)?)), false, tp))
+            } else if let Some(call) = name.strip_prefix("sys_exit_") {
+                Ok((Site::Exit(Some(by_name(call)?)), false, tp))
+            } else {
+                Err(bad(format!("tracepoint {tp}")))
+            }
+        }
+        ProgramKind::RawTracepoint { name } if name == "sys_enter" => {
+            Ok((Site::Enter(None), true, name.clone()))
+        }
+        ProgramKind::RawTracepoint { name } if name == "sys_exit" => {
+            Ok((Site::Exit(None), true, name.clone()))
+        }
+        other => Err(bad(format!("{} {}", other.name(), other.target_string()))),
+    }
+}
+
+fn install_once() -> Result<(), RuntimeError> {
+    let r = INSTALLED.get_or_init(|| {
+        if !syscall::is_supported() {
+            return Err(String::new());
+        }
+        syscall::install(SyscallHandler::from_fn(on_syscall)).map_err(|e| e.to_string())
+    });
+    match r {
+        Ok(()) => Ok(()),
+        Err(_) => Err(RuntimeError::Attach {
+            program: String::new(),
+            source: HookError::NoSyscallDispatch,
+        }),
+    }
+}
+
+impl LoadedObject {
+    /// Attaches a `tracepoint/syscalls/sys_{enter,exit}_NAME` or
+    /// `raw_tracepoint/sys_{enter,exit}` program to this process's system
+    /// calls. The first attach turns on Syscall User Dispatch for the
+    /// calling thread (untraced until
+    /// [`pkbpf_hooks::syscall::trace_current_thread`]`(true)`); threads it
+    /// then creates are traced.
+    #[doc(alias = "bpf_program__attach_tracepoint")]
+    #[doc(alias = "bpf_program__attach_raw_tracepoint")]
+    pub fn attach_syscall(self: &Arc<Self>, program: &str) -> Result<SyscallLink, RuntimeError> {
+        let prog = self.program(program)?;
+        let (site, raw, tracepoint) = site_of(program, prog.kind())?;
+        let index = self
+            .programs()
+            .position(|p| p.name() == program)
+            .ok_or_else(|| RuntimeError::NoSuchProgram {
+                name: program.to_string(),
+            })?;
+        install_once().map_err(|e| match e {
+            RuntimeError::Attach { source, .. } => RuntimeError::Attach {
+                program: program.to_string(),
+                source,
+            },
+            e => e,
+        })?;
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let stats = Arc::new(Stats::default());
+        let entry = Entry {
+            id,
+            obj: Arc::clone(self),
+            index,
+            site,
+            raw,
+            stats: Arc::clone(&stats),
+        };
+        {
+            let _untraced = syscall::Untraced::new();
+            REGISTRY
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(entry);
+        }
+        Ok(SyscallLink {
+            id,
+            program: program.to_string(),
+            tracepoint,
+            stats,
+        })
+    }
+}
+
+/// The handler: every matching program on this call.
+fn on_syscall(frame: &mut SyscallFrame, phase: SyscallPhase) {
+    let Ok(reg) = REGISTRY.read() else { return };
+    for e in reg.iter() {
+        let wanted = match (e.site, phase) {
+            (Site::Enter(nr), SyscallPhase::Enter) | (Site::Exit(nr), SyscallPhase::Exit) => nr,
+            _ => continue,
+        };
+        if wanted.is_some_and(|n| n != frame.nr) {
+            continue;
+        }
+        run_one(e, frame, phase);
+    }
+}
+
+fn run_one(e: &Entry, frame: &mut SyscallFrame, phase: SyscallPhase) {
+    let Some(prog) = e.obj.programs().nth(e.index) else {
+        return;
+    };
+    let mut hook = HookCtx {
+        func_ip: frame.regs.ip,
+        override_return: None,
+    };
+    let mut enter = [0u8; 64];
+    let mut exit = [0u8; 24];
+    let mut raw = [0u8; 16];
+    let ctx: &mut [u8] = if e.raw {
+        let regs = &frame.regs as *const _ as u64;
+        let second = match phase {
+            SyscallPhase::Enter => frame.nr,
+            SyscallPhase::Exit => frame.ret as u64,
+        };
+        raw[..8].copy_from_slice(&regs.to_ne_bytes());
+        raw[8..].copy_from_slice(&second.to_ne_bytes());
+        &mut raw
+    } else {
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        let ret = [frame.ret as u64];
+        let (buf, tail): (&mut [u8], &[u64]) = match phase {
+            SyscallPhase::Enter => (&mut enter, &frame.args),
+            SyscallPhase::Exit => (&mut exit, &ret),
+        };
+        // struct trace_entry: u16 type, u8 flags, u8 preempt_count, i32 pid.
+        buf[4..8].copy_from_slice(&tid.to_ne_bytes());
+        buf[8..12].copy_from_slice(&(frame.nr as i32).to_ne_bytes());
+        for (i, v) in tail.iter().enumerate() {
+            buf[16 + 8 * i..24 + 8 * i].copy_from_slice(&v.to_ne_bytes());
+        }
+        buf
+    };
+    match prog.call_hooked(ctx, &mut hook) {
+        Ok(_) => {
+            e.stats.hits.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(_) => {
+            e.stats.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
