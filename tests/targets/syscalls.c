@@ -6,6 +6,9 @@
 // one read() of READ_BYTES bytes from /dev/zero, an openat() of argv[1]
 // (when given), its own SIGSYS handler called by raise(SIGSYS), and a
 // fork whose child calls getppid FORK_CHILD times and exits.
+// `syscalls --storm`: instead, a 100 us interval timer whose SIGALRM handler
+// calls getppid, while the main thread calls getppid (and nanosleep) until
+// STORM_ALARMS alarms arrived; prints both counts.
 // Used by: tests/syscall_tracepoints.rs.
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -14,6 +17,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
+#include <time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -23,6 +28,7 @@
 #define USR1_RAISES 10
 #define READ_BYTES 1234
 #define FORK_CHILD 7
+#define STORM_ALARMS 300
 
 static volatile sig_atomic_t usr1_hits, sigsys_hits;
 
@@ -40,6 +46,42 @@ static void on_sigsys(int sig, siginfo_t *info, void *uc)
 		sigsys_hits++;
 }
 
+static volatile sig_atomic_t alarms;
+
+static void on_alarm(int sig)
+{
+	(void)sig;
+	syscall(SYS_getppid);
+	alarms++;
+}
+
+static int storm(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_alarm;
+	sa.sa_flags = SA_RESTART;
+	sigaction(SIGALRM, &sa, NULL);
+	struct itimerval it = { { 0, 100 }, { 0, 100 } };
+	setitimer(ITIMER_REAL, &it, NULL);
+	long loops = 0;
+	while (alarms < STORM_ALARMS) {
+		syscall(SYS_getppid);
+		loops++;
+		struct timespec ts = { 0, 20000 };
+		nanosleep(&ts, NULL);
+	}
+	struct itimerval off = { { 0, 0 }, { 0, 0 } };
+	setitimer(ITIMER_REAL, &off, NULL);
+	/* Alarms already in flight when the timer stopped are counted too. */
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGALRM);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	printf("storm loops %ld alarms %d\n", loops, (int)alarms);
+	return 0;
+}
+
 static void *worker(void *arg)
 {
 	(void)arg;
@@ -50,6 +92,8 @@ static void *worker(void *arg)
 
 int main(int argc, char **argv)
 {
+	if (argc > 1 && strcmp(argv[1], "--storm") == 0)
+		return storm();
 	for (int i = 0; i < GETPPID_MAIN; i++)
 		syscall(SYS_getppid);
 

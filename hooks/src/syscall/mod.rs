@@ -65,12 +65,14 @@
 //! (`SIG_DFL` terminates as SIGSYS would, `SIG_IGN` drops it; `sa_mask`,
 //! `SA_RESETHAND` and `SA_NODEFER` of the recorded action are not applied).
 //! `rt_sigprocmask` never blocks SIGSYS (the bit is cleared from the set
-//! before the call is re-issued). Other signals are untouched. While the kernel
-//! runs a re-issued call the selector is `BLOCK` again (the `syscall`
-//! instruction is in the allowed range), so a signal delivered at its return
-//! (a `raise`, a timer interrupting a blocking `read`) runs the
-//! application's handler traced; a handler that interrupts pkbpf's own code
-//! (a program, a helper) runs untraced.
+//! before the call is re-issued). Other signals are untouched, but they never
+//! interrupt a program: the SIGSYS handler runs with every signal except
+//! the synchronous faults blocked, and gives the application its own mask
+//! back (and the selector `BLOCK`) only while the kernel runs the re-issued
+//! call. A signal that arrives meanwhile is delivered when the call returns
+//! or is interrupted (a `raise`, a timer cutting a blocking `read` short),
+//! as without pkbpf, and its handler's system calls are traced. The cost is
+//! two `rt_sigprocmask` calls per intercepted call.
 //!
 //! # Limits
 //!
@@ -362,15 +364,62 @@ fn raw(nr: u64, a: [u64; 6]) -> i64 {
     unsafe { asm::pkbpf_sud_raw(nr, a[0], a[1], a[2], a[3], a[4], a[5]) }
 }
 
-/// Re-issues the application's call with the selector at `BLOCK` while the
-/// kernel runs it (the `syscall` instruction is in the allowed range, so
-/// that selector does not dispatch it): a signal delivered when the call
-/// returns or is interrupted runs the application's handler traced, as it
-/// would run without pkbpf.
-fn reissue(nr: u64, a: [u64; 6]) -> i64 {
+/// The signals kept blocked while pkbpf's own code runs in the handler:
+/// every signal but the synchronous faults (the sandbox's fault recovery
+/// needs SIGSEGV/SIGBUS inside programs, and the kernel kills a thread whose
+/// faulting signal is blocked), SIGSYS itself, and SIGKILL/SIGSTOP.
+fn deferred_mask() -> u64 {
+    let keep = [
+        libc::SIGSEGV,
+        libc::SIGBUS,
+        libc::SIGILL,
+        libc::SIGFPE,
+        libc::SIGTRAP,
+        libc::SIGSYS,
+        libc::SIGKILL,
+        libc::SIGSTOP,
+    ];
+    keep.iter().fold(!0u64, |m, &s| m & !(1u64 << (s - 1)))
+}
+
+/// The kernel's 8-byte signal mask inside a `ucontext_t`.
+fn uc_mask(uc: &mut libc::ucontext_t) -> &mut u64 {
+    // SAFETY: glibc's `sigset_t` starts with the kernel's 64-bit mask, which
+    // is what `rt_sigreturn` restores.
+    unsafe { &mut *(&mut uc.uc_sigmask as *mut libc::sigset_t).cast::<u64>() }
+}
+
+/// Runs `f` (the re-issue of the application's call) in the application's
+/// signal state: its own signal mask (the handler runs with
+/// [`deferred_mask`] blocked, so no handler of the application interrupts a
+/// program) and the selector at `BLOCK` (the `syscall` instructions of the
+/// stubs are in the allowed range, so that does not dispatch them). A
+/// signal delivered when the call returns or is interrupted thus runs the
+/// application's handler traced, as it would run without pkbpf, and never
+/// in the middle of a program. The mask the call leaves (an
+/// `rt_sigprocmask`, a `clone` child's) becomes the one `rt_sigreturn`
+/// restores.
+fn in_app_window<R>(uc: &mut libc::ucontext_t, f: impl FnOnce() -> R) -> R {
+    let app = *uc_mask(uc) & !SIGSYS_BIT;
+    let deferred = deferred_mask();
     set_selector(BLOCK);
-    let r = raw(nr, a);
+    let set = libc::SIG_SETMASK as u64;
+    raw(NR_RT_SIGPROCMASK, [set, &app as *const u64 as u64, 0, 8, 0, 0]);
+    let r = f();
+    let mut after: u64 = app;
+    raw(
+        NR_RT_SIGPROCMASK,
+        [
+            set,
+            &deferred as *const u64 as u64,
+            &mut after as *mut u64 as u64,
+            8,
+            0,
+            0,
+        ],
+    );
     set_selector(ALLOW);
+    *uc_mask(uc) = after & !SIGSYS_BIT;
     r
 }
 
@@ -391,7 +440,7 @@ pub fn install(handler: SyscallHandler) -> Result<()> {
             // and the kernel kills a thread whose dispatch SIGSYS is blocked.
             flags: (libc::SA_SIGINFO | libc::SA_NODEFER) as u64 | SA_RESTORER,
             restorer: asm::pkbpf_sud_restorer as *const () as usize,
-            mask: 0,
+            mask: deferred_mask(),
         };
         let mut old = KSigaction::default();
         let rc = raw(
@@ -497,9 +546,12 @@ fn dispatch(uc: &mut libc::ucontext_t) {
             return;
         }
         NR_RT_SIGACTION if args[0] == libc::SIGSYS as u64 => app_sigaction(args),
-        NR_RT_SIGPROCMASK => sigprocmask(args),
-        NR_CLONE | NR_CLONE3 | NR_FORK | NR_VFORK => clone_family(uc, nr, args),
-        _ => reissue(nr, args),
+        NR_RT_SIGPROCMASK => in_app_window(uc, || sigprocmask(args)),
+        NR_CLONE | NR_CLONE3 | NR_FORK | NR_VFORK => {
+            let mut regs = *uc;
+            in_app_window(uc, || clone_family(&mut regs, nr, args))
+        }
+        _ => in_app_window(uc, || raw(nr, args)),
     };
     frame.ret = ret;
     frame.regs.ax = ret as u64;
@@ -566,7 +618,7 @@ fn sigprocmask(mut a: [u64; 6]) -> i64 {
         copy = unsafe { std::ptr::read_unaligned(a[1] as *const u64) } & !SIGSYS_BIT;
         a[1] = &mut copy as *mut u64 as u64;
     }
-    let r = reissue(NR_RT_SIGPROCMASK, a);
+    let r = raw(NR_RT_SIGPROCMASK, a);
     let _ = copy;
     r
 }

@@ -133,6 +133,27 @@ fn run_all() {
     assert_eq!(after_raise, real_ppid, "dispatch still works");
     assert_eq!(APP_SIGSYS_HITS.load(Ordering::Relaxed), 1);
 
+    // A mask the application sets while traced stays set (the handler's
+    // rt_sigreturn restores the mask the call left), and SIGSYS is never
+    // blocked.
+    trace_current_thread(true);
+    // SAFETY: plain signal-set manipulation on local sets.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR2);
+        libc::sigaddset(&mut set, libc::SIGSYS);
+        assert_eq!(libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()), 0);
+    }
+    trace_current_thread(false);
+    // SAFETY: as above.
+    unsafe {
+        let mut cur: libc::sigset_t = std::mem::zeroed();
+        assert_eq!(libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut cur), 0);
+        assert_eq!(libc::sigismember(&cur, libc::SIGUSR2), 1, "SIGUSR2 stays blocked");
+        assert_eq!(libc::sigismember(&cur, libc::SIGSYS), 0, "SIGSYS never blocked");
+    }
+
     // fork: the child is traced too (it counts its own calls in its copy).
     trace_current_thread(true);
     // SAFETY: the child only makes system calls and exits.
