@@ -40,6 +40,14 @@ enum Command {
     Verify(cli::verify::Args),
     /// Start a command with an object's uprobes attached (preload agent) and show their output.
     Run(cli::run::Args),
+    /// Load an object and serve targets (`start`, `attach`) in the foreground until Ctrl-C.
+    Load(cli::load::Args),
+    /// Start a command with the agent connected to a running `pkbpf load`.
+    Start(cli::start::Args),
+    /// Read the maps of a running `pkbpf load` session.
+    Map(cli::map::Args),
+    /// Inject the agent into a running process (ptrace + dlopen) and connect it to `pkbpf load`.
+    Attach(cli::attach::Args),
 }
 
 fn main() {
@@ -67,6 +75,10 @@ fn main() {
         Command::Disasm(a) => cli::disasm::run(a),
         Command::Verify(a) => cli::verify::run(a, cli.verbose),
         Command::Run(a) => cli::run::run(a, cli.sandbox),
+        Command::Load(a) => cli::load::run(a, cli.sandbox),
+        Command::Start(a) => cli::start::run(a),
+        Command::Map(a) => cli::map::run(a),
+        Command::Attach(a) => cli::attach::run(a),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -3,61 +3,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
-/// Builds the agent next to the `pkbpf` binary under test (the workspace
-/// build does so too; a `cargo test -p pkbpf` alone does not).
-fn pkbpf() -> PathBuf {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_pkbpf"));
-    BUILT.get_or_init(|| {
-        let profile_dir = bin.parent().expect("bin dir");
-        let target_dir = profile_dir.parent().expect("target dir");
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "-q", "-p", "pkbpf-agent"])
-            .env("CARGO_TARGET_DIR", target_dir)
-            .current_dir(common::root());
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let st = cmd.status().expect("run cargo build -p pkbpf-agent");
-        assert!(st.success(), "cargo build -p pkbpf-agent failed");
-        assert!(profile_dir.join("libpkbpf_agent.so").is_file());
-    });
-    bin
-}
-
-/// Compiles `tests/targets/<name>.c` into `dir/<out>` with `cc -O0`.
-fn cc(name: &str, dir: &Path, out: &str) -> PathBuf {
-    let exe = dir.join(out);
-    if let Some(p) = exe.parent() {
-        std::fs::create_dir_all(p).expect("target dir");
-    }
-    let src = common::root()
-        .join("tests/targets")
-        .join(format!("{name}.c"));
-    let st = Command::new("cc")
-        .args(["-O0", "-fno-inline", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .status()
-        .expect("run cc");
-    assert!(st.success(), "cc {} failed", src.display());
-    exe
-}
-
-fn have_tools(test: &str) -> bool {
-    if !common::have("cc") {
-        common::skip(test, "cc not found");
-        return false;
-    }
-    common::have("clang") || {
-        common::skip(test, "clang not found");
-        false
-    }
-}
+use common::{cc, have_tools, pkbpf};
 
 fn run(obj: &Path, cwd: &Path, extra: &[&str], cmd: &[&str]) -> Output {
     let out = Command::new(pkbpf())

@@ -1,10 +1,14 @@
 //! Subcommands of the `pkbpf` binary, one module each.
 
+pub mod attach;
 pub mod conformance;
 pub mod demo;
 pub mod disasm;
 pub mod inspect;
+pub mod load;
+pub mod map;
 pub mod run;
+pub mod start;
 pub mod verify;
 
 /// The `--sandbox` flag.

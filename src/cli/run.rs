@@ -71,17 +71,9 @@ pub fn agent_path() -> Result<PathBuf> {
     Ok(lib)
 }
 
-fn sandbox_name(s: SandboxArg) -> &'static str {
-    match s {
-        SandboxArg::Auto => "auto",
-        SandboxArg::Mpk => "mpk",
-        SandboxArg::None => "none",
-    }
-}
-
 /// Loads and verifies the object here, so a bad one fails before the
 /// target starts (with the verifier's log).
-fn check_object(path: &Path, prog: Option<&str>, sandbox: Sandbox) -> Result<()> {
+pub(crate) fn check_object(path: &Path, prog: Option<&str>, sandbox: Sandbox) -> Result<()> {
     let rt = Runtime::builder().sandbox(sandbox).build()?;
     match rt.load_file(path) {
         Ok(obj) => {
@@ -121,15 +113,31 @@ fn socket_pair() -> Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// Runs the subcommand.
-pub fn run(a: Args, sandbox: SandboxArg) -> Result<i32> {
-    let object = std::fs::canonicalize(&a.object)
-        .with_context(|| format!("reading {}", a.object.display()))?;
-    check_object(&object, a.prog.as_deref(), sandbox.into())?;
-    let agent = agent_path()?;
-    let (ours, theirs) = socket_pair()?;
-    let child_fd = theirs.as_raw_fd();
+/// The sandbox mode as the agent's environment spells it.
+pub(crate) fn sandbox_name(s: SandboxArg) -> &'static str {
+    match s {
+        SandboxArg::Auto => "auto",
+        SandboxArg::Mpk => "mpk",
+        SandboxArg::None => "none",
+    }
+}
 
+/// What the agent in a started target needs: the object, the sandbox mode,
+/// the program filter.
+pub(crate) struct AgentEnv<'a> {
+    /// The object file (absolute).
+    pub object: &'a Path,
+    /// `auto`, `mpk` or `none`.
+    pub sandbox: &'a str,
+    /// Only this program.
+    pub prog: Option<&'a str>,
+}
+
+/// `command` set up to start with the agent preloaded, its environment
+/// naming the object and `fd` (which the child inherits; the caller's copy
+/// may be close-on-exec) as its socket to the loader.
+pub(crate) fn agent_command(command: &[String], env: &AgentEnv<'_>, fd: RawFd) -> Result<Command> {
+    let agent = agent_path()?;
     let preload = match std::env::var_os("LD_PRELOAD") {
         Some(old) if !old.is_empty() => {
             let mut p = agent.clone().into_os_string();
@@ -139,13 +147,13 @@ pub fn run(a: Args, sandbox: SandboxArg) -> Result<i32> {
         }
         _ => agent.clone().into_os_string(),
     };
-    let mut cmd = Command::new(&a.command[0]);
-    cmd.args(&a.command[1..])
+    let mut cmd = Command::new(&command[0]);
+    cmd.args(&command[1..])
         .env("LD_PRELOAD", preload)
-        .env(session::ENV_OBJECT, &object)
-        .env(session::ENV_SANDBOX, sandbox_name(sandbox))
-        .env(session::ENV_FD, child_fd.to_string());
-    match &a.prog {
+        .env(session::ENV_OBJECT, env.object)
+        .env(session::ENV_SANDBOX, env.sandbox)
+        .env(session::ENV_FD, fd.to_string());
+    match env.prog {
         Some(p) => cmd.env(session::ENV_PROG, p),
         None => cmd.env_remove(session::ENV_PROG),
     };
@@ -153,33 +161,51 @@ pub fn run(a: Args, sandbox: SandboxArg) -> Result<i32> {
     // is open in the child.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::fcntl(child_fd, libc::F_SETFD, 0) != 0 {
+            if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
     }
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("starting {}", a.command[0]))?;
-    drop(theirs);
-    // Ctrl-C goes to the whole foreground group: let the target handle it
-    // and end, then print what it left (set after the spawn, so the target
-    // keeps the default disposition).
+    Ok(cmd)
+}
+
+/// Ctrl-C goes to the whole foreground group: let the target handle it and
+/// end, then print what it left (call after the spawn, so the target keeps
+/// the default disposition).
+pub(crate) fn ignore_stop_signals() {
     // SAFETY: ignoring SIGINT/SIGTERM installs no handler code.
     unsafe {
         libc::signal(libc::SIGINT, libc::SIG_IGN);
         libc::signal(libc::SIGTERM, libc::SIG_IGN);
     }
+}
 
-    let mut out = Output {
-        types: if a.hex {
-            MapTypes::default()
-        } else {
-            MapTypes::from_object(&object)
-        },
-        ..Output::default()
+/// The shell-style exit code of a finished process.
+pub(crate) fn exit_code(status: std::process::ExitStatus) -> i32 {
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+/// Runs the subcommand.
+pub fn run(a: Args, sandbox: SandboxArg) -> Result<i32> {
+    let object = std::fs::canonicalize(&a.object)
+        .with_context(|| format!("reading {}", a.object.display()))?;
+    check_object(&object, a.prog.as_deref(), sandbox.into())?;
+    let (ours, theirs) = socket_pair()?;
+    let env = AgentEnv {
+        object: &object,
+        sandbox: sandbox_name(sandbox),
+        prog: a.prog.as_deref(),
     };
+    let mut child = agent_command(&a.command, &env, theirs.as_raw_fd())?
+        .spawn()
+        .with_context(|| format!("starting {}", a.command[0]))?;
+    drop(theirs);
+    ignore_stop_signals();
+
+    let mut out = Output::new(&object, a.hex);
     let fd = ours.as_raw_fd();
     let status = loop {
         out.receive(fd, 100)?;
@@ -197,9 +223,7 @@ pub fn run(a: Args, sandbox: SandboxArg) -> Result<i32> {
     out.dump_maps()?;
     out.finish()?;
 
-    let code = status
-        .code()
-        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    let code = exit_code(status);
     if !out.errors.is_empty() {
         eprintln!(
             "pkbpf: error: the agent reported {} error(s); the target exited with status {code}",
@@ -217,37 +241,45 @@ pub fn run(a: Args, sandbox: SandboxArg) -> Result<i32> {
     Ok(code)
 }
 
-/// Prints what the agents send.
+/// Prints what the agents send (shared by `pkbpf run` and `pkbpf load`).
 #[derive(Default)]
-struct Output {
-    errors: Vec<String>,
-    hellos: usize,
+pub(crate) struct Output {
+    /// The errors agents reported.
+    pub errors: Vec<String>,
+    /// How many agents said hello.
+    pub hellos: usize,
     /// Every process holding the socket has closed it.
-    eof: bool,
+    pub eof: bool,
     /// BTF of the maps (empty with `--hex`).
     types: MapTypes,
     /// The map regions of the processes that loaded the object.
-    regions: Vec<(u32, pkbpf::maps::Region)>,
-    /// The map whose entries are being printed, and how many so far.
-    open_map: Option<(u32, String, usize)>,
+    pub regions: Vec<(u32, pkbpf::maps::Region)>,
+    /// The map whose entries are being printed: (name, entries so far,
+    /// its type, value size).
+    open_map: Option<(String, usize, String, u32)>,
 }
 
 impl Output {
+    /// Output for `object`'s agents; `hex`: never decode with BTF.
+    pub fn new(object: &Path, hex: bool) -> Output {
+        Output {
+            types: if hex {
+                MapTypes::default()
+            } else {
+                MapTypes::from_object(object)
+            },
+            ..Output::default()
+        }
+    }
+
     /// Receives and prints what is there, waiting up to `timeout_ms` for the
     /// first packet; false when nothing came (or the socket reached EOF).
     fn receive(&mut self, fd: RawFd, timeout_ms: i32) -> Result<bool> {
-        let mut pfd = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let n = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
-        if n <= 0 || pfd.revents & (libc::POLLIN | libc::POLLHUP) == 0 {
-            return Ok(false);
-        }
         // SAFETY: `fd` is the loader's socket, open for this whole call.
         let sock = unsafe { BorrowedFd::borrow_raw(fd) };
+        if !session::wait_readable(sock, timeout_ms)? {
+            return Ok(false);
+        }
         let mut got = false;
         loop {
             match session::recv(sock).context("reading from the agent")? {
@@ -259,14 +291,20 @@ impl Output {
                 }
                 session::Received::Packet(line, fd) => {
                     got = true;
-                    match Message::decode(&line) {
-                        Ok(Message::Region { pid }) => self.region(pid, fd),
-                        Ok(m) => self.show(m)?,
-                        Err(e) => eprintln!("pkbpf: warning: {e}"),
-                    }
+                    self.packet(&line, fd)?;
                 }
             }
         }
+    }
+
+    /// Handles one packet from an agent.
+    pub fn packet(&mut self, line: &str, fd: Option<OwnedFd>) -> Result<()> {
+        match Message::decode(line) {
+            Ok(Message::Region { pid }) => self.region(pid, fd),
+            Ok(m) => self.show(m)?,
+            Err(e) => eprintln!("pkbpf: warning: {e}"),
+        }
+        Ok(())
     }
 
     /// Keeps the map region of the object loaded in `pid`.
@@ -286,14 +324,11 @@ impl Output {
     }
 
     /// Prints every map of every region, as `bpftool map dump` would.
-    fn dump_maps(&mut self) -> Result<()> {
+    pub fn dump_maps(&mut self) -> Result<()> {
         let regions = std::mem::take(&mut self.regions);
         for (pid, region) in &regions {
             for def in region.defs() {
-                if matches!(
-                    def.map_type,
-                    MapType::RingBuf | MapType::PerfEventArray | MapType::ProgArray
-                ) {
+                if !dumpable(def.map_type) {
                     continue;
                 }
                 self.show(Message::MapHeader {
@@ -330,10 +365,11 @@ impl Output {
         Ok(())
     }
 
-    fn close_map(&mut self) -> Result<()> {
-        if let Some((_, _, n)) = self.open_map.take() {
+    /// Ends the map being printed with bpftool's `Found N elements`.
+    pub fn close_map(&mut self) -> Result<()> {
+        if let Some((_, n, _, _)) = self.open_map.take() {
             let mut o = std::io::stdout().lock();
-            writeln!(o, "Found {n} element{}", if n == 1 { "" } else { "s" })?;
+            writeln!(o, "{}", found(n))?;
         }
         Ok(())
     }
@@ -390,43 +426,61 @@ impl Output {
             } => {
                 writeln!(
                     o,
-                    "map {map} [pid {pid}] ({map_type}, key {key_size} bytes, value {value_size} bytes):"
+                    "{}",
+                    map_header(&map, pid, &map_type, key_size, value_size)
                 )?;
                 drop(o);
-                self.open_map = Some((pid, map, 0));
+                self.open_map = Some((map, 0, map_type, value_size));
             }
             Message::MapEntry {
                 map, key, value, ..
             } => {
-                match &mut self.open_map {
-                    Some((_, open, n)) if *open == map => *n += 1,
-                    _ => {}
+                let mut per_cpu = None;
+                if let Some((open, n, ty, vs)) = &mut self.open_map {
+                    if *open == map {
+                        *n += 1;
+                        per_cpu = MapType::ALL
+                            .iter()
+                            .any(|t| t.is_per_cpu() && t.name() == ty)
+                            .then_some(*vs);
+                    }
                 }
-                if let Some(line) = self.types.entry(&map, &key, &value) {
-                    writeln!(o, "{line}")?
-                } else if key.is_empty() {
-                    writeln!(o, "value: {}", spaced_hex(&value))?
-                } else {
-                    writeln!(
-                        o,
-                        "key: {}  value: {}",
-                        spaced_hex(&key),
-                        spaced_hex(&value)
-                    )?
+                for line in self.types.entry_lines(&map, &key, &value, per_cpu) {
+                    writeln!(o, "{line}")?;
                 }
             }
             Message::Exit { pid } => eprintln!("pkbpf: pid {pid}: exited"),
-            // Handled in `receive` (it carries an fd).
+            // Handled in `packet` (it carries an fd).
             Message::Region { .. } => {}
         }
         Ok(())
     }
 
-    fn finish(&mut self) -> Result<()> {
+    /// Closes the last map and flushes stdout.
+    pub fn finish(&mut self) -> Result<()> {
         self.close_map()?;
         std::io::stdout().flush()?;
         Ok(())
     }
+}
+
+/// Whether `pkbpf` dumps maps of type `t` (rings stream instead, and a
+/// program array holds program indices).
+pub(crate) fn dumpable(t: MapType) -> bool {
+    !matches!(
+        t,
+        MapType::RingBuf | MapType::PerfEventArray | MapType::ProgArray
+    )
+}
+
+/// The header line of a map's dump.
+pub(crate) fn map_header(map: &str, pid: u32, ty: &str, key_size: u32, value_size: u32) -> String {
+    format!("map {map} [pid {pid}] ({ty}, key {key_size} bytes, value {value_size} bytes):")
+}
+
+/// bpftool's closing line of a dump.
+pub(crate) fn found(n: usize) -> String {
+    format!("Found {n} element{}", if n == 1 { "" } else { "s" })
 }
 
 /// `bpftool`-style hex: two digits per byte, space separated.
@@ -440,14 +494,15 @@ pub fn spaced_hex(b: &[u8]) -> String {
 /// Map key/value types from the object's BTF, for printing entries the way
 /// `bpftool map dump` does.
 #[derive(Default)]
-struct MapTypes {
+pub(crate) struct MapTypes {
     btf: Option<pkbpf::btf::Btf>,
     /// Map name → (key type, value type).
     types: std::collections::HashMap<String, (Option<u32>, Option<u32>)>,
 }
 
 impl MapTypes {
-    fn from_object(path: &Path) -> MapTypes {
+    /// The BTF of `path`'s maps (none when it cannot be read).
+    pub fn from_object(path: &Path) -> MapTypes {
         let Ok(bytes) = std::fs::read(path) else {
             return MapTypes::default();
         };
@@ -464,27 +519,181 @@ impl MapTypes {
         }
     }
 
-    /// `key: K  value: V` with both decoded by BTF, when the map's types
-    /// are known and every part of them can be printed.
-    fn entry(&self, map: &str, key: &[u8], value: &[u8]) -> Option<String> {
+    /// Map `map`'s key (`key: true`) or value bytes decoded with BTF, when
+    /// the type is known and every part of it can be printed.
+    pub fn decode(&self, map: &str, key: bool, bytes: &[u8]) -> Option<BtfValue> {
         let btf = self.btf.as_ref()?;
         let &(kt, vt) = self.types.get(map)?;
-        let v = format_btf(btf, vt?, value, 0)?;
-        if key.is_empty() {
-            return Some(format!("value: {v}"));
+        btf_value(btf, if key { kt? } else { vt? }, bytes, 0)
+    }
+
+    /// The lines of one entry: `key: K  value: V`, decoded with BTF where
+    /// both decode, else hex; for a per-CPU map (`per_cpu`: its value size)
+    /// `key: K` then one `value (CPU NN): V` line per CPU, as bpftool
+    /// prints them. Queue and stack values have no key.
+    pub fn entry_lines(
+        &self,
+        map: &str,
+        key: &[u8],
+        value: &[u8],
+        per_cpu: Option<u32>,
+    ) -> Vec<String> {
+        let text = |key: bool, b: &[u8]| self.decode(map, key, b).map(|v| v.text());
+        let k = (!key.is_empty()).then(|| text(true, key).unwrap_or_else(|| spaced_hex(key)));
+        if let Some(vs) = per_cpu {
+            let mut lines = vec![format!("key: {}", k.unwrap_or_default())];
+            for (cpu, v) in per_cpu_values(value, vs).enumerate() {
+                let v = text(false, v).unwrap_or_else(|| spaced_hex(v));
+                lines.push(format!("value (CPU {cpu:02}): {v}"));
+            }
+            return lines;
         }
-        Some(format!(
-            "key: {}  value: {v}",
-            format_btf(btf, kt?, key, 0)?
-        ))
+        // Decoded only when both halves decode (one style per line).
+        let (k, v) = match (
+            (!key.is_empty()).then(|| text(true, key)),
+            text(false, value),
+        ) {
+            (None, Some(v)) => (None, v),
+            (Some(Some(k)), Some(v)) => (Some(k), v),
+            _ => (k.map(|_| spaced_hex(key)), spaced_hex(value)),
+        };
+        vec![match k {
+            Some(k) => format!("key: {k}  value: {v}"),
+            None => format!("value: {v}"),
+        }]
+    }
+
+    /// One entry as bpftool's JSON: `{"key": K, "value": V}`, or for a
+    /// per-CPU map `{"key": K, "values": [{"cpu": N, "value": V}, ...]}`;
+    /// parts BTF cannot decode are arrays of `"0x.."` byte strings.
+    pub fn entry_json(&self, map: &str, key: &[u8], value: &[u8], per_cpu: Option<u32>) -> String {
+        let json = |key: bool, b: &[u8]| {
+            self.decode(map, key, b)
+                .map(|v| v.json())
+                .unwrap_or_else(|| hex_json(b))
+        };
+        let mut s = String::from("{");
+        if !key.is_empty() {
+            s.push_str(&format!("\"key\": {}, ", json(true, key)));
+        }
+        match per_cpu {
+            Some(vs) => {
+                let vals: Vec<String> = per_cpu_values(value, vs)
+                    .enumerate()
+                    .map(|(cpu, v)| format!("{{\"cpu\": {cpu}, \"value\": {}}}", json(false, v)))
+                    .collect();
+                s.push_str(&format!("\"values\": [{}]", vals.join(", ")));
+            }
+            None => s.push_str(&format!("\"value\": {}", json(false, value))),
+        }
+        s.push('}');
+        s
     }
 }
 
-/// `bytes` as a value of BTF type `id` (JSON-like, as bpftool prints):
-/// integers in decimal, structs as `{"field": value}`, arrays as `[..]`,
-/// char arrays as strings. `None` when the type is not printable this way
+/// A per-CPU value buffer cut into each CPU's `value_size` bytes (every
+/// CPU's slot is rounded up to 8 bytes, as the kernel's buffers are).
+fn per_cpu_values(buf: &[u8], value_size: u32) -> impl Iterator<Item = &[u8]> {
+    let vs = value_size as usize;
+    let stride = vs.div_ceil(8).max(1) * 8;
+    buf.chunks(stride).map(move |c| &c[..vs.min(c.len())])
+}
+
+/// bytes as bpftool's JSON hex array: `["0x01", "0x00"]`.
+fn hex_json(b: &[u8]) -> String {
+    let items: Vec<String> = b.iter().map(|x| format!("\"{x:#04x}\"")).collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// A value decoded with BTF.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BtfValue {
+    /// `_Bool`.
+    Bool(bool),
+    /// A signed integer.
+    Int(i64),
+    /// An unsigned integer.
+    UInt(u64),
+    /// `float`.
+    F32(f32),
+    /// `double`.
+    F64(f64),
+    /// A char array, up to its first NUL.
+    Str(String),
+    /// An enumerator's name.
+    Enum(String),
+    /// A pointer.
+    Ptr(u64),
+    /// Struct or section members in order.
+    Struct(Vec<(String, BtfValue)>),
+    /// Array elements.
+    Array(Vec<BtfValue>),
+}
+
+impl BtfValue {
+    /// As bpftool prints it in a plain dump: integers in decimal, structs as
+    /// `{"field": value}`, arrays as `[..]`, strings and enumerators quoted,
+    /// pointers in hex.
+    pub fn text(&self) -> String {
+        match self {
+            BtfValue::Bool(b) => b.to_string(),
+            BtfValue::Int(v) => v.to_string(),
+            BtfValue::UInt(v) => v.to_string(),
+            BtfValue::F32(v) => v.to_string(),
+            BtfValue::F64(v) => v.to_string(),
+            BtfValue::Str(s) => format!("{s:?}"),
+            BtfValue::Enum(s) => format!("\"{s}\""),
+            BtfValue::Ptr(p) => format!("{p:#x}"),
+            BtfValue::Struct(m) => {
+                let parts: Vec<String> = m
+                    .iter()
+                    .map(|(n, v)| format!("\"{n}\": {}", v.text()))
+                    .collect();
+                format!("{{{}}}", parts.join(", "))
+            }
+            BtfValue::Array(a) => {
+                let parts: Vec<String> = a.iter().map(BtfValue::text).collect();
+                format!("[{}]", parts.join(", "))
+            }
+        }
+    }
+
+    /// As JSON (members in declaration order; pointers and non-finite
+    /// floats as strings).
+    pub fn json(&self) -> String {
+        let quote = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
+        match self {
+            BtfValue::F32(v) if v.is_finite() => v.to_string(),
+            BtfValue::F64(v) if v.is_finite() => v.to_string(),
+            BtfValue::F32(_) | BtfValue::F64(_) | BtfValue::Ptr(_) => quote(&self.text()),
+            BtfValue::Str(s) | BtfValue::Enum(s) => quote(s),
+            BtfValue::Struct(m) => {
+                let parts: Vec<String> = m
+                    .iter()
+                    .map(|(n, v)| format!("{}: {}", quote(n), v.json()))
+                    .collect();
+                format!("{{{}}}", parts.join(", "))
+            }
+            BtfValue::Array(a) => {
+                let parts: Vec<String> = a.iter().map(BtfValue::json).collect();
+                format!("[{}]", parts.join(", "))
+            }
+            BtfValue::Bool(_) | BtfValue::Int(_) | BtfValue::UInt(_) => self.text(),
+        }
+    }
+}
+
+#[cfg(test)]
+/// `bytes` as a value of BTF type `id` printed as bpftool does
+/// ([`BtfValue::text`]). `None` when the type is not printable this way
 /// (unions, bitfields, a size mismatch).
 pub fn format_btf(btf: &pkbpf::btf::Btf, id: u32, bytes: &[u8], depth: u32) -> Option<String> {
+    btf_value(btf, id, bytes, depth).map(|v| v.text())
+}
+
+/// `bytes` decoded as a value of BTF type `id`; `None` when the type is not
+/// printable (unions, bitfields, a size mismatch).
+pub fn btf_value(btf: &pkbpf::btf::Btf, id: u32, bytes: &[u8], depth: u32) -> Option<BtfValue> {
     use pkbpf::btf::BtfType as T;
     if depth > 16 {
         return None;
@@ -515,11 +724,11 @@ pub fn format_btf(btf: &pkbpf::btf::Btf, id: u32, bytes: &[u8], depth: u32) -> O
             }
             let v = uint(bytes)?;
             Some(if encoding.bool {
-                (v != 0).to_string()
+                BtfValue::Bool(v != 0)
             } else if encoding.signed {
-                sext(v, size).to_string()
+                BtfValue::Int(sext(v, size))
             } else {
-                v.to_string()
+                BtfValue::UInt(v)
             })
         }
         T::Enum { size, values, .. } | T::Enum64 { size, values, .. } => {
@@ -533,15 +742,15 @@ pub fn format_btf(btf: &pkbpf::btf::Btf, id: u32, bytes: &[u8], depth: u32) -> O
                     .iter()
                     .find(|e| e.value as u64 == v || e.value == sext(v, size))
                 {
-                    Some(e) => format!("\"{}\"", btf.string(e.name_off)),
-                    None => v.to_string(),
+                    Some(e) => BtfValue::Enum(btf.string(e.name_off).to_string()),
+                    None => BtfValue::UInt(v),
                 },
             )
         }
-        T::Ptr { .. } => Some(format!("{:#x}", uint(bytes).filter(|_| bytes.len() == 8)?)),
+        T::Ptr { .. } => Some(BtfValue::Ptr(uint(bytes).filter(|_| bytes.len() == 8)?)),
         T::Float { size, .. } => match (*size, bytes.len()) {
-            (4, 4) => Some(f32::from_ne_bytes(bytes.try_into().ok()?).to_string()),
-            (8, 8) => Some(f64::from_ne_bytes(bytes.try_into().ok()?).to_string()),
+            (4, 4) => Some(BtfValue::F32(f32::from_ne_bytes(bytes.try_into().ok()?))),
+            (8, 8) => Some(BtfValue::F64(f64::from_ne_bytes(bytes.try_into().ok()?))),
             _ => None,
         },
         T::Typedef { type_id, .. }
@@ -549,7 +758,7 @@ pub fn format_btf(btf: &pkbpf::btf::Btf, id: u32, bytes: &[u8], depth: u32) -> O
         | T::Const { type_id }
         | T::Restrict { type_id }
         | T::TypeTag { type_id, .. }
-        | T::Var { type_id, .. } => format_btf(btf, *type_id, bytes, depth + 1),
+        | T::Var { type_id, .. } => btf_value(btf, *type_id, bytes, depth + 1),
         T::Struct { size, members, .. } => {
             if bytes.len() != *size as usize {
                 return None;
@@ -566,12 +775,9 @@ pub fn format_btf(btf: &pkbpf::btf::Btf, id: u32, bytes: &[u8], depth: u32) -> O
                     "" => format!("_{i}"),
                     n => n.to_string(),
                 };
-                parts.push(format!(
-                    "\"{name}\": {}",
-                    format_btf(btf, m.type_id, field, depth + 1)?
-                ));
+                parts.push((name, btf_value(btf, m.type_id, field, depth + 1)?));
             }
-            Some(format!("{{{}}}", parts.join(", ")))
+            Some(BtfValue::Struct(parts))
         }
         T::Datasec { vars, .. } => {
             let mut parts = Vec::new();
@@ -579,12 +785,9 @@ pub fn format_btf(btf: &pkbpf::btf::Btf, id: u32, bytes: &[u8], depth: u32) -> O
                 let (start, len) = (v.offset as usize, v.size as usize);
                 let field = bytes.get(start..start.checked_add(len)?)?;
                 let name = btf.name_of(v.type_id).to_string();
-                parts.push(format!(
-                    "\"{name}\": {}",
-                    format_btf(btf, v.type_id, field, depth + 1)?
-                ));
+                parts.push((name, btf_value(btf, v.type_id, field, depth + 1)?));
             }
-            Some(format!("{{{}}}", parts.join(", ")))
+            Some(BtfValue::Struct(parts))
         }
         T::Array {
             elem_type, nelems, ..
@@ -601,14 +804,16 @@ pub fn format_btf(btf: &pkbpf::btf::Btf, id: u32, bytes: &[u8], depth: u32) -> O
             );
             if is_char {
                 let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-                return Some(format!("{:?}", String::from_utf8_lossy(&bytes[..end])));
+                return Some(BtfValue::Str(
+                    String::from_utf8_lossy(&bytes[..end]).into_owned(),
+                ));
             }
-            let items: Option<Vec<String>> = bytes
+            let items: Option<Vec<BtfValue>> = bytes
                 .chunks(elem.max(1))
                 .take(n)
-                .map(|c| format_btf(btf, *elem_type, c, depth + 1))
+                .map(|c| btf_value(btf, *elem_type, c, depth + 1))
                 .collect();
-            Some(format!("[{}]", items?.join(", ")))
+            Some(BtfValue::Array(items?))
         }
         _ => None,
     }

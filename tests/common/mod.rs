@@ -75,7 +75,7 @@ pub fn compile(test: &str, name: &str) -> Option<PathBuf> {
 }
 
 /// Every test source's base name.
-pub const ALL: [&str; 11] = [
+pub const ALL: [&str; 12] = [
     "bench_uprobe",
     "bench_probe_rw",
     "bench_maps",
@@ -87,6 +87,7 @@ pub const ALL: [&str; 11] = [
     "embedded",
     "btf_kinds",
     "tail_calls",
+    "loop_callbacks",
 ];
 
 /// Reads a file.
@@ -107,4 +108,64 @@ pub fn run(tool: &str, args: &[&str], file: &Path) -> String {
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The `pkbpf` binary under test, with the preload agent built next to it
+/// (the workspace build does so too; a `cargo test -p pkbpf` alone does
+/// not).
+pub fn pkbpf() -> PathBuf {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_pkbpf"));
+    BUILT.get_or_init(|| {
+        let profile_dir = bin.parent().expect("bin dir");
+        let target_dir = profile_dir.parent().expect("target dir");
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "-q", "-p", "pkbpf-agent"])
+            .env("CARGO_TARGET_DIR", target_dir)
+            .current_dir(root());
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let st = cmd.status().expect("run cargo build -p pkbpf-agent");
+        assert!(st.success(), "cargo build -p pkbpf-agent failed");
+        assert!(profile_dir.join("libpkbpf_agent.so").is_file());
+    });
+    bin
+}
+
+/// Compiles `tests/targets/<name>.c` into `dir/<out>` with `cc -O0` and
+/// `extra` flags.
+pub fn cc_with(name: &str, dir: &Path, out: &str, extra: &[&str]) -> PathBuf {
+    let exe = dir.join(out);
+    if let Some(p) = exe.parent() {
+        std::fs::create_dir_all(p).expect("target dir");
+    }
+    let src = root().join("tests/targets").join(format!("{name}.c"));
+    let st = Command::new("cc")
+        .args(["-O0", "-fno-inline"])
+        .args(extra)
+        .arg("-o")
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .expect("run cc");
+    assert!(st.success(), "cc {} failed", src.display());
+    exe
+}
+
+/// Compiles `tests/targets/<name>.c` into `dir/<out>` with `cc -O0`.
+pub fn cc(name: &str, dir: &Path, out: &str) -> PathBuf {
+    cc_with(name, dir, out, &[])
+}
+
+/// Whether cc and clang are there (else prints the skip line).
+pub fn have_tools(test: &str) -> bool {
+    if !have("cc") {
+        skip(test, "cc not found");
+        return false;
+    }
+    have("clang") || {
+        skip(test, "clang not found");
+        false
+    }
 }
