@@ -365,25 +365,43 @@ fn bad_object_fails_before_the_target_starts() {
 }
 
 #[test]
-fn tracepoint_programs_are_reported_not_supported() {
-    if !have_tools("tracepoint_programs_are_reported_not_supported") {
+fn tracepoint_programs_attach_and_count() {
+    if !have_tools("tracepoint_programs_attach_and_count") {
+        return;
+    }
+    if !pkbpf_hooks::syscall::is_supported() {
+        println!("skipped: tracepoint_programs_attach_and_count: no Syscall User Dispatch");
         return;
     }
     let Some(obj) = common::compile("run_tp", "syscount") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let o = run(&obj, dir.path(), &[], &["true"]);
+    std::fs::write(dir.path().join("listed-file"), b"x").unwrap();
+    let o = run(&obj, dir.path(), &[], &["ls", "-a", "."]);
     let err = stderr(&o);
-    assert!(err.contains("not supported by pkbpf run yet"), "{err}");
-    assert!(err.contains("raw_tracepoint sys_enter"), "{err}");
+    assert!(!err.contains("not attached"), "{err}");
     assert!(
-        err.contains("tracepoint syscalls/sys_enter_openat"),
+        err.contains("attached count_syscalls (raw_tracepoint)"),
         "{err}"
     );
-    // The target ran (status 0) and the maps were still dumped.
+    assert!(err.contains("attached count_openat (tracepoint)"), "{err}");
     assert!(o.status.success());
-    assert!(stdout(&o).contains("map syscall_counts"));
+    let out = stdout(&o);
+    assert!(out.contains("listed-file"), "{out}");
+    // ls read the directory after the agent started: getdents64 (217) is
+    // in the raw tracepoint's per-id counts, and the hit counts are there.
+    let counts = map_section(&out, "map syscall_counts").expect("syscall_counts dumped");
+    assert!(
+        counts.lines().any(|l| l.starts_with("key: 217  value: ")
+            || l.starts_with("key: d9 00 00 00  value: ")),
+        "{counts}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("prog count_syscalls [pid ") && !l.contains(": 0 hits")),
+        "{out}"
+    );
 }
 
 #[test]
