@@ -19,9 +19,12 @@ use common::{cc, have_tools, pkbpf};
 /// How long any one expected line may take to appear.
 const DEADLINE: Duration = Duration::from_secs(120);
 
+/// The lines seen so far, and whether the pipe closed.
+type Seen = Mutex<(Vec<String>, bool)>;
+
 /// The lines a child writes to one pipe, collected by a thread.
 #[derive(Clone)]
-struct Lines(Arc<(Mutex<(Vec<String>, bool)>, Condvar)>);
+struct Lines(Arc<(Seen, Condvar)>);
 
 impl Lines {
     fn collect(r: impl Read + Send + 'static) -> Lines {
@@ -163,6 +166,13 @@ impl World {
     /// Starts a ticker on its own.
     fn plain(&self, exe: &Path) -> Target {
         Target::spawn(Command::new(exe))
+    }
+
+    /// Starts a ticker whose main thread spins in user code.
+    fn spinning(&self) -> Target {
+        let mut c = Command::new(&self.ticker);
+        c.arg("spin");
+        Target::spawn(c)
     }
 }
 
@@ -476,6 +486,33 @@ fn attach_injects_into_a_process_blocked_in_read() {
     loader
         .out
         .wait_for(&format!("prog count_tick [pid {pid}]: 103 hits, 0 errors"));
+    let (st, _, _) = loader.stop();
+    assert!(st.success());
+}
+
+#[test]
+fn attach_injects_into_a_process_running_user_code() {
+    let Some(w) = World::new("attach_spinning") else {
+        return;
+    };
+    let loader = w.load("spin");
+    let mut t = w.spinning();
+    let pid = t.pid;
+    t.ticks(6);
+    let o = w.cmd(&["attach", &pid.to_string()]);
+    assert!(o.status.success(), "attach failed");
+    loader
+        .err
+        .wait_for(&format!("pid {pid}: attached count_tick (uprobe)"));
+    t.ticks(40);
+    t.ticks(2);
+    let d = dump_json(&w, &["--pid", &pid.to_string()], "tick_by_pid");
+    assert_eq!(calls_of(&d, pid), 42);
+    assert_eq!(d[0]["value"]["last_arg"], serde_json::json!(1));
+    assert!(t.finish().success());
+    loader
+        .out
+        .wait_for(&format!("prog count_tick [pid {pid}]: 42 hits, 0 errors"));
     let (st, _, _) = loader.stop();
     assert!(st.success());
 }

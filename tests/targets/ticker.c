@@ -3,10 +3,14 @@
  * "pid P" and "ready", then reads commands from stdin with read(2) (so it
  * sits blocked in read() between commands): a line "N" calls tick(i) for
  * i = 0..N-1 and prints "done N sum S" (tick returns its argument plus 1);
- * end of input exits 0.
+ * end of input exits 0. `ticker spin`: a second thread reads the commands
+ * and the main thread runs them, spinning in user code (no system call)
+ * while it waits.
  * Used by: tests/cli_session.rs with tests/targets/ticker.bpf.c. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 __attribute__((noinline)) long tick(long x)
@@ -15,30 +19,72 @@ __attribute__((noinline)) long tick(long x)
 	return x + 1;
 }
 
-int main(void)
+/* The next command: a count, -1 for none, -2 for end of input. */
+static volatile long pending = -1;
+
+static void run(long count)
+{
+	long sum = 0;
+	for (long i = 0; i < count; i++)
+		sum += tick(i);
+	printf("done %ld sum %ld\n", count, sum);
+	fflush(stdout);
+}
+
+/* Reads one command line; -2 at end of input. */
+static long next_command(void)
 {
 	char line[64];
 	size_t len = 0;
-	printf("pid %d\nready\n", (int)getpid());
-	fflush(stdout);
 	for (;;) {
 		char c;
 		ssize_t n = read(0, &c, 1);
-		if (n < 0)
-			return 3;
-		if (n == 0)
-			return 0;
-		if (c != '\n') {
-			if (len + 1 < sizeof(line))
-				line[len++] = c;
-			continue;
+		if (n <= 0)
+			return -2;
+		if (c == '\n')
+			break;
+		if (len + 1 < sizeof(line))
+			line[len++] = c;
+	}
+	line[len] = 0;
+	return atol(line);
+}
+
+static void *reader(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		long c = next_command();
+		while (pending != -1)
+			;
+		pending = c;
+		if (c == -2)
+			return NULL;
+	}
+}
+
+int main(int argc, char **argv)
+{
+	printf("pid %d\nready\n", (int)getpid());
+	fflush(stdout);
+	if (argc > 1 && strcmp(argv[1], "spin") == 0) {
+		pthread_t t;
+		if (pthread_create(&t, NULL, reader, NULL) != 0)
+			return 2;
+		for (;;) {
+			long c = pending;
+			if (c == -2)
+				return 0;
+			if (c >= 0) {
+				run(c);
+				pending = -1;
+			}
 		}
-		line[len] = 0;
-		len = 0;
-		long count = atol(line), sum = 0;
-		for (long i = 0; i < count; i++)
-			sum += tick(i);
-		printf("done %ld sum %ld\n", count, sum);
-		fflush(stdout);
+	}
+	for (;;) {
+		long c = next_command();
+		if (c == -2)
+			return 0;
+		run(c);
 	}
 }
