@@ -435,6 +435,19 @@ fn start_needs_exactly_one_loader_or_a_name() {
     let (s2, _, err) = l2.stop();
     assert_eq!(s2.code(), Some(1));
     assert!(err.contains("binary `ticker` not found"), "{err}");
+
+    // A loader killed outright leaves its directory behind: a new loader
+    // of the same name replaces it, and other commands remove it.
+    for _ in 0..2 {
+        let mut dead = w.load("gone");
+        dead.child.kill().unwrap();
+        dead.child.wait().unwrap();
+        assert!(w.runtime.join("gone/session").exists());
+    }
+    let o = w.cmd(&["map", "list", "--session", "gone"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(text(&o.stderr).contains("no pkbpf session named \"gone\""));
+    assert!(!w.runtime.join("gone").exists(), "stale session removed");
 }
 
 /// The first field of /proc/PID/syscall: the system call the process is
