@@ -450,6 +450,25 @@ fn start_needs_exactly_one_loader_or_a_name() {
     assert!(!w.runtime.join("gone").exists(), "stale session removed");
 }
 
+/// Whether `pkbpf attach` (a sibling of the target, not its parent) may
+/// ptrace it here; prints the skip line when not.
+fn ptrace_allowed(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    match std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope") {
+        Ok(s) if s.trim() != "0" => {
+            println!(
+                "skipped: {test}: Yama ptrace_scope is {} and we are not root",
+                s.trim()
+            );
+            false
+        }
+        _ => true,
+    }
+}
+
 /// The first field of /proc/PID/syscall: the system call the process is
 /// blocked in.
 fn blocked_in(pid: u32) -> Option<String> {
@@ -459,6 +478,9 @@ fn blocked_in(pid: u32) -> Option<String> {
 
 #[test]
 fn attach_injects_into_a_process_blocked_in_read() {
+    if !ptrace_allowed("attach_blocked_in_read") {
+        return;
+    }
     let Some(w) = World::new("attach_blocked_in_read") else {
         return;
     };
@@ -505,6 +527,9 @@ fn attach_injects_into_a_process_blocked_in_read() {
 
 #[test]
 fn attach_injects_into_a_process_running_user_code() {
+    if !ptrace_allowed("attach_spinning") {
+        return;
+    }
     let Some(w) = World::new("attach_spinning") else {
         return;
     };
