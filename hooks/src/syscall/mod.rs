@@ -85,7 +85,10 @@
 #![allow(clippy::missing_safety_doc)]
 
 mod asm;
+mod fast;
 mod names;
+
+pub use fast::{rewrite_libc, rewritten_sites, RewriteStats};
 
 use std::cell::Cell;
 use std::ffi::c_void;
@@ -546,12 +549,11 @@ fn dispatch(uc: &mut libc::ucontext_t) {
             return;
         }
         NR_RT_SIGACTION if args[0] == libc::SIGSYS as u64 => app_sigaction(args),
-        NR_RT_SIGPROCMASK => in_app_window(uc, || sigprocmask(args)),
         NR_CLONE | NR_CLONE3 | NR_FORK | NR_VFORK => {
             let mut regs = *uc;
             in_app_window(uc, || clone_family(&mut regs, nr, args))
         }
-        _ => in_app_window(uc, || raw(nr, args)),
+        _ => in_app_window(uc, || app_call(nr, args)),
     };
     frame.ret = ret;
     frame.regs.ax = ret as u64;
@@ -587,6 +589,31 @@ fn sigreturn_in_place(uc: &mut libc::ucontext_t) {
     unsafe {
         std::ptr::copy_nonoverlapping(app, (uc as *mut libc::ucontext_t).cast::<u8>(), KERNEL_UCONTEXT)
     };
+}
+
+/// The application's call `nr` as the kernel should see it: `rt_sigaction`
+/// of SIGSYS emulated, other `rt_sigaction`s noted (the fast path masks
+/// signals once the application has handlers), `rt_sigprocmask` without
+/// SIGSYS, everything else as it is. Not for `rt_sigreturn` and the clone
+/// family.
+pub(crate) fn app_call(nr: u64, args: [u64; 6]) -> i64 {
+    match nr {
+        NR_RT_SIGACTION if args[0] == libc::SIGSYS as u64 => app_sigaction(args),
+        NR_RT_SIGACTION => {
+            if args[1] != 0 {
+                // SAFETY: the application's `struct sigaction *`; its first
+                // word is the handler. A bad pointer faults here rather
+                // than giving EFAULT (documented difference).
+                let handler = unsafe { std::ptr::read_unaligned(args[1] as *const usize) };
+                if handler != libc::SIG_DFL && handler != libc::SIG_IGN {
+                    fast::APP_HANDLERS.store(true, Ordering::Relaxed);
+                }
+            }
+            raw(nr, args)
+        }
+        NR_RT_SIGPROCMASK => sigprocmask(args),
+        _ => raw(nr, args),
+    }
 }
 
 /// `rt_sigaction(SIGSYS, act, oldact, size)` of the application: recorded.

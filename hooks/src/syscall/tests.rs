@@ -177,6 +177,52 @@ fn run_all() {
     trace_current_thread(false);
     assert!(st.expect("spawn /bin/true").success());
 
+    // The fast path: libc's `mov eax, NR; syscall` sites rewritten. getppid
+    // is one (glibc's getppid is exactly that pair).
+    let stats = rewrite_libc().expect("rewrite libc");
+    assert!(stats.rewritten > 50, "{stats:?}");
+    assert!(rewritten_sites() >= stats.rewritten);
+    trace_current_thread(true);
+    let before = ENTER_GETPPID.load(Ordering::Relaxed);
+    let before_exit = EXIT_GETPPID.load(Ordering::Relaxed);
+    let mut last = 0;
+    for _ in 0..10 {
+        // SAFETY: getppid has no preconditions.
+        last = unsafe { libc::getppid() };
+    }
+    trace_current_thread(false);
+    assert_eq!(last, real_ppid);
+    assert_eq!(ENTER_GETPPID.load(Ordering::Relaxed) - before, 10);
+    assert_eq!(EXIT_GETPPID.load(Ordering::Relaxed) - before_exit, 10);
+    // Untraced: the fast path only issues the call.
+    let before = ENTER_GETPPID.load(Ordering::Relaxed);
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::getppid() }, real_ppid);
+    assert_eq!(ENTER_GETPPID.load(Ordering::Relaxed), before);
+    // Threads and signals still counted exactly with the fast path (the
+    // application has handlers now, so the fast path masks signals).
+    trace_current_thread(true);
+    let before = ENTER_GETPPID.load(Ordering::Relaxed);
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(|| {
+                for _ in 0..25 {
+                    // SAFETY: as above.
+                    unsafe { libc::getppid() };
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    for _ in 0..5 {
+        // SAFETY: raising a handled signal on this thread.
+        unsafe { libc::raise(libc::SIGUSR1) };
+    }
+    trace_current_thread(false);
+    assert_eq!(ENTER_GETPPID.load(Ordering::Relaxed) - before, 105);
+
     uninstall();
 }
 
