@@ -6,8 +6,8 @@ use std::ffi::c_void;
 
 use pkbpf_jit::interp::{self, HelperCtx, HelperError, Interpreter, Memory, RegionKind};
 use pkbpf_jit::x86::{
-    ArrayLayout, HelperFn, JitEnv, JitMap, JitProgram, RunCtx, RunError, ABORT_BAD_CALLX,
-    ABORT_FELL_OFF, HELPER_EXIT, HELPER_TAIL_CALL,
+    ArrayLayout, HelperFn, JitEnv, JitMap, JitProgram, RunCtx, RunError, HELPER_EXIT,
+    HELPER_TAIL_CALL,
 };
 use pkbpf_maps::{Map, MapDef, MapType, RegionBuilder};
 use pkbpf_sandbox::{CodeRange, Domain, GateStub};
@@ -344,30 +344,72 @@ impl LoadedObject {
         &self.state.region
     }
 
+    /// Runs program `first` on `ctx`, following tail calls.
+    ///
+    /// The common case (JIT code that ends normally) is kept small enough
+    /// to inline into [`Program::call`]: one size check, the invocation
+    /// (five words on the stack), the gate, one compare of the abort code.
+    /// Everything else (the interpreter, tail calls, errors) is out of line.
+    #[inline]
     fn run(
         &self,
         first: usize,
         ctx: &mut [u8],
         hook: Option<&mut HookCtx>,
     ) -> Result<u64, CallError> {
-        let expected = self.progs[first].ctx_size;
-        if ctx.len() != expected as usize {
-            return Err(CallError::CtxSize {
-                program: self.progs[first].name.clone(),
-                expected,
-                found: ctx.len(),
-            });
+        let p = &self.progs[first];
+        if ctx.len() != p.ctx_size as usize {
+            return Err(self.ctx_size_error(first, ctx.len()));
         }
         let mut inv = Invocation::new(&self.state, first, hook);
         let ctx_ptr = ctx.as_mut_ptr() as u64;
         let ctx_len = ctx.len() as u64;
+        if let Code::Jit(j) = &p.code {
+            let env = &mut inv as *mut Invocation<'_> as *mut c_void;
+            // SAFETY: the program was verified for a context of exactly
+            // `ctx_len` bytes (checked above), maps and helpers are the ones
+            // it was compiled with, and `env` is the live invocation, not
+            // otherwise used during the call.
+            let r = unsafe { self.jit_call(j, ctx_ptr, ctx_len, env) };
+            if let Ok(Ok(r0)) = r {
+                return Ok(r0);
+            }
+            return self.run_rest(inv, ctx_ptr, ctx_len, Some(r));
+        }
+        self.run_rest(inv, ctx_ptr, ctx_len, None)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn ctx_size_error(&self, prog: usize, found: usize) -> CallError {
+        CallError::CtxSize {
+            program: self.progs[prog].name.clone(),
+            expected: self.progs[prog].ctx_size,
+            found,
+        }
+    }
+
+    /// [`LoadedObject::run`] from where its fast path stops: `first` is the
+    /// outcome of the JIT run of `inv.prog` when there was one.
+    #[inline(never)]
+    fn run_rest(
+        &self,
+        mut inv: Invocation<'_>,
+        ctx_ptr: u64,
+        ctx_len: u64,
+        mut first: Option<Result<Result<u64, RunError>, pkbpf_sandbox::Fault>>,
+    ) -> Result<u64, CallError> {
         loop {
             let p = &self.progs[inv.prog];
             let env = &mut inv as *mut Invocation<'_> as *mut c_void;
-            let res = match &p.code {
-                Code::Jit(j) => {
+            let res = match (&p.code, first.take()) {
+                (_, Some(r)) => r.map_err(|fault| CallError::Fault {
+                    program: p.name.clone(),
+                    fault,
+                })?,
+                (Code::Jit(j), None) => {
                     // SAFETY: the program was verified for a context of
-                    // exactly `ctx_len` bytes (checked above; tail-call
+                    // exactly `ctx_len` bytes (checked by `run`; tail-call
                     // targets share the caller's context layout, checked by
                     // the helper), maps and helpers are the ones it was
                     // compiled with, and `env` is the live invocation, not
@@ -378,7 +420,9 @@ impl LoadedObject {
                         fault,
                     })?
                 }
-                Code::Interp(insns) => self.interp(insns, ctx_ptr, ctx_len, env, &p.name)?,
+                (Code::Interp(insns), None) => {
+                    self.interp(insns, ctx_ptr, ctx_len, env, &p.name)?
+                }
             };
             match res {
                 Ok(r0) => return Ok(r0),
@@ -404,6 +448,7 @@ impl LoadedObject {
     ///
     /// # Safety
     /// As [`JitProgram::call_with_env`].
+    #[inline(always)]
     unsafe fn jit_call(
         &self,
         j: &JitProgram,
@@ -422,13 +467,7 @@ impl LoadedObject {
         // entry with `args`, which lives across the call; the rest is the
         // caller's contract.
         let r0 = unsafe { gate.call(gate_target, &mut args as *mut GateArgs as usize) }?;
-        Ok(match args.ctx.abort {
-            0 | HELPER_EXIT => Ok(r0),
-            HELPER_TAIL_CALL => Err(RunError::TailCall { target: r0 }),
-            ABORT_BAD_CALLX => Err(RunError::BadCallx),
-            ABORT_FELL_OFF => Err(RunError::FellOff),
-            code => Err(RunError::HelperAbort { code }),
-        })
+        Ok(args.ctx.outcome(r0))
     }
 
     /// The object's extension key Eᵢ (`None` unless the sandbox mode is
@@ -655,12 +694,14 @@ impl<'o> Program<'o> {
     /// Runs the program on `ctx` (exactly [`ctx_size`](Self::ctx_size)
     /// bytes), following tail calls; returns `r0`. A helper abort ends this
     /// call only.
+    #[inline]
     pub fn call(&self, ctx: &mut [u8]) -> Result<u64, CallError> {
         self.obj.run(self.index, ctx, None)
     }
 
     /// Runs the program as a hook does: `hook` gives `bpf_get_func_ip` its
     /// address and receives `bpf_override_return`'s value.
+    #[inline]
     pub fn call_hooked(&self, ctx: &mut [u8], hook: &mut HookCtx) -> Result<u64, CallError> {
         self.obj.run(self.index, ctx, Some(hook))
     }

@@ -80,6 +80,7 @@ impl CodeMemory {
     }
 
     /// Address of the first byte of code.
+    #[inline]
     pub(crate) fn base(&self) -> *const u8 {
         self.ptr.as_ptr()
     }

@@ -349,12 +349,37 @@ pub struct RunCtx {
 
 impl RunCtx {
     /// A context for one run with helper env `env`.
+    #[inline]
     pub fn new(env: *mut c_void) -> RunCtx {
         RunCtx {
             env,
             saved_rsp: 0,
             abort: 0,
         }
+    }
+
+    /// How the run that returned `r0` with this context ended: `Ok(r0)`
+    /// when `abort` is 0 or [`HELPER_EXIT`], else the [`RunError`] its
+    /// code stands for. The normal case is one compare; decoding the others
+    /// is out of line.
+    #[inline]
+    pub fn outcome(&self, r0: u64) -> Result<u64, RunError> {
+        if self.abort <= HELPER_EXIT {
+            Ok(r0)
+        } else {
+            Err(abort_error(self.abort, r0))
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn abort_error(abort: u64, r0: u64) -> RunError {
+    match abort {
+        HELPER_TAIL_CALL => RunError::TailCall { target: r0 },
+        ABORT_BAD_CALLX => RunError::BadCallx,
+        ABORT_FELL_OFF => RunError::FellOff,
+        code => RunError::HelperAbort { code },
     }
 }
 
@@ -485,6 +510,7 @@ impl JitProgram {
     /// # Safety
     ///
     /// As [`JitProgram::call`]; `env` must be what the env's helpers expect.
+    #[inline]
     pub unsafe fn call_with_env(
         &self,
         r1: u64,
@@ -496,13 +522,7 @@ impl JitProgram {
         // arguments; `ctx` outlives the call; the code stays mapped while
         // `self` is borrowed.
         let r0 = unsafe { (self.entry())(r1, r2, &mut ctx) };
-        match ctx.abort {
-            0 | HELPER_EXIT => Ok(r0),
-            HELPER_TAIL_CALL => Err(RunError::TailCall { target: r0 }),
-            ABORT_BAD_CALLX => Err(RunError::BadCallx),
-            ABORT_FELL_OFF => Err(RunError::FellOff),
-            code => Err(RunError::HelperAbort { code }),
-        }
+        ctx.outcome(r0)
     }
 
     /// The entry point, valid while `self` lives. Calling it has the
@@ -510,6 +530,7 @@ impl JitProgram {
     /// `ctx.abort` tells how the run ended (0 or [`HELPER_EXIT`]: normally;
     /// [`HELPER_TAIL_CALL`], [`ABORT_BAD_CALLX`], [`ABORT_FELL_OFF`] or a
     /// helper's code otherwise).
+    #[inline]
     pub fn entry(&self) -> Entry {
         // SAFETY: offset 0 of the code is the entry prologue, emitted with
         // exactly the `Entry` signature (SysV C ABI).
