@@ -26,8 +26,16 @@ fn sud_supported(test: &str) -> bool {
     false
 }
 
-fn run(obj: &Path, cwd: &Path, cmd: &[&str]) -> Output {
-    let out = Command::new(pkbpf())
+/// Runs `pkbpf run OBJ -- CMD`; `sigsys_only` keeps libc's syscall sites
+/// unrewritten, so every call takes the SIGSYS path.
+fn run_mode(obj: &Path, cwd: &Path, cmd: &[&str], sigsys_only: bool) -> Output {
+    let mut c = Command::new(pkbpf());
+    if sigsys_only {
+        c.env("PKBPF_NO_SYSCALL_REWRITE", "1");
+    } else {
+        c.env_remove("PKBPF_NO_SYSCALL_REWRITE");
+    }
+    let out = c
         .args(["--sandbox", "none", "run"])
         .arg(obj)
         .arg("--")
@@ -41,6 +49,10 @@ fn run(obj: &Path, cwd: &Path, cmd: &[&str]) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+fn run(obj: &Path, cwd: &Path, cmd: &[&str]) -> Output {
+    run_mode(obj, cwd, cmd, false)
 }
 
 fn stdout(o: &Output) -> String {
@@ -184,7 +196,8 @@ fn syscall_counter_on_ls_agrees_with_strace() {
 
 /// Counts, return values and pt_regs through raw tracepoints on a target
 /// with a known number of calls: main thread, four threads, a signal
-/// handler, the application's own SIGSYS handler, a fork child.
+/// handler, the application's own SIGSYS handler, a fork child; with libc's
+/// sites rewritten (the fast path) and without (SIGSYS only).
 #[test]
 fn known_calls_are_counted_exactly_with_their_contexts() {
     let test = "known_calls_are_counted_exactly_with_their_contexts";
@@ -196,7 +209,13 @@ fn known_calls_are_counted_exactly_with_their_contexts() {
     };
     let dir = tempfile::tempdir().unwrap();
     let exe = compile_target(dir.path());
-    let o = run(&obj, dir.path(), &[exe.to_str().unwrap()]);
+    for sigsys_only in [false, true] {
+        known_calls_once(&obj, dir.path(), &exe, sigsys_only);
+    }
+}
+
+fn known_calls_once(obj: &Path, dir: &Path, exe: &Path, sigsys_only: bool) {
+    let o = run_mode(obj, dir, &[exe.to_str().unwrap()], sigsys_only);
     assert!(o.status.success());
     let out = stdout(&o);
     let err = stderr(&o);
@@ -243,7 +262,13 @@ fn signal_storm_target_keeps_working_and_is_counted_exactly() {
     };
     let dir = tempfile::tempdir().unwrap();
     let exe = compile_target(dir.path());
-    let o = run(&obj, dir.path(), &[exe.to_str().unwrap(), "--storm"]);
+    for sigsys_only in [false, true] {
+        storm_once(&obj, dir.path(), &exe, sigsys_only);
+    }
+}
+
+fn storm_once(obj: &Path, dir: &Path, exe: &Path, sigsys_only: bool) {
+    let o = run_mode(obj, dir, &[exe.to_str().unwrap(), "--storm"], sigsys_only);
     assert!(o.status.success());
     let out = stdout(&o);
     let (loops, alarms) = out

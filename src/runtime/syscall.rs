@@ -12,6 +12,11 @@
 //! | raw `sys_enter` | `u64 args[2]`: a `struct pt_regs *` (read it with `bpf_probe_read`) and the number |
 //! | raw `sys_exit` | `u64 args[2]`: the `struct pt_regs *` and the return value |
 //!
+//! The first attach installs the interception and rewrites libc's
+//! `mov eax, NR; syscall` sites to call the dispatcher directly (the fast
+//! path; unless [`NO_REWRITE_ENV`] is set); calls from other sites take the
+//! SIGSYS path.
+//!
 //! Enter programs run before the kernel runs the call, exit programs after
 //! it returned (none for `exit`/`exit_group`, and none in a new thread for
 //! its `clone`). Programs run with the thread untraced: their helpers'
@@ -56,6 +61,10 @@ struct Stats {
 static REGISTRY: RwLock<Vec<Entry>> = RwLock::new(Vec::new());
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
+
+/// Set (to anything) to keep libc's `syscall` sites as they are: every
+/// traced call then takes the SIGSYS path.
+pub const NO_REWRITE_ENV: &str = "PKBPF_NO_SYSCALL_REWRITE";
 
 /// An attached syscall tracepoint program. Dropping it detaches.
 #[derive(Debug)]
@@ -144,7 +153,14 @@ fn install_once() -> Result<(), RuntimeError> {
         if !syscall::is_supported() {
             return Err(String::new());
         }
-        syscall::install(SyscallHandler::from_fn(on_syscall)).map_err(|e| e.to_string())
+        syscall::install(SyscallHandler::from_fn(on_syscall)).map_err(|e| e.to_string())?;
+        if std::env::var_os(NO_REWRITE_ENV).is_none() {
+            // The fast path; sites it cannot take stay with the SIGSYS path.
+            if let Err(e) = syscall::rewrite_libc() {
+                tracing::debug!(error = %e, "rewriting libc's syscall sites failed");
+            }
+        }
+        Ok(())
     });
     match r {
         Ok(()) => Ok(()),
