@@ -10,8 +10,14 @@
 //! called is an error, as in the kernel rows. Each function gets [`WARMUP`]
 //! untimed calls first.
 //!
-//! The syscall-tracepoint row needs pkbpf's syscall interception, which is
-//! not there yet; it reports so.
+//! The syscall-tracepoint row (`syscall_write`): `bench_sys_exit_write` on
+//! `tracepoint/syscalls/sys_exit_write`, attached with
+//! `LoadedObject::attach_syscall`, and `N` one-byte `write()`s to
+//! `/dev/null` from the harness thread, traced only around the timed loop.
+//! The calls go through libc's `write`, whose `syscall` site the attach
+//! rewrote (the fast path); with `PKBPF_BENCH_SYSCALL_PATH=sigsys` they go
+//! through `syscall(SYS_write, ...)`, a site that is never rewritten, so the
+//! row measures the Syscall User Dispatch (SIGSYS) path instead.
 
 use std::collections::BTreeMap;
 use std::ffi::{c_void, CString};
@@ -40,8 +46,12 @@ type TargetFn = unsafe extern "C" fn(*mut u8, i32, u64) -> u64;
 /// Untimed calls of each function before its timed loop.
 pub const WARMUP: u64 = 100;
 
-/// Why the syscall row has no pkbpf number.
-pub const SYSCALL_PENDING: &str = "pkbpf syscall tracepoints not integrated (hooks issue 8)";
+/// Why the syscall row has no pkbpf number (before it is prepared).
+pub const SYSCALL_PENDING: &str = "pkbpf syscall tracepoint not attached";
+
+/// Environment variable choosing the syscall row's path: `sigsys` for
+/// Syscall User Dispatch, anything else (or unset) for the rewritten site.
+pub const SYSCALL_PATH_ENV: &str = "PKBPF_BENCH_SYSCALL_PATH";
 
 /// pkbpf with `--sandbox=none`, in process.
 #[derive(Default)]
@@ -56,6 +66,8 @@ pub struct PkbpfInProcess {
     hits: BTreeMap<String, Vec<Arc<AtomicU64>>>,
     /// Rows whose programs could not be loaded or attached, with why.
     broken: BTreeMap<String, String>,
+    /// The syscall row's attached program, or why there is none.
+    syscall: Option<Result<pkbpf::runtime::SyscallLink, String>>,
 }
 
 impl std::fmt::Debug for PkbpfInProcess {
@@ -147,6 +159,7 @@ impl PkbpfInProcess {
                 }
             }
         }
+        self.syscall = Some(attach_syscall_row(&rt, &setup.workdir));
         Ok(())
     }
 
@@ -201,6 +214,69 @@ impl PkbpfInProcess {
         self.hits.entry(row.to_string()).or_default().push(counter);
         Ok(())
     }
+}
+
+/// Loads `bench_syscall.bpf.o` and attaches its `sys_exit_write` program
+/// to this process's system calls (this thread stays untraced until the
+/// timed loop).
+fn attach_syscall_row(
+    rt: &Runtime,
+    dir: &Path,
+) -> Result<pkbpf::runtime::SyscallLink, String> {
+    let path = dir.join("bench_syscall.bpf.o");
+    let obj = rt
+        .load_file(&path)
+        .map_err(|e| format!("pkbpf refused {}: {}", path.display(), error_chain(&e)))?;
+    Arc::new(obj)
+        .attach_syscall("bench_sys_exit_write")
+        .map_err(|e| format!("attach bench_sys_exit_write: {}", error_chain(&e)))
+}
+
+/// `n` one-byte writes to `/dev/null` with this thread traced; ns per call.
+fn time_syscall_row(link: &pkbpf::runtime::SyscallLink, n: u64) -> Result<f64, BenchError> {
+    let sigsys = std::env::var(SYSCALL_PATH_ENV).is_ok_and(|v| v == "sigsys");
+    // SAFETY: opening /dev/null with a NUL-terminated path.
+    let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY) };
+    if fd < 0 {
+        return Err(fail("open /dev/null failed"));
+    }
+    let byte = b'x';
+    let write = |fd: i32| -> isize {
+        if sigsys {
+            // SAFETY: a one-byte write from a live local.
+            unsafe { libc::syscall(libc::SYS_write, fd, &byte as *const u8, 1usize) as isize }
+        } else {
+            // SAFETY: as above.
+            unsafe { libc::write(fd, (&byte as *const u8).cast(), 1) }
+        }
+    };
+    pkbpf::runtime::trace_current_thread(true);
+    for _ in 0..WARMUP.min(n) {
+        write(fd);
+    }
+    let before = link.hits();
+    let start = Instant::now();
+    let mut bad = 0u64;
+    for _ in 0..n {
+        if write(fd) != 1 {
+            bad += 1;
+        }
+    }
+    let ns = start.elapsed().as_nanos() as f64 / n.max(1) as f64;
+    let fired = link.hits() - before;
+    pkbpf::runtime::trace_current_thread(false);
+    // SAFETY: closing the descriptor opened above.
+    unsafe { libc::close(fd) };
+    if bad > 0 {
+        return Err(fail(format!("{bad} of {n} writes to /dev/null failed")));
+    }
+    if fired < n {
+        return Err(fail(format!(
+            "{SYSCALL_ROW}: the pkbpf program ran {fired} times for {n} writes \
+             (was the timed loop run on the thread that attached?)"
+        )));
+    }
+    Ok(ns)
 }
 
 /// The rows a kernel program name belongs to.
@@ -265,10 +341,12 @@ impl Environment for PkbpfInProcess {
             cells.insert(row.to_string(), Cell::Ns(ns));
         }
         std::hint::black_box(sink);
-        cells.insert(
-            SYSCALL_ROW.to_string(),
-            Cell::NotRun(SYSCALL_PENDING.into()),
-        );
+        let syscall_cell = match &self.syscall {
+            None => Cell::NotRun(SYSCALL_PENDING.into()),
+            Some(Err(why)) => Cell::NotRun(why.clone()),
+            Some(Ok(link)) => Cell::Ns(time_syscall_row(link, n)?),
+        };
+        cells.insert(SYSCALL_ROW.to_string(), syscall_cell);
         Ok(cells)
     }
 }
