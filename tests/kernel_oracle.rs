@@ -44,6 +44,15 @@ const KERNEL_ONLY: &[(&str, &str)] = &[];
 /// table name, for `name:` keys).
 const PKBPF_ONLY: &[(&str, &str)] = &[
     (
+        "missing btf func_info",
+        "the program passes a callback to bpf_loop, and the kernel demands BTF func_info \
+         (each subprogram's prototype) for programs with callbacks; this oracle loads \
+         programs without the object's BTF, so the kernel stops before verifying: a loader \
+         input, not a safety verdict. pkbpf verifies the callback in its own frame (r1 the \
+         index, r2 the context) for any number of iterations, down to a fixpoint, and \
+         tests/verify_objects.rs runs these programs on the JIT and the interpreter alike",
+    ),
+    (
         "invalid shift",
         "shift by an immediate >= the operand width or negative: RFC 9669 defines the amount \
          modulo the width (imm & 63 / & 31) and pkbpf's engines mask it, so the result is \

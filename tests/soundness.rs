@@ -295,6 +295,173 @@ fn accepted_loop_programs_run_cleanly() {
     );
 }
 
+/// `bpf_loop(n, cb, fp-32, 0)` after the generated prologue, then a random
+/// tail; the callback (`r1`, `r4` = its context, `r5` = its own stack, `r6`
+/// = the index) runs a random body and returns `r6 & 1` or 0: exercises the
+/// callback's frame, the caller's stack through the context, and the
+/// iteration fixpoint.
+fn callback_program() -> impl Strategy<Value = (Vec<Insn>, Vec<u8>)> {
+    (
+        program(),
+        prop::collection::vec(body_insn(), 1..10),
+        prop::collection::vec(body_insn(), 0..6),
+        0i32..6,
+        any::<bool>(),
+    )
+        .prop_map(|((mut p, mem), cb_body, tail, n, stop)| {
+            use pkbpf_verifier::isa::{CallTarget, LdPseudo};
+            let mov = |d: u8, src: Source| Insn::Alu {
+                width: Width::W64,
+                op: AluOp::Mov,
+                dst: reg(d),
+                src,
+            };
+            // Keep the prologue only (10 instructions) and `r0 = 0; exit`.
+            let end = p.split_off(p.len() - 2);
+            p.truncate(10);
+            // fp-40 keeps the input pointer across the call; the context
+            // is fp-32, the callback reaching fp-34..fp-12 through it.
+            for (off, src) in [
+                (-40, Source::Reg(reg(4))),
+                (-32, Source::Imm(0)),
+                (-24, Source::Imm(0)),
+            ] {
+                p.push(Insn::Store {
+                    size: MemSize::DW,
+                    dst: reg(10),
+                    off,
+                    src,
+                });
+            }
+            p.push(mov(1, Source::Imm(n)));
+            let func_at = p.len();
+            p.push(Insn::LdPseudo {
+                dst: reg(2),
+                kind: LdPseudo::Func,
+                imm: 0,
+                next_imm: 0,
+            });
+            p.push(Insn::LdImm64Hi);
+            p.push(mov(3, Source::Reg(reg(10))));
+            p.push(Insn::Alu {
+                width: Width::W64,
+                op: AluOp::Add,
+                dst: reg(3),
+                src: Source::Imm(-32),
+            });
+            p.push(mov(4, Source::Imm(0)));
+            p.push(Insn::Call(CallTarget::Helper(181)));
+            p.push(Insn::Load {
+                size: MemSize::DW,
+                signed: false,
+                dst: reg(4),
+                src: reg(10),
+                off: -40,
+            });
+            p.push(mov(5, Source::Reg(reg(10))));
+            p.push(mov(1, Source::Reg(reg(4))));
+            p.push(mov(2, Source::Imm(0)));
+            p.push(mov(3, Source::Imm(0)));
+            let tail_start = p.len();
+            p.extend(tail);
+            p.extend(end);
+            let main_end = p.len();
+            // the callback
+            p.push(mov(6, Source::Reg(reg(1))));
+            p.push(mov(1, Source::Reg(reg(2))));
+            p.push(mov(4, Source::Reg(reg(2))));
+            p.push(mov(5, Source::Reg(reg(10))));
+            p.push(mov(0, Source::Imm(0)));
+            p.push(mov(3, Source::Imm(3)));
+            p.push(mov(7, Source::Imm(5)));
+            p.push(mov(8, Source::Imm(0)));
+            p.push(mov(9, Source::Imm(8)));
+            p.push(Insn::Store {
+                size: MemSize::DW,
+                dst: reg(10),
+                off: -8,
+                src: Source::Imm(0),
+            });
+            p.push(Insn::Store {
+                size: MemSize::DW,
+                dst: reg(10),
+                off: -16,
+                src: Source::Imm(7),
+            });
+            let body_start = p.len();
+            p.extend(cb_body);
+            if stop {
+                p.push(mov(0, Source::Reg(reg(6))));
+                p.push(Insn::Alu {
+                    width: Width::W64,
+                    op: AluOp::And,
+                    dst: reg(0),
+                    src: Source::Imm(1),
+                });
+            } else {
+                p.push(mov(0, Source::Imm(0)));
+            }
+            p.push(Insn::Exit);
+            let last = p.len() as i64 - 1;
+            if let Insn::LdPseudo { imm, .. } = &mut p[func_at] {
+                *imm = (main_end as i64 - func_at as i64 - 1) as i32;
+            }
+            // Jumps stay within their function, forward.
+            for (pc, insn) in p.iter_mut().enumerate() {
+                let (lo, hi) = if pc < main_end {
+                    (
+                        if pc >= tail_start { tail_start } else { 0 },
+                        main_end as i64 - 1,
+                    )
+                } else {
+                    (body_start, last)
+                };
+                if let Insn::Jmp { off, .. } = insn {
+                    let t = (pc as i64 + 1 + *off as i64).clamp(lo as i64, hi);
+                    *off = (t - pc as i64 - 1) as i16;
+                }
+            }
+            (p, mem)
+        })
+}
+
+#[test]
+fn accepted_callback_programs_run_cleanly() {
+    let n = cases(400);
+    let mut runner = TestRunner::new(Config {
+        cases: n,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let accepted = std::cell::Cell::new(0u32);
+    let result = runner.run(&callback_program(), |(prog, mem)| {
+        let env = ProgramEnv::conformance(mem.len() as u32);
+        let r = verify(&prog, &env);
+        if let Err(e) = &r {
+            if std::env::var_os("PKBPF_DEBUG_REJECT").is_some() {
+                println!("REJ {:?}", e.reason);
+            }
+        }
+        if r.is_ok() {
+            accepted.set(accepted.get() + 1);
+            if let Err(e) = run_checked(&prog, &mem) {
+                let text = pkbpf_verifier::disasm::disassemble(&prog);
+                return Err(TestCaseError::fail(format!("accepted but {e}\n{text}")));
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    let accepted = accepted.get();
+    println!("accepted {accepted} of {n} callback programs");
+    assert!(
+        accepted >= n / 20,
+        "only {accepted} callback programs were accepted"
+    );
+}
+
 fn corpus() -> Vec<(String, Vec<Insn>, Vec<u8>)> {
     let dir = std::env::var_os("PKBPF_CONFORMANCE_DIR")
         .map(PathBuf::from)

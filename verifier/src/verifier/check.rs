@@ -18,6 +18,16 @@ pub enum Region {
         /// Offset (negative).
         off: i64,
     },
+    /// Stack of frame `frame` through a variable offset: the access lies
+    /// somewhere within bytes `[lo, hi)` from its frame pointer.
+    StackVar {
+        /// Frame index.
+        frame: usize,
+        /// Lowest byte any value of the offset may touch.
+        lo: i64,
+        /// One past the highest.
+        hi: i64,
+    },
     /// Context at constant offset `off`.
     Ctx {
         /// Offset.
@@ -78,7 +88,19 @@ pub fn check_access(
         }
         PtrKind::Stack { frame } => {
             let Some(base) = ptr.const_off() else {
-                return Err(Reason::VariableStackAccess { reg });
+                // A variable offset: every offset it may take must be in
+                // the frame (the kernel's rule for privileged programs).
+                if lo < -(STACK_SIZE as i128) || hi > 0 {
+                    return Err(Reason::StackOutOfBounds {
+                        off: worst(),
+                        size: size32,
+                    });
+                }
+                return Ok(Region::StackVar {
+                    frame: frame as usize,
+                    lo: lo as i64,
+                    hi: hi as i64,
+                });
             };
             let o = base.saturating_add(off);
             if o < -(STACK_SIZE as i64) || o.saturating_add(size as i64) > 0 {
@@ -190,7 +212,12 @@ pub fn check_mem_arg(
         });
     }
     let region = check_access(env, reg, ptr, 0, size, write)?;
-    if let (Region::Stack { frame, off }, false) = (region, write) {
+    let range = match region {
+        Region::Stack { frame, off } => Some((frame, off, size)),
+        Region::StackVar { frame, lo, hi } => Some((frame, lo, (hi - lo) as u64)),
+        _ => None,
+    };
+    if let (Some((frame, off, size)), false) = (range, write) {
         let stack = &state.frames[frame].stack;
         if let Some(o) = stack.first_uninit(off, size as u32) {
             return Err(Reason::UninitStackRead {

@@ -185,6 +185,22 @@ impl Stack {
         }
     }
 
+    /// A write of unknown position within bytes `[lo, hi)` (a variable
+    /// offset): each byte may or may not be written, so written bytes
+    /// become unknown and never-written ones stay never-written. Spills in
+    /// the range become bytes (the caller rejects ranges holding pointers).
+    pub fn write_var(&mut self, lo: i64, hi: i64) {
+        for o in lo..hi {
+            let (slot, byte) = Stack::slot_of(o);
+            self.split(slot);
+            if let Slot::Bytes(b) = self.slot_mut(slot) {
+                if b[byte] == ByteState::Zero {
+                    b[byte] = ByteState::Misc;
+                }
+            }
+        }
+    }
+
     /// Whether some of the `size` bytes at `off` hold (part of) a spilled pointer.
     pub fn has_pointer(&self, off: i64, size: u32) -> bool {
         (off..off + size as i64).any(|o| {

@@ -67,7 +67,7 @@ fn fresh(next: &mut u32) -> u32 {
 
 impl Stepper<'_> {
     fn note_stack(&mut self, state: &State, region: Region, size: u64) {
-        if let Region::Stack { frame, off } = region {
+        if let Region::Stack { frame, off } | Region::StackVar { frame, lo: off, .. } = region {
             let entry = state.frames[frame].entry;
             let sp = self.cfg.subprog_of(entry);
             self.facts.note_stack(sp, off);
@@ -76,10 +76,13 @@ impl Stepper<'_> {
     }
 
     fn note_read(&mut self, region: Region, size: u64) {
-        if let Region::Stack { frame, off } = region {
-            for slot in slots_of(off, size) {
-                self.slot_reads.push(Loc::Slot { frame, slot });
-            }
+        let (frame, off, size) = match region {
+            Region::Stack { frame, off } => (frame, off, size),
+            Region::StackVar { frame, lo, hi } => (frame, lo, (hi - lo) as u64),
+            _ => return,
+        };
+        for slot in slots_of(off, size) {
+            self.slot_reads.push(Loc::Slot { frame, slot });
         }
     }
 
@@ -230,6 +233,20 @@ impl Stepper<'_> {
                             StackRead::PartialPointer => return Err(Reason::PartialPointerFill),
                         }
                     }
+                    Region::StackVar { frame, lo, hi } => {
+                        let stack = &state.frames[frame].stack;
+                        if let Some(o) = stack.first_uninit(lo, (hi - lo) as u32) {
+                            return Err(Reason::UninitStackRead {
+                                off: o,
+                                size: bytes,
+                            });
+                        }
+                        if stack.has_pointer(lo, (hi - lo) as u32) {
+                            return Err(Reason::PartialPointerFill);
+                        }
+                        let s = Scalar::unknown_bytes(bytes);
+                        RegValue::Scalar(if signed { s.sign_extend(bytes * 8) } else { s })
+                    }
                     _ => {
                         let s = Scalar::unknown_bytes(bytes);
                         RegValue::Scalar(if signed { s.sign_extend(bytes * 8) } else { s })
@@ -254,6 +271,17 @@ impl Stepper<'_> {
                     check::check_access(self.env, dst.num(), &p, off as i64, bytes as u64, true)?;
                 self.note_stack(&state, region, bytes as u64);
                 self.note_write(region, bytes as u64);
+                if let Region::StackVar { frame, lo, hi } = region {
+                    // Where it lands is not known: no pointer goes there,
+                    // and no spilled pointer may be partly overwritten.
+                    if matches!(v, RegValue::Ptr(_))
+                        || state.frames[frame].stack.has_pointer(lo, (hi - lo) as u32)
+                    {
+                        return Err(Reason::PartialPointerSpill);
+                    }
+                    state.frames[frame].stack.write_var(lo, hi);
+                    return Ok(Next::Goto(pc + 1, state));
+                }
                 if let RegValue::Ptr(_) = v {
                     match region {
                         Region::Stack { off, .. } => {
@@ -308,6 +336,9 @@ impl Stepper<'_> {
                 let bytes = size.bytes() as u32;
                 let region =
                     check::check_access(self.env, dst.num(), &p, off as i64, bytes as u64, true)?;
+                if let Region::StackVar { .. } = region {
+                    return Err(Reason::VariableStackAccess { reg: dst.num() });
+                }
                 self.note_stack(&state, region, bytes as u64);
                 self.note_read(region, bytes as u64);
                 if let Region::Stack { frame, off } = region {
@@ -396,7 +427,13 @@ impl Stepper<'_> {
     }
 
     fn exit(&mut self, mut state: State) -> Result<Next, Reason> {
-        let r0 = check::read_reg(&state, 0)?;
+        // A bpf-to-bpf callee may leave r0 unset (clang drops the unused
+        // result of a static function); the caller then cannot read it.
+        let r0 = if state.frames.len() > 1 && state.cur().callback == 0 {
+            state.reg(0)
+        } else {
+            check::read_reg(&state, 0)?
+        };
         if state.frames.len() == 1 {
             if !matches!(r0, RegValue::Scalar(_)) {
                 return Err(Reason::PointerReturn);
@@ -906,10 +943,19 @@ impl Stepper<'_> {
             });
         }
         for (region, size) in writes {
-            if let Region::Stack { frame, off } = region {
-                state.frames[frame]
-                    .stack
-                    .write_bytes(off, size as u32, ByteState::Misc);
+            match region {
+                Region::Stack { frame, off } => {
+                    state.frames[frame]
+                        .stack
+                        .write_bytes(off, size as u32, ByteState::Misc);
+                }
+                Region::StackVar { frame, lo, hi } => {
+                    if state.frames[frame].stack.has_pointer(lo, (hi - lo) as u32) {
+                        return Err(Reason::PartialPointerSpill);
+                    }
+                    state.frames[frame].stack.write_var(lo, hi);
+                }
+                _ => {}
             }
         }
         if let Some(id) = release {
