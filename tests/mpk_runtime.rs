@@ -7,8 +7,9 @@
 //! assembled here, not compiled from C: the VM has no clang and no repo.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use pkbpf::runtime::{CallError, CtxLayout, LoadedObject, Runtime, RuntimeError, Sandbox};
+use pkbpf::runtime::{CallError, CtxLayout, Harden, LoadedObject, Runtime, RuntimeError, Sandbox};
 use pkbpf::verifier::asm::assemble;
 use pkbpf_maps::{MapDef, MapType};
 use pkbpf_sandbox::{Domain, DomainGuard, PkuStatus, SandboxError};
@@ -474,4 +475,245 @@ fn twenty_objects_exhaust_the_keys_with_a_typed_error_never_sharing() {
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         "child status {status:#x}"
     );
+}
+
+/// Runs `f` in a forked child (hardening is process-wide and
+/// irreversible); a panic ends the child with status 1.
+fn in_child(f: impl FnOnce()) {
+    // SAFETY: the child runs `f` only and leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        // SAFETY: ends the child without running the parent's destructors.
+        unsafe { libc::_exit(if outcome.is_ok() { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child status {status:#x}"
+    );
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// Attacks 5 and 6 through the public runtime: after `build()` hardened the
+/// process, nothing can re-map, re-protect, zap, re-tag or remotely write an
+/// object's map region, JIT code or gate, while the runtime itself still
+/// loads, calls and drops objects. Needs no PKU (`Harden::Always`); under
+/// PKU (the VM) the keys keep holding after every attempt.
+#[test]
+fn hardened_runtime_refuses_the_escapes_and_keeps_working() {
+    in_child(|| {
+        let rt = Runtime::builder()
+            .harden(Harden::Always)
+            .build()
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let report = rt.hardening().expect("hardened");
+        assert!(report.seccomp);
+        let first = counter_object(&rt, INC);
+        first.program("prog").unwrap().call(&mut [0; 16]).unwrap();
+        let region = first.region().as_range();
+        let values = values_addr(&first);
+        let rw = libc::PROT_READ | libc::PROT_WRITE;
+        // SAFETY: (all below) system calls over the runtime's own mappings
+        // that the filter must refuse; none of them succeeds.
+        unsafe {
+            let eperm = |r: i64| r == -1 && errno() == libc::EPERM;
+            let failed = |p: *mut libc::c_void| p == libc::MAP_FAILED && errno() == libc::EPERM;
+            assert!(
+                eperm(libc::mprotect(values as _, 4096, rw) as i64),
+                "mprotect"
+            );
+            assert!(
+                eperm(libc::munmap(region.addr as _, region.len) as i64),
+                "munmap"
+            );
+            assert!(
+                eperm(libc::madvise(values as _, 4096, libc::MADV_DONTNEED) as i64),
+                "madvise"
+            );
+            assert!(
+                failed(libc::mremap(values as _, 4096, 8192, libc::MREMAP_MAYMOVE)),
+                "mremap"
+            );
+            assert!(
+                failed(libc::mmap(
+                    values as _,
+                    4096,
+                    rw,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                    -1,
+                    0
+                )),
+                "mmap MAP_FIXED"
+            );
+            assert!(
+                eperm(libc::syscall(libc::SYS_pkey_mprotect, values, 4096, rw, 0)),
+                "pkey_mprotect"
+            );
+            let mut byte = 0x99u8;
+            let local = libc::iovec {
+                iov_base: (&mut byte as *mut u8).cast(),
+                iov_len: 1,
+            };
+            let remote = libc::iovec {
+                iov_base: values as _,
+                iov_len: 1,
+            };
+            assert!(
+                eperm(libc::process_vm_writev(libc::getpid(), &local, 1, &remote, 1, 0) as i64),
+                "process_vm_writev"
+            );
+        }
+        if report.proc_writes.is_denied() {
+            let err = std::fs::OpenOptions::new()
+                .write(true)
+                .open("/proc/self/mem")
+                .expect_err("/proc/self/mem opened for writing");
+            assert_eq!(err.raw_os_error(), Some(libc::EACCES));
+        } else {
+            println!("skipped: /proc/self/mem part: {:?}", report.proc_writes);
+        }
+        // The runtime goes on: a second object (new key, new JIT code, new
+        // region) after hardening, calls on both, a dropped object, a third.
+        let second = counter_object(&rt, INC);
+        second.program("prog").unwrap().call(&mut [0; 16]).unwrap();
+        first.program("prog").unwrap().call(&mut [0; 16]).unwrap();
+        assert_eq!((value0(&first), value0(&second)), (2, 1));
+        assert!(rt.hardening().unwrap().range_filters >= 2);
+        drop(first);
+        let third = counter_object(&rt, INC);
+        third.program("prog").unwrap().call(&mut [0; 16]).unwrap();
+        assert_eq!(value0(&third), 1);
+        if rt.isolation().protected {
+            // Protection still holds: the host cannot read the values.
+            let f = host_read(values_addr(&second)).expect_err("host read values");
+            assert!(f.is_pku(), "{f}");
+        }
+    });
+}
+
+/// `bpf_loop(8M, cb)` where each callback spins 1000 times and counts its
+/// iterations in value 0 of its map: minutes of work for a verified program.
+const LONG: &str = "
+    r1 = 8000000
+    r2 = func cb
+    r3 = 0
+    r4 = 0
+    call bpf_loop#181
+    r0 = 7
+    exit
+cb:
+    r1 = 0
+    *(u32 *)(r10 - 4) = r1
+    r1 = map[idx:0]
+    r2 = r10
+    r2 += -4
+    call 1
+    if r0 == 0 goto done
+    r1 = 1
+    lock *(u64 *)(r0 + 0) += r1
+    r3 = 0
+spin:
+    r3 += 1
+    if r3 < 1000 goto spin
+done:
+    r0 = 0
+    exit
+";
+
+/// POSIX timers of this process that signal thread `tid`
+/// (`/proc/self/timers` lists `notify: signal/tid.N` for each).
+fn timers_of(tid: i32) -> usize {
+    let want = format!("notify: signal/tid.{tid}");
+    std::fs::read_to_string("/proc/self/timers")
+        .map(|t| t.lines().filter(|l| l.trim() == want).count())
+        .unwrap_or(0)
+}
+
+fn gettid() -> i32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() }
+}
+
+/// A per-call time budget aborts a long-running extension: the call returns
+/// `CallError::Timeout`, the host thread continues in its own domain, the
+/// object's maps stay usable from the host and from the next call.
+#[test]
+fn budget_aborts_a_long_running_extension_and_the_host_continues() {
+    let rt = Runtime::builder()
+        .build()
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let obj = counter_object(&rt, LONG);
+    let prog = obj.program("prog").unwrap();
+    let before = pkbpf_sandbox::current_pkru();
+    for round in 1..=3u64 {
+        let err = prog
+            .call_with_budget(&mut [0; 16], Duration::from_millis(30))
+            .expect_err("minutes of work cannot fit 30 ms");
+        match &err {
+            CallError::Timeout { program, budget } => {
+                assert_eq!(program, "prog");
+                assert_eq!(*budget, Duration::from_millis(30));
+            }
+            other => panic!("round {round}: {other:?}"),
+        }
+        assert!(err.to_string().contains("time budget"), "{err}");
+        assert_eq!(pkbpf_sandbox::current_pkru(), before);
+        // The map is consistent: the host reads and updates it (no lock
+        // left held), and the count is below a whole run.
+        let n = value0(&obj);
+        assert!(n > 0 && n < 8_000_000 * round, "round {round}: {n}");
+        let map = obj.map("vals").unwrap();
+        map.update(&0u32.to_ne_bytes(), &0u64.to_ne_bytes(), 0)
+            .unwrap();
+        assert_eq!(value0(&obj), 0);
+    }
+    // Aborts are not faults of the program.
+    assert_eq!(obj.fault_counts(), vec![("prog", 0)]);
+    // The thread and the object work on.
+    let inc = counter_object(&rt, INC);
+    inc.program("prog").unwrap().call(&mut [0; 16]).unwrap();
+    assert_eq!(value0(&inc), 1);
+}
+
+/// A fast program with a budget returns its result; many budgeted calls
+/// and calls from exiting threads leave no timer behind.
+#[test]
+fn budgeted_fast_calls_return_normally_and_leak_no_timers() {
+    let rt = Runtime::builder()
+        .build()
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let obj = counter_object(&rt, INC);
+    let prog = obj.program("prog").unwrap();
+    let budget = Duration::from_secs(10);
+    assert_eq!(prog.call_with_budget(&mut [0; 16], budget).unwrap(), 0);
+    assert_eq!(timers_of(gettid()), 1, "one timer per thread");
+    for _ in 0..1000 {
+        assert_eq!(prog.call_with_budget(&mut [0; 16], budget).unwrap(), 0);
+    }
+    assert_eq!(value0(&obj), 1001);
+    assert_eq!(timers_of(gettid()), 1, "budgeted calls leaked timers");
+    let tids: Vec<i32> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    for _ in 0..10 {
+                        prog.call_with_budget(&mut [0; 16], budget).unwrap();
+                    }
+                    gettid()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(value0(&obj), 1041);
+    for tid in tids {
+        assert_eq!(timers_of(tid), 0, "exited thread {tid} left its timer");
+    }
 }

@@ -59,10 +59,20 @@ impl Fault {
     pub fn is_pku(&self) -> bool {
         self.signal == libc::SIGSEGV && self.code == SEGV_PKUERR
     }
+
+    /// Whether this is not a memory fault but a call aborted because its
+    /// time budget ran out (`crate::budget`): the budget timer's signal with
+    /// `SI_TIMER`; `addr` is then the interrupted instruction.
+    pub fn is_timeout(&self) -> bool {
+        self.signal == crate::budget::signal() && self.code == libc::SI_TIMER
+    }
 }
 
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_timeout() {
+            return write!(f, "time budget exhausted at {:#x}", self.addr);
+        }
         let sig = if self.signal == libc::SIGBUS {
             "SIGBUS"
         } else {
@@ -375,22 +385,49 @@ extern "C" fn handler(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_vo
             return;
         }
 
-        if let Some(counter) = lookup(rip) {
-            let frame = CURRENT_FRAME.with(|c| c.get());
-            if !frame.is_null() {
-                if !counter.is_null() {
-                    (*counter).fetch_add(1, Ordering::Relaxed);
-                }
-                (*frame).faulted = 1;
-                (*frame).fault = record;
-                gregs[libc::REG_RSP as usize] = (*frame).saved_rsp as i64;
-                gregs[libc::REG_RIP as usize] = (*frame).landing as i64;
-                return;
-            }
+        if abort_to_gate(uc, record, true) {
+            return;
         }
 
         forward(sig, info, ctx);
     }
+}
+
+/// When the interrupted RIP in `uc` lies in registered JIT code and the
+/// thread is inside an entry gate: records `record` in the innermost gate
+/// frame (counting it against the range when `count`), moves RIP/RSP to
+/// that gate's landing pad, and returns true. Otherwise changes nothing.
+///
+/// # Safety
+///
+/// Signal context of the interrupted thread only, with the kernel's `uc`.
+pub(crate) unsafe fn abort_to_gate(
+    uc: &mut libc::ucontext_t,
+    record: FaultRecord,
+    count: bool,
+) -> bool {
+    let gregs = &mut uc.uc_mcontext.gregs;
+    let rip = gregs[libc::REG_RIP as usize] as usize;
+    let Some(counter) = lookup(rip) else {
+        return false;
+    };
+    let frame = CURRENT_FRAME.with(|c| c.get());
+    if frame.is_null() {
+        return false;
+    }
+    // SAFETY: a registered range's counter stays alive while the range is
+    // registered; `frame` is the live gate frame of this thread (set by
+    // `GateStub::call` around the call that was interrupted).
+    unsafe {
+        if count && !counter.is_null() {
+            (*counter).fetch_add(1, Ordering::Relaxed);
+        }
+        (*frame).faulted = 1;
+        (*frame).fault = record;
+        gregs[libc::REG_RSP as usize] = (*frame).saved_rsp as i64;
+        gregs[libc::REG_RIP as usize] = (*frame).landing as i64;
+    }
+    true
 }
 
 /// Hands a fault that is not ours to the previous handler, or restores the

@@ -1,23 +1,52 @@
 //! Hardening after initialisation: a seccomp filter (raw classic BPF, since
-//! the range checks need 64-bit arithmetic on arguments that seccompiler's
-//! rule language cannot express) that closes the known PKU escapes
-//! ("PKU Pitfalls", Connor et al., USENIX Security 2020):
+//! the range checks need 64-bit arithmetic on arguments and a check of the
+//! calling instruction's address, which seccompiler's rule language cannot
+//! express) that closes the known PKU escapes ("PKU Pitfalls", Connor et
+//! al., USENIX Security 2020):
 //!
-//! - `pkey_mprotect` and `pkey_free` are denied outright: after
-//!   initialisation nobody may re-tag pages or recycle a key;
-//! - `process_vm_writev` and `ptrace` are denied (the kernel's remote
-//!   accesses to the process's memory do not honour PKRU; the filter is
-//!   inherited by children, so a forked helper cannot attach either);
+//! - `pkey_free` is denied outright (keys are never freed: a recycled key
+//!   would open pages that still carry it);
+//! - `pkey_alloc` and `pkey_mprotect` are allowed only from the sandbox's
+//!   own system-call site ([`trusted_syscall`], checked through
+//!   `seccomp_data.instruction_pointer`), which the runtime uses to give a
+//!   newly loaded object its key; `pkey_mprotect` is refused even there over
+//!   a protected range, so nothing can re-tag a page once it is protected;
+//! - `process_vm_writev`, `process_vm_readv`, `process_madvise` and `ptrace`
+//!   are denied (the kernel's remote accesses to the process's memory do not
+//!   honour PKRU; the filter is inherited by children, so a forked helper
+//!   cannot attach either), and so is `io_uring_setup` (its workers would
+//!   issue `madvise` and memory copies outside this filter);
 //! - `mprotect`, `munmap`, `madvise`, `mremap` (old range, and the new one
-//!   with `MREMAP_FIXED`) and `mmap` with `MAP_FIXED` are denied when their
-//!   range overlaps a protected range, so a page cannot be re-mapped,
-//!   re-protected with key 0 or zapped;
+//!   with `MREMAP_FIXED`), `remap_file_pages` and `mmap` with `MAP_FIXED` are
+//!   denied when their range overlaps a protected range, so a page cannot be
+//!   re-mapped, re-protected with key 0 or zapped; `shmat` with
+//!   `SHM_REMAP` is denied outright;
 //! - other architectures' system call ABIs (x32, i386) are refused.
 //!
 //! Denied calls fail with `EPERM`; the filter is installed on every thread
-//! (`SECCOMP_FILTER_FLAG_TSYNC`) and cannot be removed. Writes through
-//! `/proc/self/mem` cannot be told apart by a seccomp filter (it sees no
-//! paths); they are not covered here.
+//! (`SECCOMP_FILTER_FLAG_TSYNC`) and cannot be removed.
+//!
+//! # Process-wide hardening ([`harden_process`], [`protect_ranges`])
+//!
+//! The runtime hardens the process once, after its initialisation, with a
+//! *base* filter (the rules above, no ranges yet); every object it loads
+//! afterwards adds a *ranges-only* filter over its mappings (map region, JIT
+//! code, entry gate), stacked on the base one, and seals them with `mseal`
+//! where the kernel has it. Filters only ever add restrictions, so a range
+//! once protected stays protected for the life of the process, including
+//! against the runtime itself. That is a choice, not an accident: releasing a
+//! protected range would hand its addresses back to the kernel, the next
+//! `mmap` of the host could land there, and the host could then no longer
+//! `munmap` or `mprotect` its own memory (the stale filter would refuse it);
+//! an allowed release path would also be a path an attacker could take. So
+//! after hardening, dropping an object keeps its mappings reserved instead of
+//! unmapping them (their `munmap` fails with `EPERM` and is ignored). The
+//! cost is bounded: every object in mpk mode holds one of the 15 protection
+//! keys, which are never freed, so at most 15 objects' mappings can ever be
+//! retained.
+//!
+//! `/proc/self/mem` writes cannot be told apart by a seccomp filter (it sees
+//! no paths); [`crate::landlock`] closes them.
 
 #[cfg(doc)]
 use crate::copy_from_user;
@@ -27,6 +56,9 @@ const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
 const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 const MAP_FIXED: u32 = 0x10;
 const MREMAP_FIXED: u32 = 0x2;
+const SHM_REMAP: u32 = 0x4000;
+/// `process_madvise(2)` (libc 0.2 has no constant for it).
+const SYS_PROCESS_MADVISE: i64 = 440;
 
 // Classic BPF opcodes (linux/filter.h, linux/bpf_common.h).
 const LD_W_ABS: u16 = 0x20;
@@ -50,6 +82,8 @@ const RET_EPERM: u32 = 0x0005_0000 | libc::EPERM as u32;
 // seccomp_data offsets.
 const OFF_NR: u32 = 0;
 const OFF_ARCH: u32 = 4;
+const OFF_IP_LO: u32 = 8;
+const OFF_IP_HI: u32 = 12;
 fn arg_lo(i: u32) -> u32 {
     16 + 8 * i
 }
@@ -68,9 +102,21 @@ const M_END_HI: u32 = 3;
 pub const MAX_PROTECTED_RANGES: usize = 32;
 
 /// The filter's builder: the ranges to protect, then [`Hardening::apply`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// [`Hardening::new`] is the base filter (every rule of the module docs);
+/// [`Hardening::ranges_only`] the one stacked per loaded object, which only
+/// adds range checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hardening {
     ranges: Vec<(u64, u64)>,
+    base: bool,
+    trusted_ip: u64,
+}
+
+impl Default for Hardening {
+    fn default() -> Hardening {
+        Hardening::new()
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -112,6 +158,14 @@ impl Asm {
     }
     fn bind(&mut self, l: usize) {
         self.items.push(Item::Label(l));
+    }
+    /// `if seccomp_data.instruction_pointer == ip` continue, else jump to
+    /// `other`.
+    fn if_ip_else(&mut self, ip: u64, other: usize) {
+        self.stmt(LD_W_ABS, OFF_IP_LO);
+        self.if_eq_else(ip as u32, other);
+        self.stmt(LD_W_ABS, OFF_IP_HI);
+        self.if_eq_else((ip >> 32) as u32, other);
     }
     fn finish(self) -> Result<Vec<libc::sock_filter>, SandboxError> {
         let mut at = vec![usize::MAX; self.labels];
@@ -239,12 +293,34 @@ struct RangeCall {
     addr: u32,
     len: u32,
     only_if: Option<(u32, u32)>,
+    /// Only from `trusted_syscall` (base filter): elsewhere denied.
+    trusted_only: bool,
 }
 
 impl Hardening {
-    /// No protected ranges yet.
+    /// The base filter, no protected ranges yet.
     pub fn new() -> Hardening {
-        Hardening::default()
+        Hardening {
+            ranges: Vec::new(),
+            base: true,
+            trusted_ip: trusted_syscall_ip(),
+        }
+    }
+
+    /// A filter that only adds range checks (for stacking on the base
+    /// filter as objects are loaded).
+    pub fn ranges_only() -> Hardening {
+        Hardening {
+            base: false,
+            ..Hardening::new()
+        }
+    }
+
+    /// The instruction pointer the filter trusts for `pkey_alloc` and
+    /// `pkey_mprotect` (the address after `trusted_syscall`'s `syscall`;
+    /// for tests of the program).
+    pub fn trusted_ip(&self) -> u64 {
+        self.trusted_ip
     }
 
     /// Adds `start..start+len` (widened to whole pages) to the protected
@@ -292,60 +368,83 @@ impl Hardening {
         a.bind(deny);
         a.stmt(RET_K, RET_EPERM);
         a.bind(native);
-        for nr in [
-            libc::SYS_pkey_mprotect,
-            libc::SYS_pkey_free,
-            libc::SYS_process_vm_writev,
-            libc::SYS_ptrace,
-        ] {
-            let (hit, next) = (a.label(), a.label());
-            a.jump(JEQ_K, nr as u32, hit, next);
-            a.bind(hit);
-            a.stmt(RET_K, RET_EPERM);
-            a.bind(next);
+        if self.base {
+            for nr in [
+                libc::SYS_pkey_free,
+                libc::SYS_process_vm_writev,
+                libc::SYS_process_vm_readv,
+                SYS_PROCESS_MADVISE,
+                libc::SYS_ptrace,
+                libc::SYS_io_uring_setup,
+            ] {
+                let (hit, next) = (a.label(), a.label());
+                a.jump(JEQ_K, nr as u32, hit, next);
+                a.bind(hit);
+                a.stmt(RET_K, RET_EPERM);
+                a.bind(next);
+            }
+            // shmat(id, addr, SHM_REMAP) replaces whatever is mapped there.
+            {
+                let (next, flagged, unflagged) = (a.label(), a.label(), a.label());
+                a.if_eq_else(libc::SYS_shmat as u32, next);
+                a.stmt(LD_W_ABS, arg_lo(2));
+                a.jump(JSET_K, SHM_REMAP, flagged, unflagged);
+                a.bind(flagged);
+                a.stmt(RET_K, RET_EPERM);
+                a.bind(unflagged);
+                a.stmt(RET_K, RET_ALLOW);
+                a.bind(next);
+                a.stmt(LD_W_ABS, OFF_NR);
+            }
+            // pkey_alloc only from the trusted site.
+            {
+                let (next, not_trusted) = (a.label(), a.label());
+                a.if_eq_else(libc::SYS_pkey_alloc as u32, next);
+                a.if_ip_else(self.trusted_ip, not_trusted);
+                a.stmt(RET_K, RET_ALLOW);
+                a.bind(not_trusted);
+                a.stmt(RET_K, RET_EPERM);
+                a.bind(next);
+            }
         }
+        let range = |nr: i64, addr, len| RangeCall {
+            nr,
+            addr,
+            len,
+            only_if: None,
+            trusted_only: false,
+        };
         let calls = [
             RangeCall {
-                nr: libc::SYS_mprotect,
-                addr: 0,
-                len: 1,
-                only_if: None,
+                trusted_only: self.base,
+                ..range(libc::SYS_pkey_mprotect, 0, 1)
             },
+            range(libc::SYS_mprotect, 0, 1),
+            range(libc::SYS_munmap, 0, 1),
+            range(libc::SYS_madvise, 0, 1),
+            range(libc::SYS_remap_file_pages, 0, 1),
+            range(libc::SYS_mremap, 0, 1),
             RangeCall {
-                nr: libc::SYS_munmap,
-                addr: 0,
-                len: 1,
-                only_if: None,
-            },
-            RangeCall {
-                nr: libc::SYS_madvise,
-                addr: 0,
-                len: 1,
-                only_if: None,
-            },
-            RangeCall {
-                nr: libc::SYS_mremap,
-                addr: 0,
-                len: 1,
-                only_if: None,
-            },
-            RangeCall {
-                nr: libc::SYS_mremap,
-                addr: 4,
-                len: 2,
                 only_if: Some((3, MREMAP_FIXED)),
+                ..range(libc::SYS_mremap, 4, 2)
             },
             RangeCall {
-                nr: libc::SYS_mmap,
-                addr: 0,
-                len: 1,
                 only_if: Some((3, MAP_FIXED)),
+                ..range(libc::SYS_mmap, 0, 1)
             },
         ];
         for c in calls {
             let next = a.label();
             a.stmt(LD_W_ABS, OFF_NR);
             a.if_eq_else(c.nr as u32, next);
+            if c.trusted_only {
+                let (trusted, untrusted) = (a.label(), a.label());
+                a.if_ip_else(self.trusted_ip, untrusted);
+                a.ja(trusted);
+                a.bind(untrusted);
+                a.stmt(RET_K, RET_EPERM);
+                a.bind(trusted);
+            }
             if let Some((arg, mask)) = c.only_if {
                 let (flagged, unflagged) = (a.label(), a.label());
                 a.stmt(LD_W_ABS, arg_lo(arg));
@@ -397,6 +496,168 @@ impl Hardening {
         }
         Ok(())
     }
+}
+
+// ---- the trusted system-call site -------------------------------------------------
+
+std::arch::global_asm!(
+    ".pushsection .text.pkbpf_sandbox_trusted_syscall,\"ax\",@progbits",
+    ".globl pkbpf_sandbox_trusted_syscall",
+    ".globl pkbpf_sandbox_trusted_syscall_ret",
+    ".p2align 4",
+    // extern "C" fn(nr: rdi, a0: rsi, a1: rdx, a2: rcx, a3: r8, a4: r9) -> i64
+    // (the raw result: negative errno on failure).
+    "pkbpf_sandbox_trusted_syscall:",
+    "    mov rax, rdi",
+    "    mov rdi, rsi",
+    "    mov rsi, rdx",
+    "    mov rdx, rcx",
+    "    mov r10, r8",
+    "    mov r8, r9",
+    "    syscall",
+    // seccomp_data.instruction_pointer is the address after `syscall`.
+    "pkbpf_sandbox_trusted_syscall_ret:",
+    "    ret",
+    ".popsection",
+);
+
+extern "C" {
+    fn pkbpf_sandbox_trusted_syscall(nr: i64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64) -> i64;
+    static pkbpf_sandbox_trusted_syscall_ret: u8;
+}
+
+/// The address the base filter trusts for `pkey_alloc`/`pkey_mprotect`.
+fn trusted_syscall_ip() -> u64 {
+    // Only the label's address is taken, never its bytes.
+    std::ptr::addr_of!(pkbpf_sandbox_trusted_syscall_ret) as u64
+}
+
+/// Issues system call `nr` from the one site the base filter trusts for
+/// `pkey_alloc` and `pkey_mprotect` (the sandbox's key allocation and
+/// tagging). Returns the result or the errno.
+///
+/// # Safety
+///
+/// As the system call itself with these arguments.
+#[cfg_attr(pkbpf_force_disabled_mpk, allow(dead_code))]
+pub(crate) unsafe fn trusted_syscall(nr: i64, args: [u64; 5]) -> Result<u64, i32> {
+    // SAFETY: the stub is a plain C-ABI system-call wrapper; the call's
+    // own contract is the caller's.
+    let r =
+        unsafe { pkbpf_sandbox_trusted_syscall(nr, args[0], args[1], args[2], args[3], args[4]) };
+    if (-4095..0).contains(&r) {
+        Err(-r as i32)
+    } else {
+        Ok(r as u64)
+    }
+}
+
+// ---- process-wide hardening ----------------------------------------------------------
+
+/// What [`harden_process`] should install besides the base seccomp filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HardenOptions {
+    /// Also close `/proc/self/mem`-style writes with Landlock
+    /// ([`crate::landlock`]); off for hosts that must write under `/proc`.
+    pub proc_writes: bool,
+}
+
+impl Default for HardenOptions {
+    fn default() -> HardenOptions {
+        HardenOptions { proc_writes: true }
+    }
+}
+
+/// What the process's hardening consists of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HardenReport {
+    /// The base seccomp filter is installed (on every thread).
+    pub seccomp: bool,
+    /// What became of writes under `/proc` (the `/proc/self/mem` channel).
+    pub proc_writes: crate::landlock::ProcWrites,
+    /// Ranges-only filters stacked so far (one or more per loaded object).
+    pub range_filters: u32,
+    /// Ranges sealed with `mseal` so far (zero on kernels without it).
+    pub sealed: u32,
+}
+
+static REPORT: std::sync::Mutex<Option<HardenReport>> = std::sync::Mutex::new(None);
+
+fn report_lock() -> std::sync::MutexGuard<'static, Option<HardenReport>> {
+    REPORT.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Hardens the whole process, once (later calls return the first report):
+/// the base [`Hardening`] filter on every thread, then, when
+/// `opts.proc_writes`, the Landlock layer of [`crate::landlock`].
+/// Irreversible. From then on, [`protect_ranges`] stacks a filter for each
+/// new set of protected mappings.
+pub fn harden_process(opts: HardenOptions) -> Result<HardenReport, SandboxError> {
+    let mut st = report_lock();
+    if let Some(r) = st.as_ref() {
+        return Ok(r.clone());
+    }
+    Hardening::new().apply()?;
+    let proc_writes = if opts.proc_writes {
+        crate::landlock::deny_proc_writes()
+    } else {
+        crate::landlock::ProcWrites::Allowed
+    };
+    let r = HardenReport {
+        seccomp: true,
+        proc_writes,
+        range_filters: 0,
+        sealed: 0,
+    };
+    *st = Some(r.clone());
+    Ok(r)
+}
+
+/// The process's hardening, when [`harden_process`] ran.
+pub fn report() -> Option<HardenReport> {
+    report_lock().clone()
+}
+
+/// Whether [`harden_process`] ran.
+pub fn is_hardened() -> bool {
+    report_lock().is_some()
+}
+
+/// After [`harden_process`]: protects `ranges` (`(start, len)`, widened to
+/// pages) for the rest of the process's life: stacks ranges-only filters
+/// over them (at most [`MAX_PROTECTED_RANGES`] per filter) and seals them
+/// with `mseal` where the kernel has it. Returns whether anything was done
+/// (`false` when the process is not hardened).
+///
+/// # Safety
+///
+/// The ranges must be mappings the caller owns and will never need to
+/// unmap, re-protect or remap (see the module docs: the runtime keeps them
+/// reserved after it drops their object).
+pub unsafe fn protect_ranges(ranges: &[(usize, usize)]) -> Result<bool, SandboxError> {
+    let mut st = report_lock();
+    let Some(report) = st.as_mut() else {
+        return Ok(false);
+    };
+    let ranges: Vec<(usize, usize)> = ranges.iter().copied().filter(|r| r.1 > 0).collect();
+    for chunk in ranges.chunks(MAX_PROTECTED_RANGES) {
+        let mut h = Hardening::ranges_only();
+        for &(s, l) in chunk {
+            h = h.protect_range(s, l)?;
+        }
+        h.apply()?;
+        report.range_filters += 1;
+    }
+    for &(s, l) in &ranges {
+        let page = 4096usize;
+        let start = s & !(page - 1);
+        let end = (s + l).div_ceil(page) * page;
+        // SAFETY: the caller's contract: owned mappings kept for good.
+        if unsafe { seal(start, end - start) }? {
+            report.sealed += 1;
+        }
+    }
+    Ok(true)
 }
 
 /// Makes `addr..addr+len` execute-only where the CPU has PKU: the kernel

@@ -18,6 +18,10 @@
 //!   memory and tells checked (ERIM) from unchecked ones.
 //! - `harden` (x86-64 Linux) installs the seccomp filter that closes the
 //!   known PKU escapes once initialisation is over.
+//! - `landlock` (x86-64 Linux) refuses writes under `/proc` (the
+//!   `/proc/self/mem` bypass of protection keys) on every thread.
+//! - `budget` (x86-64 Linux) bounds one call's wall time: a per-thread timer
+//!   whose signal aborts JIT code the way a fault does.
 //! - [`regions`] validates helpers' pointer arguments against the calling
 //!   extension's regions (in T the hardware no longer does).
 //! - [`fault`] holds the SIGSEGV/SIGBUS handler that turns faults in JIT code
@@ -31,11 +35,15 @@
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub mod bench;
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+pub mod budget;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub mod fault;
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub mod gadgets;
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub mod harden;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+pub mod landlock;
 mod mpk;
 pub mod regions;
 

@@ -14,9 +14,15 @@ const X86_64: u32 = 0xc000_003e;
 
 /// Runs a classic-BPF seccomp program over `seccomp_data`.
 fn run(prog: &[libc::sock_filter], nr: u32, arch: u32, args: [u64; 6]) -> u32 {
+    run_at(prog, nr, arch, args, 0)
+}
+
+/// [`run`] with the calling instruction's address.
+fn run_at(prog: &[libc::sock_filter], nr: u32, arch: u32, args: [u64; 6], ip: u64) -> u32 {
     let mut data = [0u8; 64];
     data[0..4].copy_from_slice(&nr.to_le_bytes());
     data[4..8].copy_from_slice(&arch.to_le_bytes());
+    data[8..16].copy_from_slice(&ip.to_le_bytes());
     for (i, a) in args.iter().enumerate() {
         data[16 + 8 * i..24 + 8 * i].copy_from_slice(&a.to_le_bytes());
     }
@@ -53,14 +59,24 @@ fn run(prog: &[libc::sock_filter], nr: u32, arch: u32, args: [u64; 6]) -> u32 {
     }
 }
 
-fn model(ranges: &[(u64, u64)], nr: i64, args: [u64; 6]) -> u32 {
+/// What the base filter must answer; `trusted`: the call comes from the
+/// sandbox's trusted system-call site.
+fn model(ranges: &[(u64, u64)], nr: i64, args: [u64; 6], trusted: bool) -> u32 {
     let hits = |a: u64, l: u64| ranges.iter().any(|&(s, e)| a < e && a.wrapping_add(l) > s);
     let deny = match nr {
-        libc::SYS_pkey_mprotect
-        | libc::SYS_pkey_free
+        libc::SYS_pkey_free
         | libc::SYS_process_vm_writev
+        | libc::SYS_process_vm_readv
+        | 440 // process_madvise
+        | libc::SYS_io_uring_setup
         | libc::SYS_ptrace => true,
-        libc::SYS_mprotect | libc::SYS_munmap | libc::SYS_madvise => hits(args[0], args[1]),
+        libc::SYS_pkey_alloc => !trusted,
+        libc::SYS_pkey_mprotect => !trusted || hits(args[0], args[1]),
+        libc::SYS_shmat => args[2] & 0x4000 != 0,
+        libc::SYS_mprotect
+        | libc::SYS_munmap
+        | libc::SYS_madvise
+        | libc::SYS_remap_file_pages => hits(args[0], args[1]),
         libc::SYS_mremap => hits(args[0], args[1]) || (args[3] & 2 != 0 && hits(args[4], args[2])),
         libc::SYS_mmap => args[3] & 0x10 != 0 && hits(args[0], args[1]),
         _ => false,
@@ -72,7 +88,14 @@ fn model(ranges: &[(u64, u64)], nr: i64, args: [u64; 6]) -> u32 {
     }
 }
 
-const CALLS: [i64; 10] = [
+const CALLS: [i64; 17] = [
+    libc::SYS_pkey_alloc,
+    libc::SYS_process_vm_readv,
+    440,
+    libc::SYS_io_uring_setup,
+    libc::SYS_shmat,
+    libc::SYS_remap_file_pages,
+    libc::SYS_getpid,
     libc::SYS_mprotect,
     libc::SYS_munmap,
     libc::SYS_madvise,
@@ -114,11 +137,12 @@ fn span() -> impl Strategy<Value = (u64, u64)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(1000))]
+    #![proptest_config(ProptestConfig::with_cases(600))]
     #[test]
     fn filter_matches_the_model(
         nr in proptest::sample::select(CALLS.to_vec()),
         (a0, a1) in span(), (a4, a2) in span(), a3 in any::<u64>(),
+        ip_kind in 0u8..4,
     ) {
         let h = Hardening::new()
             .protect_range(0x1_0000_0000 - 0x1000, 0x2000).unwrap()
@@ -126,7 +150,37 @@ proptest! {
             .protect_range(0x5000, 0x1000).unwrap();
         let prog = h.program().unwrap();
         let args = [a0, a1, a2, a3, a4, 0];
-        prop_assert_eq!(run(&prog, nr as u32, X86_64, args), model(h.ranges(), nr, args));
+        // The trusted address, one that shares its low or high half, or 0.
+        let t = h.trusted_ip();
+        let ip = [t, t ^ 0x10, t ^ (1 << 40), 0][ip_kind as usize];
+        prop_assert_eq!(
+            run_at(&prog, nr as u32, X86_64, args, ip),
+            model(h.ranges(), nr, args, ip == t)
+        );
+    }
+
+    #[test]
+    fn ranges_only_filter_matches_the_model(
+        nr in proptest::sample::select(CALLS.to_vec()),
+        (a0, a1) in span(), (a4, a2) in span(), a3 in any::<u64>(),
+    ) {
+        let h = Hardening::ranges_only()
+            .protect_range(0x7fff_f000_0000, 0x3000).unwrap()
+            .protect_range(0x5000, 0x1000).unwrap();
+        let prog = h.program().unwrap();
+        let args = [a0, a1, a2, a3, a4, 0];
+        // Only range checks: the base filter answers everything else.
+        let expect = match nr {
+            libc::SYS_pkey_mprotect
+            | libc::SYS_mprotect
+            | libc::SYS_munmap
+            | libc::SYS_madvise
+            | libc::SYS_remap_file_pages
+            | libc::SYS_mremap
+            | libc::SYS_mmap => model(h.ranges(), nr, args, true),
+            _ => ALLOW,
+        };
+        prop_assert_eq!(run_at(&prog, nr as u32, X86_64, args, h.trusted_ip()), expect);
     }
 }
 

@@ -531,33 +531,50 @@ fn common_errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
-// Attack 6, second half. Verified in the MPK VM (6.12): the write goes
-// through. /proc/self/mem uses access_remote_vm, whose FOLL_REMOTE GUP does
-// not apply pkey checks, and a seccomp filter sees no paths, so neither the
-// keys nor `harden` stop it; closing it needs a path-aware mechanism (a
-// seccomp user-notification supervisor or a mount namespace without /proc).
+// Attack 6, second half. /proc/self/mem uses access_remote_vm, whose
+// FOLL_REMOTE GUP does not apply pkey checks (verified in the MPK VM, 6.12:
+// without hardening the write goes through), and a seccomp filter sees no
+// paths. Hardening's Landlock layer refuses opening anything under /proc
+// for writing, on every thread, so the write never happens. Residual: reads
+// through /proc/self/mem are not refused (see `pkbpf_sandbox::landlock`).
 #[test]
-#[ignore = "known gap: /proc/self/mem bypasses pkeys (FOLL_REMOTE GUP skips them); run with --ignored to see it"]
 fn proc_self_mem_cannot_write_an_extension_page_from_the_host() {
     require_pku!("proc_self_mem_cannot_write_an_extension_page_from_the_host");
-    use std::os::unix::fs::FileExt;
     let (key, p) = extension_page(4, 0x33);
-    let mem = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/proc/self/mem")
-        .expect("open /proc/self/mem");
-    let _h = DomainGuard::enter(Domain::host());
-    // The kernel checks the caller's PKRU for accesses to its own mm.
-    assert!(
-        mem.write_at(&[0x44], p as u64).is_err(),
-        "write went through"
-    );
-    let mut b = [0u8; 1];
-    assert!(mem.read_at(&mut b, p as u64).is_err(), "read went through");
-    let _x = DomainGuard::enter(Domain::extension(key));
-    // SAFETY: the page belongs to this domain's key.
-    assert_eq!(unsafe { std::ptr::read_volatile(p) }, 0x33);
+    let status = in_child(|| {
+        // A panic must end the child, never return into the harness.
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| attack_proc_mem(key, p)));
+        // SAFETY: ends the forked child.
+        unsafe { libc::_exit(if ok.is_ok() { 0 } else { 1 }) };
+    });
+    assert_eq!(common::exit_code(status), Some(0), "status {status:#x}");
+}
+
+fn attack_proc_mem(key: ProtectionKey, p: *mut u8) {
+    {
+        let report = pkbpf_sandbox::harden::harden_process(Default::default()).expect("harden");
+        assert!(report.proc_writes.is_denied(), "{:?}", report.proc_writes);
+        let _h = DomainGuard::enter(Domain::host());
+        // Every way of opening it for writing is refused.
+        for path in ["/proc/self/mem", "/proc/thread-self/mem"] {
+            let err = std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .expect_err("opened for writing");
+            assert_eq!(err.raw_os_error(), Some(libc::EACCES), "{path}");
+        }
+        let pid = std::process::id();
+        let err = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!("/proc/{pid}/mem"))
+            .expect_err("opened for writing");
+        assert_eq!(err.raw_os_error(), Some(libc::EACCES));
+        // The extension's page is untouched.
+        let _x = DomainGuard::enter(Domain::extension(key));
+        // SAFETY: the page belongs to this domain's key.
+        assert_eq!(unsafe { std::ptr::read_volatile(p) }, 0x33);
+    }
 }
 
 /// `mov dword [rdi + disp], imm` for each store, then `ret`.

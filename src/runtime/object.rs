@@ -133,6 +133,7 @@ fn finish(
     let jit_env = JitEnv {
         helpers: helpers.clone(),
         maps: jit_maps.clone(),
+        percpu_arrays: helpers::percpu_array_layouts(region),
     };
     let first_name = progs.first().map(|p| p.name.clone()).unwrap_or_default();
     let mut loaded = Vec::new();
@@ -197,6 +198,7 @@ fn finish(
         Engine::Jit => Some(GateStub::new(domain, Domain::host()).map_err(gate_err)?),
         Engine::Interpreter => None,
     };
+    protect_mappings(&state, &loaded, gate.as_ref())?;
     Ok(LoadedObject {
         progs: loaded,
         gate,
@@ -205,6 +207,36 @@ fn finish(
         jit_maps,
         state: Box::new(state),
     })
+}
+
+/// In a hardened process: adds the object's mappings (map region, JIT
+/// code, entry gate) to the ranges the seccomp filter protects, and seals
+/// them where the kernel has `mseal`. They stay mapped for the rest of the
+/// process's life (see `pkbpf_sandbox::harden`): dropping the object then
+/// releases nothing, and its `munmap`s fail harmlessly.
+fn protect_mappings(
+    state: &ObjectState,
+    progs: &[LoadedProg],
+    gate: Option<&GateStub>,
+) -> Result<(), RuntimeError> {
+    if !pkbpf_sandbox::harden::is_hardened() {
+        return Ok(());
+    }
+    let region = state.region.as_range();
+    let mut ranges = vec![(region.addr, region.len)];
+    for p in progs {
+        if let Code::Jit(j) = &p.code {
+            let (start, len) = j.code_range();
+            ranges.push((start as usize, len));
+        }
+    }
+    ranges.extend(gate.map(|g| g.mapping()));
+    // SAFETY: every range is a mapping this object owns; after hardening
+    // the runtime never unmaps or re-protects them (their owners' drops
+    // only attempt a `munmap`, which the filter refuses).
+    unsafe { pkbpf_sandbox::harden::protect_ranges(&ranges) }
+        .map_err(|source| RuntimeError::Harden { source })?;
+    Ok(())
 }
 
 pub(super) fn load(
@@ -320,6 +352,16 @@ impl LoadedObject {
             .ok_or_else(|| RuntimeError::NoSuchProgram {
                 name: name.to_string(),
             })
+    }
+
+    /// The program at `index` in object order (a hook resolves its
+    /// program once, at attach, and keeps the index).
+    ///
+    /// # Panics
+    /// If `index` is not below the number of programs.
+    pub(crate) fn program_at(&self, index: usize) -> Program<'_> {
+        assert!(index < self.progs.len(), "program index {index} out of range");
+        Program { obj: self, index }
     }
 
     /// The programs, in object order.
@@ -669,6 +711,12 @@ impl interp::Helpers for InterpHelpers<'_> {
 }
 
 impl<'o> Program<'o> {
+    /// Its position in the object's programs (see
+    /// [`LoadedObject::program_at`]).
+    pub(crate) fn index(&self) -> usize {
+        self.index
+    }
+
     /// The program's name.
     pub fn name(&self) -> &'o str {
         &self.obj.progs[self.index].name
@@ -697,6 +745,43 @@ impl<'o> Program<'o> {
     #[inline]
     pub fn call(&self, ctx: &mut [u8]) -> Result<u64, CallError> {
         self.obj.run(self.index, ctx, None)
+    }
+
+    /// [`call`](Self::call) with a wall-time budget: when the program
+    /// (tail calls included) is still running after `budget`, it is aborted
+    /// in its JIT code (never inside a helper, so maps stay consistent) and
+    /// the call returns [`CallError::Timeout`]; the thread is back in the
+    /// caller's domain and the next call is unaffected. Costs two
+    /// `timer_settime` calls (a per-thread timer, created once); [`call`]
+    /// pays nothing. The reference interpreter is not preempted: with
+    /// [`Engine::Interpreter`] the call runs to its end.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pkbpf::runtime::{CtxLayout, Runtime};
+    /// use pkbpf::verifier::asm::assemble;
+    ///
+    /// let rt = Runtime::builder().build()?;
+    /// let obj = rt.load_insns("one", &assemble("r0 = 1\nexit")?, &[], &CtxLayout::writable(8))?;
+    /// let r0 = obj.program("one")?.call_with_budget(&mut [0u8; 8], Duration::from_secs(1))?;
+    /// assert_eq!(r0, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn call_with_budget(
+        &self,
+        ctx: &mut [u8],
+        budget: std::time::Duration,
+    ) -> Result<u64, CallError> {
+        let _timer = pkbpf_sandbox::budget::arm(budget).map_err(|source| CallError::Budget {
+            program: self.name().to_string(),
+            source,
+        })?;
+        match self.obj.run(self.index, ctx, None) {
+            Err(CallError::Fault { program, fault }) if fault.is_timeout() => {
+                Err(CallError::Timeout { program, budget })
+            }
+            r => r,
+        }
     }
 
     /// Runs the program as a hook does: `hook` gives `bpf_get_func_ip` its

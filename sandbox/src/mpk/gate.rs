@@ -208,6 +208,12 @@ impl GateStub {
         self.base as usize
     }
 
+    /// The gate's mapping, `(start, len)` in whole pages (for hardening:
+    /// `crate::harden::protect_ranges`).
+    pub fn mapping(&self) -> (usize, usize) {
+        (self.base as usize, self.map_len)
+    }
+
     /// The domain the target runs in.
     pub fn domain(&self) -> Domain {
         self.into

@@ -3,14 +3,15 @@
 //! Man pages: `pkey_alloc(2)`, `pkey_free(2)`, `pkey_mprotect(2)`.
 
 /// `pkey_alloc(0, access_rights)`: a fresh key, or the errno.
+///
+/// Issued from the sandbox's trusted system-call site, the only one the
+/// hardening filter lets allocate keys after initialisation.
 pub(crate) fn pkey_alloc(access_rights: u32) -> Result<u32, i32> {
     // SAFETY: pkey_alloc takes two integers and touches no user memory.
-    let r = unsafe { libc::syscall(libc::SYS_pkey_alloc, 0u64, access_rights as u64) };
-    if r < 0 {
-        Err(errno())
-    } else {
-        Ok(r as u32)
-    }
+    let r = unsafe {
+        crate::harden::trusted_syscall(libc::SYS_pkey_alloc, [0, access_rights as u64, 0, 0, 0])
+    };
+    r.map(|k| k as u32)
 }
 
 /// `pkey_free(key)`.
@@ -30,7 +31,9 @@ pub(crate) unsafe fn pkey_free(key: u32) -> Result<(), i32> {
     }
 }
 
-/// `pkey_mprotect(addr, len, prot, key)`.
+/// `pkey_mprotect(addr, len, prot, key)`, from the trusted system-call
+/// site (after hardening the filter refuses it anywhere else, and over a
+/// protected range even there).
 ///
 /// # Safety
 ///
@@ -44,19 +47,12 @@ pub(crate) unsafe fn pkey_mprotect(
 ) -> Result<(), i32> {
     // SAFETY: the kernel validates the range; the caller owns it.
     let r = unsafe {
-        libc::syscall(
+        crate::harden::trusted_syscall(
             libc::SYS_pkey_mprotect,
-            addr as u64,
-            len as u64,
-            prot as u64,
-            key as u64,
+            [addr as u64, len as u64, prot as u64, key as u64, 0],
         )
     };
-    if r < 0 {
-        Err(errno())
-    } else {
-        Ok(())
-    }
+    r.map(|_| ())
 }
 
 fn errno() -> i32 {
