@@ -238,6 +238,17 @@ impl Target {
         s.flush().unwrap();
     }
 
+    /// Bytes written to stdin that the ticker has not read yet.
+    fn unread(&self) -> i32 {
+        use std::os::fd::AsRawFd;
+        let fd = self.stdin.as_ref().expect("stdin open").as_raw_fd();
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int.
+        let r = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
+        assert_eq!(r, 0, "FIONREAD");
+        n
+    }
+
     /// Calls tick() n times and checks what it returned.
     fn ticks(&mut self, n: u64) {
         self.send(&format!("{n}\n"));
@@ -492,7 +503,7 @@ fn attach_injects_into_a_process_blocked_in_read() {
     // Half a command: the ticker holds "1" and waits in read() for more.
     t.send("1");
     let end = Instant::now() + DEADLINE;
-    while blocked_in(pid).as_deref() != Some("0") {
+    while t.unread() != 0 || blocked_in(pid).as_deref() != Some("0") {
         assert!(Instant::now() < end, "pid {pid} never blocked in read()");
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -76,9 +76,14 @@ pub fn run(a: Args) -> Result<i32> {
     })?;
     let dlerror = find_function(&maps, "dlerror");
 
+    // Ctrl-C halfway would leave the target running injected code with
+    // nobody to put its registers back: hold the usual stop signals until
+    // it is restored.
+    stop_signals(libc::SIG_BLOCK);
     let mut t = Tracee::seize(pid)?;
     let result = inject(&mut t, &agent, dlopen, dlerror, &s.encode());
     let restored = t.restore();
+    stop_signals(libc::SIG_UNBLOCK);
     let code = result?;
     restored?;
     match code {
@@ -99,6 +104,20 @@ pub fn run(a: Args) -> Result<i32> {
         ),
         -3 => bail!("the agent in pid {pid} is already running"),
         c => bail!("the agent in pid {pid} refused the session description (code {c})"),
+    }
+}
+
+/// Blocks or unblocks (`how`) SIGINT, SIGTERM, SIGHUP and SIGQUIT.
+fn stop_signals(how: libc::c_int) {
+    // SAFETY: the set is initialised by sigemptyset before use; changing
+    // this thread's mask has no memory preconditions.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
     }
 }
 
@@ -466,6 +485,30 @@ fn restart_regs(saved: libc::user_regs_struct) -> libc::user_regs_struct {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dlopen_resolves_where_the_dynamic_linker_put_it() {
+        let maps = process_maps(std::process::id() as i32).unwrap();
+        for name in ["dlopen", "dlerror"] {
+            let c = std::ffi::CString::new(name).unwrap();
+            // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name.
+            let want = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c.as_ptr()) } as u64;
+            assert_ne!(want, 0);
+            assert_eq!(find_function(&maps, name), Some(want), "{name}");
+        }
+        // Only the C library (or libdl) counts.
+        assert_eq!(find_function(&maps, "no_such_function_here"), None);
+        let no_libc: Vec<MapEntry> = maps
+            .iter()
+            .filter(|m| {
+                !m.path
+                    .as_deref()
+                    .is_some_and(|p| p.contains("libc.so") || p.contains("libdl.so"))
+            })
+            .cloned()
+            .collect();
+        assert_eq!(find_function(&no_libc, "dlopen"), None);
+    }
 
     #[test]
     fn interrupted_syscalls_restart() {
