@@ -41,7 +41,7 @@ use std::time::Duration;
 use pkbpf::maps::{MapType, PerfConsumer, RingBufConsumer};
 use pkbpf::object::ProgramKind;
 use pkbpf::runtime::{
-    AttachPoint, LoadedObject, Runtime, RuntimeError, Sandbox, SyscallLink, UprobeLink,
+    AttachPoint, Harden, LoadedObject, Runtime, RuntimeError, Sandbox, SyscallLink, UprobeLink,
 };
 use pkbpf::session::{self, Message};
 
@@ -251,6 +251,24 @@ fn start(cfg: Config) -> std::ffi::c_int {
     }
 }
 
+/// `PKBPF_HARDEN` = `auto` (default: harden the target in mpk mode),
+/// `always` or `off`; `PKBPF_HARDEN_PROC=0` leaves writes under `/proc`
+/// allowed (no Landlock layer) for targets that need them.
+fn harden_from_env() -> Result<(Harden, bool), String> {
+    let harden = match std::env::var("PKBPF_HARDEN").as_deref() {
+        Err(_) | Ok("") | Ok("auto") => Harden::Auto,
+        Ok("always") => Harden::Always,
+        Ok("off") => Harden::Off,
+        Ok(other) => {
+            return Err(format!(
+                "PKBPF_HARDEN={other:?}: expected auto, always or off"
+            ))
+        }
+    };
+    let deny_proc_writes = std::env::var("PKBPF_HARDEN_PROC").as_deref() != Ok("0");
+    Ok((harden, deny_proc_writes))
+}
+
 fn load(cfg: &Config) -> Result<Arc<LoadedObject>, String> {
     let fd = cfg.fd;
     let path = cfg
@@ -258,8 +276,14 @@ fn load(cfg: &Config) -> Result<Arc<LoadedObject>, String> {
         .clone()
         .ok_or_else(|| format!("{} is not set", session::ENV_OBJECT))?;
     let sandbox = sandbox_from(cfg.sandbox.as_deref())?;
+    let (harden, deny_proc_writes) = harden_from_env()?;
+    // Hardening (mpk mode by default) happens in build(); the object's
+    // mappings join the protected ranges as it loads. Attaching afterwards
+    // patches the target's own text, which the filter leaves alone.
     let rt = Runtime::builder()
         .sandbox(sandbox)
+        .harden(harden)
+        .harden_proc_writes(deny_proc_writes)
         .printk(move |line: &str| {
             send(
                 fd,
