@@ -342,6 +342,12 @@ fn load_then_start_counts_and_maps_read_while_running() {
     loader
         .out
         .wait_for(&format!("prog count_tick [pid {pid}]: 260 hits, 0 errors"));
+    // The loader keeps an exited target's maps.
+    let o = w.cmd(&["map", "dump", "tick_by_pid", "--json"]);
+    assert!(o.status.success());
+    let d: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(calls_of(&d, pid), 260);
+    assert!(text(&o.stderr).contains(&format!("pid {pid} has exited")));
     let (st, out, _) = loader.stop();
     assert!(st.success(), "loader: {st}");
     assert!(

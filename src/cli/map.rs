@@ -254,6 +254,12 @@ fn dump(types: &MapTypes, t: &Target, name: &str, json: bool) -> Result<()> {
             def.map_type.name()
         );
     }
+    if !t.alive {
+        eprintln!(
+            "pkbpf: pid {} has exited: its maps are as it left them",
+            t.pid
+        );
+    }
     let per_cpu = def.map_type.is_per_cpu().then_some(def.value_size);
     let mut entries = Vec::new();
     for e in map.iter() {
