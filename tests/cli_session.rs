@@ -619,3 +619,48 @@ fn attach_errors_are_clear() {
     let (st, _, _) = loader.stop();
     assert!(st.success());
 }
+
+#[test]
+fn printk_and_ringbuf_stream_through_the_loader() {
+    let Some(mut w) = World::new("load_streams") else {
+        return;
+    };
+    let Some(printk) = common::compile("load_streams", "../targets/greet") else {
+        return;
+    };
+    let Some(ring) = common::compile("load_streams", "../targets/greet_ringbuf") else {
+        return;
+    };
+    let greet = cc("greet", w.dir.path(), "greet");
+    w.obj = printk;
+    let pk = w.load("pk");
+    w.obj = ring;
+    let rb = w.load("rb");
+    let mut pids = Vec::new();
+    for s in ["pk", "rb"] {
+        let o = w.cmd(&["start", "--session", s, "--", greet.to_str().unwrap()]);
+        assert!(o.status.success());
+        assert!(text(&o.stdout).contains("sum 48"));
+        let err = text(&o.stderr);
+        let pid: u32 = err
+            .split_once("(pid ")
+            .and_then(|(_, r)| r.split_once(')'))
+            .and_then(|(p, _)| p.parse().ok())
+            .unwrap_or_else(|| panic!("no pid in {err}"));
+        pids.push(pid);
+    }
+    let line = pk.out.wait_for("bpf_trace_printk: greet returned 18");
+    assert!(line.contains(&format!("greet-{} [", pids[0])), "{line}");
+    pk.out.wait_for("bpf_trace_printk: greet entry 7");
+    let rec = rb.out.wait_for(&format!(
+        "ringbuf greet_events [pid {}]: 09 00 00 00",
+        pids[1]
+    ));
+    let mut want = 9u32.to_ne_bytes().to_vec();
+    want.extend_from_slice(&pids[1].to_ne_bytes());
+    let hex: Vec<String> = want.iter().map(|b| format!("{b:02x}")).collect();
+    assert!(rec.ends_with(&hex.join(" ")), "{rec}");
+    let (s1, _, _) = pk.stop();
+    let (s2, _, _) = rb.stop();
+    assert!(s1.success() && s2.success());
+}
