@@ -86,6 +86,11 @@ pub trait Environment {
 
     /// One run: a cell per row of [`Environment::rows`].
     fn run_once(&mut self, setup: &Setup) -> Result<BTreeMap<String, Cell>, BenchError>;
+
+    /// Called once after the environment's runs: undoes what `prepare`
+    /// installed (probes, traced syscalls) so the next environment measures
+    /// the victim alone.
+    fn finish(&mut self) {}
 }
 
 /// The victim's rows: the 17 functions and the syscall loop.
@@ -124,7 +129,7 @@ impl Environment for Native {
     }
 }
 
-/// The sandbox mode a [`Pkbpf`] environment runs in.
+/// The sandbox mode pkbpf's in-process environment runs in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PkbpfSandbox {
     /// `--sandbox=none`.
@@ -132,21 +137,6 @@ pub enum PkbpfSandbox {
     /// `--sandbox=mpk`.
     Mpk,
 }
-
-/// pkbpf's own uprobes, uretprobes and tracepoints on the victim.
-///
-/// Until the runtime is integrated (hooks, JIT, maps and helpers behind one
-/// attach API) this reports [`Readiness::Pending`]; in MPK mode on a CPU
-/// without protection keys it reports [`Readiness::Unavailable`] with the
-/// sandbox's own detection result.
-#[derive(Clone, Debug)]
-pub struct Pkbpf {
-    /// The sandbox mode.
-    pub sandbox: PkbpfSandbox,
-}
-
-/// The reason pkbpf rows print until the runtime is integrated.
-pub const PENDING_REASON: &str = "pkbpf runtime not integrated (hooks issue 8)";
 
 /// `unavailable` reason for MPK on this machine, or `None` where PKU works
 /// (from `pkbpf_sandbox::detect`, the one detection function).
@@ -158,36 +148,6 @@ pub fn mpk_unavailable_reason() -> Option<String> {
             let detail = text.strip_prefix("no PKU: ").unwrap_or(&text);
             Some(format!("no PKU ({detail})"))
         }
-    }
-}
-
-impl Environment for Pkbpf {
-    fn name(&self) -> &'static str {
-        match self.sandbox {
-            PkbpfSandbox::None => "pkbpf-none",
-            PkbpfSandbox::Mpk => "pkbpf-mpk",
-        }
-    }
-
-    fn rows(&self) -> Vec<String> {
-        target_rows()
-    }
-
-    fn prepare(&mut self, _: &Setup) -> Readiness {
-        if self.sandbox == PkbpfSandbox::Mpk {
-            if let Some(reason) = mpk_unavailable_reason() {
-                return Readiness::Unavailable(reason);
-            }
-        }
-        Readiness::Pending(PENDING_REASON.into())
-    }
-
-    fn run_once(&mut self, _: &Setup) -> Result<BTreeMap<String, Cell>, BenchError> {
-        Ok(self
-            .rows()
-            .into_iter()
-            .map(|r| (r, Cell::NotRun(PENDING_REASON.into())))
-            .collect())
     }
 }
 

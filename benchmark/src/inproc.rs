@@ -34,7 +34,9 @@ use pkbpf_hooks::{
 };
 
 use crate::engines::error_chain;
-use crate::env::{target_rows, Cell, Environment, Readiness, Setup};
+use crate::env::{
+    mpk_unavailable_reason, target_rows, Cell, Environment, PkbpfSandbox, Readiness, Setup,
+};
 use crate::pkrun::load_object;
 use crate::tools::{build_kernel_objects, run_checked, write_source, TARGET_C};
 use crate::workload::{kernel_programs, SYSCALL_ROW, TARGET_FUNCTIONS};
@@ -53,9 +55,11 @@ pub const SYSCALL_PENDING: &str = "pkbpf syscall tracepoint not attached";
 /// Syscall User Dispatch, anything else (or unset) for the rewritten site.
 pub const SYSCALL_PATH_ENV: &str = "PKBPF_BENCH_SYSCALL_PATH";
 
-/// pkbpf with `--sandbox=none`, in process.
-#[derive(Default)]
+/// pkbpf in process, with `--sandbox=none` or `--sandbox=mpk` (the latter
+/// only where the CPU has protection keys: elsewhere it is `unavailable`,
+/// never emulated).
 pub struct PkbpfInProcess {
+    sandbox: PkbpfSandbox,
     lib: Option<*mut c_void>,
     funcs: BTreeMap<String, TargetFn>,
     /// Loaded objects; leaked so the handlers (which outlive detach) may
@@ -73,6 +77,7 @@ pub struct PkbpfInProcess {
 impl std::fmt::Debug for PkbpfInProcess {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PkbpfInProcess")
+            .field("sandbox", &self.sandbox)
             .field("funcs", &self.funcs.keys().collect::<Vec<_>>())
             .field("links", &self.links.len())
             .field("broken", &self.broken)
@@ -81,10 +86,11 @@ impl std::fmt::Debug for PkbpfInProcess {
 }
 
 /// Compiles the victim as a shared library (`cc -O2 -fno-inline -shared
-/// -fPIC`) into `dir/libbench_target.so`.
-pub fn build_target_lib(dir: &Path) -> Result<PathBuf, BenchError> {
+/// -fPIC`) into `dir/lib<name>.so` (one file per environment, so each loads
+/// its own copy and probes only that).
+pub fn build_target_lib(dir: &Path, name: &str) -> Result<PathBuf, BenchError> {
     let src = write_source(dir, "bench_target.c", TARGET_C)?;
-    let lib = dir.join("libbench_target.so");
+    let lib = dir.join(format!("lib{name}.so"));
     run_checked(
         Command::new("cc")
             .args(["-O2", "-fno-inline", "-shared", "-fPIC", "-o"])
@@ -97,19 +103,34 @@ pub fn build_target_lib(dir: &Path) -> Result<PathBuf, BenchError> {
 fn fail(why: impl Into<String>) -> BenchError {
     BenchError::Run {
         program: "bench_target".into(),
-        engine: "pkbpf-none".into(),
+        engine: "pkbpf".into(),
         reason: why.into(),
+    }
+}
+
+impl Default for PkbpfInProcess {
+    fn default() -> Self {
+        Self::new(PkbpfSandbox::None)
     }
 }
 
 impl PkbpfInProcess {
     /// Not prepared yet.
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(sandbox: PkbpfSandbox) -> Self {
+        Self {
+            sandbox,
+            lib: None,
+            funcs: BTreeMap::new(),
+            objects: Vec::new(),
+            links: Vec::new(),
+            hits: BTreeMap::new(),
+            broken: BTreeMap::new(),
+            syscall: None,
+        }
     }
 
     fn setup(&mut self, setup: &Setup) -> Result<(), BenchError> {
-        let lib = build_target_lib(&setup.workdir)?;
+        let lib = build_target_lib(&setup.workdir, &format!("bench_target_{}", self.name()))?;
         let c = CString::new(lib.to_string_lossy().as_bytes())
             .map_err(|_| fail("library path has a NUL"))?;
         // SAFETY: `c` is a NUL-terminated path to the library just built from
@@ -131,8 +152,12 @@ impl PkbpfInProcess {
             let fp = unsafe { std::mem::transmute::<*mut c_void, TargetFn>(p) };
             self.funcs.insert(f.to_string(), fp);
         }
+        let mode = match self.sandbox {
+            PkbpfSandbox::None => Sandbox::None,
+            PkbpfSandbox::Mpk => Sandbox::Mpk,
+        };
         let rt = Runtime::builder()
-            .sandbox(Sandbox::None)
+            .sandbox(mode)
             .engine(Engine::Jit)
             .build()
             .map_err(|e| fail(format!("runtime: {}", error_chain(&e))))?;
@@ -219,10 +244,7 @@ impl PkbpfInProcess {
 /// Loads `bench_syscall.bpf.o` and attaches its `sys_exit_write` program
 /// to this process's system calls (this thread stays untraced until the
 /// timed loop).
-fn attach_syscall_row(
-    rt: &Runtime,
-    dir: &Path,
-) -> Result<pkbpf::runtime::SyscallLink, String> {
+fn attach_syscall_row(rt: &Runtime, dir: &Path) -> Result<pkbpf::runtime::SyscallLink, String> {
     let path = dir.join("bench_syscall.bpf.o");
     let obj = rt
         .load_file(&path)
@@ -290,7 +312,10 @@ fn rows_of(prog: &str) -> Vec<String> {
 
 impl Environment for PkbpfInProcess {
     fn name(&self) -> &'static str {
-        "pkbpf-none"
+        match self.sandbox {
+            PkbpfSandbox::None => "pkbpf-none",
+            PkbpfSandbox::Mpk => "pkbpf-mpk",
+        }
     }
 
     fn rows(&self) -> Vec<String> {
@@ -298,6 +323,11 @@ impl Environment for PkbpfInProcess {
     }
 
     fn prepare(&mut self, setup: &Setup) -> Readiness {
+        if self.sandbox == PkbpfSandbox::Mpk {
+            if let Some(reason) = mpk_unavailable_reason() {
+                return Readiness::Unavailable(reason);
+            }
+        }
         match self.setup(setup) {
             Ok(()) => Readiness::Ready,
             Err(e) => Readiness::Skipped(format!("pkbpf rows: {}", error_chain(&e))),
@@ -348,5 +378,13 @@ impl Environment for PkbpfInProcess {
         };
         cells.insert(SYSCALL_ROW.to_string(), syscall_cell);
         Ok(cells)
+    }
+
+    fn finish(&mut self) {
+        // Detach before the next environment runs the victim: its probes
+        // must not fire there. Handlers may outlive this (the objects are
+        // leaked for that), the library stays loaded.
+        self.links.clear();
+        self.syscall = None;
     }
 }

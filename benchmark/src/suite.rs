@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::embedded::{load_embed_program, time_interp};
 use crate::engines::error_chain;
-use crate::env::{Cell, Environment, Native, Pkbpf, PkbpfSandbox, Readiness, Setup};
+use crate::env::{Cell, Environment, Native, PkbpfSandbox, Readiness, Setup};
 use crate::inproc::PkbpfInProcess;
 use crate::kernel::Kernel;
 use crate::report::{Record, Report, SCHEMA};
@@ -36,10 +36,8 @@ pub fn environments() -> Vec<Box<dyn Environment>> {
     vec![
         Box::new(Native),
         Box::new(Kernel::new()),
-        Box::new(PkbpfInProcess::new()),
-        Box::new(Pkbpf {
-            sandbox: PkbpfSandbox::Mpk,
-        }),
+        Box::new(PkbpfInProcess::new(PkbpfSandbox::None)),
+        Box::new(PkbpfInProcess::new(PkbpfSandbox::Mpk)),
     ]
 }
 
@@ -144,6 +142,7 @@ pub fn run_suite(opts: &SuiteOptions) -> Result<Report, BenchError> {
             }
             pb.inc(1);
         }
+        env.finish();
         for row in env.rows() {
             let rec = match (&failure, per_row.get(&row)) {
                 (Some(why), _) => Record {

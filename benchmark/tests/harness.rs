@@ -3,7 +3,7 @@
 //! machine allows it) and the embedded-call row.
 
 use pkbpf_bench::chart::{write_png, write_svg, ChartData};
-use pkbpf_bench::env::{Environment, Pkbpf, PkbpfSandbox, Readiness, Setup, PENDING_REASON};
+use pkbpf_bench::env::{Environment, PkbpfSandbox, Readiness, Setup};
 use pkbpf_bench::kernel::{parse_kload_lines, Kernel};
 use pkbpf_bench::report::{Record, Report, SCHEMA};
 use pkbpf_bench::stats::{geomean, Summary};
@@ -255,34 +255,27 @@ fn every_row_has_its_kernel_programs() {
 }
 
 #[test]
-fn pkbpf_environments_never_report_numbers_they_did_not_measure() {
+fn pkbpf_mpk_environment_is_unavailable_without_pku_never_emulated() {
+    use pkbpf_bench::inproc::PkbpfInProcess;
     let dir = tempfile::tempdir().unwrap();
     let setup = Setup {
         workdir: dir.path().to_path_buf(),
-        target: dir.path().join("none"),
+        target: dir.path().join("unused"),
         iterations: 10,
     };
-    let mut none = Pkbpf {
-        sandbox: PkbpfSandbox::None,
-    };
-    assert_eq!(
-        none.prepare(&setup),
-        Readiness::Pending(PENDING_REASON.into())
-    );
-    let mut mpk = Pkbpf {
-        sandbox: PkbpfSandbox::Mpk,
-    };
-    match pkbpf_sandbox::detect() {
-        pkbpf_sandbox::PkuStatus::Available => {
-            assert_eq!(
-                mpk.prepare(&setup),
-                Readiness::Pending(PENDING_REASON.into())
-            )
+    let mut mpk = PkbpfInProcess::new(PkbpfSandbox::Mpk);
+    assert_eq!(mpk.name(), "pkbpf-mpk");
+    match (pkbpf_sandbox::detect(), mpk.prepare(&setup)) {
+        (pkbpf_sandbox::PkuStatus::Missing(_), Readiness::Unavailable(r)) => {
+            assert!(r.starts_with("no PKU ("), "{r}")
         }
-        pkbpf_sandbox::PkuStatus::Missing(_) => match mpk.prepare(&setup) {
-            Readiness::Unavailable(r) => assert!(r.starts_with("no PKU ("), "{r}"),
-            other => panic!("expected unavailable, got {other:?}"),
-        },
+        (pkbpf_sandbox::PkuStatus::Available, Readiness::Ready) => {
+            // Real protection keys: the rows run in MPK domains.
+            let cells = mpk.run_once(&setup).unwrap();
+            assert_eq!(cells.len(), 18);
+            mpk.finish();
+        }
+        (pku, other) => panic!("PKU {pku:?} but the mpk environment said {other:?}"),
     }
 }
 
@@ -324,19 +317,20 @@ fn kernel_rows_run_and_every_probe_fired() {
     assert_eq!(cells.len(), 18);
 }
 
-/// pkbpf's own probes on the victim's functions, in this process: every row
-/// but the syscall one runs (the hit counts are checked inside `run_once`).
+/// pkbpf's own probes on the victim's functions, in this process, and its
+/// syscall tracepoint on this thread: every row runs (the hit counts are
+/// checked inside `run_once`).
 #[test]
 fn pkbpf_in_process_rows_run_and_probes_fire() {
     use pkbpf_bench::env::Cell;
-    use pkbpf_bench::inproc::{PkbpfInProcess, SYSCALL_PENDING};
+    use pkbpf_bench::inproc::PkbpfInProcess;
     let dir = tempfile::tempdir().unwrap();
     let setup = Setup {
         workdir: dir.path().to_path_buf(),
         target: dir.path().join("unused"),
         iterations: 50,
     };
-    let mut env = PkbpfInProcess::new();
+    let mut env = PkbpfInProcess::new(PkbpfSandbox::None);
     assert_eq!(env.name(), "pkbpf-none");
     match env.prepare(&setup) {
         Readiness::Ready => {}
@@ -355,5 +349,11 @@ fn pkbpf_in_process_rows_run_and_probes_fire() {
             Cell::NotRun(why) => panic!("{f} did not run: {why}"),
         }
     }
-    assert_eq!(cells[SYSCALL_ROW], Cell::NotRun(SYSCALL_PENDING.into()));
+    // The syscall row: pkbpf's sys_exit_write program on this thread's
+    // write()s (the hit count is checked inside `run_once`).
+    match &cells[SYSCALL_ROW] {
+        Cell::Ns(ns) => assert!(*ns > 0.0),
+        Cell::NotRun(why) => panic!("{SYSCALL_ROW} did not run: {why}"),
+    }
+    env.finish();
 }
