@@ -191,6 +191,24 @@ int32_t pkbpf_program_call(const struct pkbpf_program *prog,
                            struct pkbpf_error **err);
 
 /*
+ [`pkbpf_program_call`] with a wall-time budget of `budget_ns`
+ nanoseconds: a program still running when it is spent is aborted (in its
+ JIT code, never inside a helper, so its maps stay consistent) and the
+ call returns `-ETIME` with `*err` set; the calling thread continues in
+ its own domain. Other returns as [`pkbpf_program_call`]. The
+ interpreter engine is not preempted (the call runs to its end).
+
+ # Safety
+ As [`pkbpf_program_call`].
+ */
+int32_t pkbpf_program_call_with_budget(const struct pkbpf_program *prog,
+                                       uint8_t *ctx,
+                                       size_t ctx_len,
+                                       uint64_t budget_ns,
+                                       uint64_t *ret,
+                                       struct pkbpf_error **err);
+
+/*
  Looks `key` up in map `map` of `obj` and copies the value to `value`
  (`value_len` must be at least the map's value size). Returns 0,
  `-ENOENT` when the key is absent or there is no such map, `-EINVAL` for

@@ -132,6 +132,7 @@ impl From<CallError> for Failure {
         let errno = match &e {
             CallError::CtxSize { .. } => libc::EINVAL,
             CallError::HelperAbort { .. } => libc::ECANCELED,
+            CallError::Timeout { .. } => libc::ETIME,
             _ => libc::EFAULT,
         };
         Failure::new(errno, chain(&e))
@@ -499,6 +500,48 @@ pub unsafe extern "C" fn pkbpf_program_call(
         // SAFETY: ctx is valid for ctx_len bytes (the caller's duty).
         let ctx = unsafe { bytes_mut(ctx, ctx_len, "ctx") }?;
         let r0 = program.call(ctx)?;
+        // SAFETY: ret is non-null and writable (the caller's duty).
+        unsafe { ret.write(r0) };
+        Ok(())
+    };
+    // SAFETY: err is the caller's.
+    unsafe { int_call(err, f) }
+}
+
+/// [`pkbpf_program_call`] with a wall-time budget of `budget_ns`
+/// nanoseconds: a program still running when it is spent is aborted (in its
+/// JIT code, never inside a helper, so its maps stay consistent) and the
+/// call returns `-ETIME` with `*err` set; the calling thread continues in
+/// its own domain. Other returns as [`pkbpf_program_call`]. The
+/// interpreter engine is not preempted (the call runs to its end).
+///
+/// # Safety
+/// As [`pkbpf_program_call`].
+#[no_mangle]
+pub unsafe extern "C" fn pkbpf_program_call_with_budget(
+    prog: *const pkbpf_program,
+    ctx: *mut u8,
+    ctx_len: usize,
+    budget_ns: u64,
+    ret: *mut u64,
+    err: *mut *mut pkbpf_error,
+) -> i32 {
+    let f = || {
+        // SAFETY: NULL or live (the caller's duty).
+        let p = unsafe { prog.as_ref() }.ok_or_else(|| null("prog"))?;
+        if ret.is_null() {
+            return Err(null("ret"));
+        }
+        // SAFETY: a program handle never outlives its object (the caller's duty).
+        let obj = unsafe { &*p.obj };
+        let program = obj
+            .programs()
+            .nth(p.index)
+            .ok_or_else(|| Failure::new(libc::EINVAL, "stale program handle"))?;
+        // SAFETY: ctx is valid for ctx_len bytes (the caller's duty).
+        let ctx = unsafe { bytes_mut(ctx, ctx_len, "ctx") }?;
+        let budget = std::time::Duration::from_nanos(budget_ns);
+        let r0 = program.call_with_budget(ctx, budget)?;
         // SAFETY: ret is non-null and writable (the caller's duty).
         unsafe { ret.write(r0) };
         Ok(())

@@ -157,3 +157,61 @@ fn interpreter_engine_calls_and_map_errors() {
         pkbpf_object_free(obj);
     }
 }
+
+#[test]
+fn budgeted_calls_return_or_time_out() {
+    let test = "budgeted_calls_return_or_time_out";
+    let dir = common::scratch(test);
+    let Some(path) = common::compile(test, "loop_callbacks", &dir) else {
+        return;
+    };
+    let path = CString::new(path.to_str().expect("utf-8 path")).expect("cstring");
+    // SAFETY: all pointers are live for the calls; handles freed once at the
+    // end, the program before its object.
+    unsafe {
+        let rt = pkbpf_runtime_new(PKBPF_SANDBOX_AUTO, PKBPF_ENGINE_JIT, null_mut());
+        assert!(!rt.is_null());
+        let obj = pkbpf_object_load_file(rt, path.as_ptr(), 24, null_mut());
+        assert!(!obj.is_null());
+        let prog = pkbpf_program_find(obj, c"first_square".as_ptr());
+        assert!(!prog.is_null());
+        // struct io { n, arg (the square to reach), out }.
+        let io = |n: u64, target: u64| {
+            let mut ctx = [0u8; 24];
+            ctx[..8].copy_from_slice(&n.to_ne_bytes());
+            ctx[8..16].copy_from_slice(&target.to_ne_bytes());
+            ctx
+        };
+        // Quick: 7 * 7 >= 40 at index 7; a generous budget.
+        let mut ctx = io(100, 40);
+        let mut r0 = 0;
+        let rc = pkbpf_program_call_with_budget(
+            prog,
+            ctx.as_mut_ptr(),
+            24,
+            10_000_000_000,
+            &mut r0,
+            null_mut(),
+        );
+        assert_eq!(rc, 0);
+        assert_eq!(u64::from_ne_bytes(ctx[16..].try_into().unwrap()), 7);
+        // 8M iterations that never find their square, with 1 µs: aborted.
+        let mut ctx = io(8_000_000, u64::MAX);
+        let mut err = null_mut();
+        let rc =
+            pkbpf_program_call_with_budget(prog, ctx.as_mut_ptr(), 24, 1_000, &mut r0, &mut err);
+        assert_eq!(rc, -libc::ETIME);
+        let (errno, msg) = take(err);
+        assert_eq!(errno, libc::ETIME);
+        assert!(msg.contains("time budget"), "{msg}");
+        // The thread and the program go on.
+        let mut ctx = io(100, 40);
+        assert_eq!(
+            pkbpf_program_call(prog, ctx.as_mut_ptr(), 24, &mut r0, null_mut()),
+            0
+        );
+        pkbpf_program_free(prog);
+        pkbpf_object_free(obj);
+        pkbpf_runtime_free(rt);
+    }
+}
