@@ -97,8 +97,8 @@ pub(crate) struct Site {
     patch: Vec<u8>,
     /// Interior instruction starts of the patched bytes → their relocated copies.
     evacuate: Vec<(usize, usize)>,
-    entry: [AtomicPtr<Handler>; MAX_HANDLERS],
-    pub(crate) ret: [AtomicPtr<Handler>; MAX_HANDLERS],
+    entry: Slots,
+    pub(crate) ret: Slots,
     ret_count: AtomicUsize,
     patched: std::sync::atomic::AtomicBool,
 }
@@ -149,14 +149,56 @@ pub(crate) fn guarded(f: impl FnOnce()) -> bool {
     true
 }
 
-#[inline]
-pub(crate) fn run_handlers(slots: &[AtomicPtr<Handler>; MAX_HANDLERS], frame: *mut HookFrame) {
-    for slot in slots {
-        let h = slot.load(Ordering::Acquire);
+/// The handler slots of one kind at a site. A hit scans only the slots
+/// below `used` (one past the highest slot ever filled), so a site with one
+/// handler costs one slot load, not [`MAX_HANDLERS`].
+pub(crate) struct Slots {
+    slots: [AtomicPtr<Handler>; MAX_HANDLERS],
+    used: AtomicUsize,
+}
+
+impl Slots {
+    const fn new() -> Self {
+        Slots {
+            slots: [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_HANDLERS],
+            used: AtomicUsize::new(0),
+        }
+    }
+
+    /// Stores `h` in slot `i` (null empties it).
+    fn set(&self, i: usize, h: *mut Handler) {
         if !h.is_null() {
-            // SAFETY: published handlers are leaked boxes that are never
-            // freed; `Handler::from_raw`/`from_fn` made them callable.
-            unsafe { ((*h).func)((*h).data, frame) };
+            // Before the handler is published: a hit that sees it also sees
+            // a bound that covers it.
+            self.used.fetch_max(i + 1, Ordering::AcqRel);
+        }
+        self.slots[i].store(h, Ordering::Release);
+    }
+
+    /// The first empty slot.
+    fn free(&self) -> Option<usize> {
+        self.slots
+            .iter()
+            .position(|s| s.load(Ordering::Relaxed).is_null())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.slots
+            .iter()
+            .all(|s| s.load(Ordering::Relaxed).is_null())
+    }
+
+    /// Calls every handler present on `frame`, in slot order.
+    #[inline]
+    pub(crate) fn run(&self, frame: *mut HookFrame) {
+        let used = self.used.load(Ordering::Acquire).min(MAX_HANDLERS);
+        for slot in &self.slots[..used] {
+            let h = slot.load(Ordering::Acquire);
+            if !h.is_null() {
+                // SAFETY: published handlers are leaked boxes that are never
+                // freed; `Handler::from_raw`/`from_fn` made them callable.
+                unsafe { ((*h).func)((*h).data, frame) };
+            }
         }
     }
 }
@@ -165,7 +207,7 @@ pub(crate) fn run_handlers(slots: &[AtomicPtr<Handler>; MAX_HANDLERS], frame: *m
 unsafe extern "C" fn dispatch_entry(site: *const Site, frame: *mut HookFrame) {
     // SAFETY: the trampoline passes its own leaked, immortal site.
     let site = unsafe { &*site };
-    let ran = guarded(|| run_handlers(&site.entry, frame));
+    let ran = guarded(|| site.entry.run(frame));
     if ran && site.ret_count.load(Ordering::Acquire) > 0 {
         // SAFETY: `frame` is the live frame of a function-entry hit: its `sp`
         // points at the return address.
@@ -391,8 +433,8 @@ fn build_site(
         original: Vec::new(),
         patch: Vec::new(),
         evacuate: Vec::new(),
-        entry: [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_HANDLERS],
-        ret: [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_HANDLERS],
+        entry: Slots::new(),
+        ret: Slots::new(),
         ret_count: AtomicUsize::new(0),
         patched: std::sync::atomic::AtomicBool::new(false),
     }));
@@ -496,17 +538,13 @@ fn detach_id(id: u64) -> Result<()> {
     };
     let site = reg.sites[&addr];
     match kind {
-        ProbeKind::Entry => site.entry[slot].store(std::ptr::null_mut(), Ordering::Release),
+        ProbeKind::Entry => site.entry.set(slot, std::ptr::null_mut()),
         ProbeKind::Return => {
-            site.ret[slot].store(std::ptr::null_mut(), Ordering::Release);
+            site.ret.set(slot, std::ptr::null_mut());
             site.ret_count.fetch_sub(1, Ordering::AcqRel);
         }
     }
-    let empty = site
-        .entry
-        .iter()
-        .chain(site.ret.iter())
-        .all(|s| s.load(Ordering::Relaxed).is_null());
+    let empty = site.entry.is_empty() && site.ret.is_empty();
     if empty && site.patched.load(Ordering::Relaxed) {
         let maps = read_self_maps()?;
         // SAFETY: restoring the bytes this site replaced, at the same instruction
@@ -552,14 +590,11 @@ pub unsafe fn attach(
         ProbeKind::Entry => &site.entry,
         ProbeKind::Return => &site.ret,
     };
-    let slot = slots
-        .iter()
-        .position(|s| s.load(Ordering::Relaxed).is_null())
-        .ok_or(HookError::TooManyHandlers {
-            addr,
-            max: MAX_HANDLERS,
-        })?;
-    slots[slot].store(Box::into_raw(Box::new(handler)), Ordering::Release);
+    let slot = slots.free().ok_or(HookError::TooManyHandlers {
+        addr,
+        max: MAX_HANDLERS,
+    })?;
+    slots.set(slot, Box::into_raw(Box::new(handler)));
     if kind == ProbeKind::Return {
         site.ret_count.fetch_add(1, Ordering::AcqRel);
     }
@@ -570,7 +605,7 @@ pub unsafe fn attach(
             unsafe { patch::write_code(addr, &site.patch, &site.evacuate, &maps) }
         });
         if let Err(e) = patched {
-            slots[slot].store(std::ptr::null_mut(), Ordering::Release);
+            slots.set(slot, std::ptr::null_mut());
             if kind == ProbeKind::Return {
                 site.ret_count.fetch_sub(1, Ordering::AcqRel);
             }

@@ -47,7 +47,7 @@ use std::sync::OnceLock;
 use crate::frame::HookFrame;
 use crate::resolve::read_self_maps;
 use crate::trampoline::{self, ExecPage};
-use crate::uprobe::{guarded, run_handlers, Site};
+use crate::uprobe::{guarded, Site};
 use crate::{HookError, Result};
 
 /// Frames one thread's shadow stack holds.
@@ -214,20 +214,26 @@ unsafe extern "C" fn dispatch_return(frame: *mut HookFrame) -> usize {
         fatal("pkbpf-hooks: return trampoline reached without a shadow stack\n")
     };
     let slot = (frame.regs.sp as usize).wrapping_sub(8);
-    while stack.len > 0 && stack.entries[stack.len - 1].slot < slot {
-        stack.len -= 1;
+    // Entries below `slot` are stale (see the module docs); the top entry
+    // left must be this frame's.
+    let mut top = stack.len.min(SHADOW_CAPACITY);
+    while top > 0 && stack.entries[top - 1].slot < slot {
+        top -= 1;
     }
-    if stack.len == 0 || stack.entries[stack.len - 1].slot != slot {
+    if top == 0 || stack.entries[top - 1].slot != slot {
         fatal("pkbpf-hooks: return trampoline: no shadow-stack entry for this frame\n")
     }
-    let ret = stack.entries[stack.len - 1].ret;
+    let ret = stack.entries[top - 1].ret;
     frame.regs.ip = ret as u64;
-    while stack.len > 0 && stack.entries[stack.len - 1].slot == slot {
-        let site = stack.entries[stack.len - 1].site;
-        stack.len -= 1;
+    while top > 0 && stack.entries[top - 1].slot == slot {
+        top -= 1;
+        let site = stack.entries[top].site;
+        // Popped before its handlers run.
+        stack.len = top;
         // SAFETY: sites are leaked and immortal.
         let site = unsafe { &*site };
-        guarded(|| run_handlers(&site.ret, frame));
+        guarded(|| site.ret.run(frame));
     }
+    stack.len = top;
     ret
 }

@@ -154,8 +154,10 @@ impl LoadedObject {
             let obj = Arc::clone(self);
             let stats = Arc::clone(&stats);
             let name = program.to_string();
+            // Resolved once here, not by name on every hit.
+            let index = prog.index();
             Handler::from_fn(move |frame: &mut HookFrame| {
-                run_on_frame(&obj, &name, kind, frame, &stats);
+                run_on_frame(&obj, index, &name, kind, frame, &stats);
             })
         };
         let opts = AttachOptions::default();
@@ -193,8 +195,10 @@ impl LoadedObject {
 }
 
 /// The handler body: run the program on the probe's registers.
+#[inline]
 fn run_on_frame(
     obj: &LoadedObject,
+    index: usize,
     name: &str,
     kind: ProbeKind,
     frame: &mut HookFrame,
@@ -203,10 +207,7 @@ fn run_on_frame(
     // The program's helpers make system calls (printk, ring buffer
     // wake-ups): never traced by syscall tracepoint programs.
     let _untraced = pkbpf_hooks::syscall::Untraced::new();
-    let Ok(prog) = obj.program(name) else {
-        stats.errors.fetch_add(1, Ordering::Relaxed);
-        return;
-    };
+    let prog = obj.program_at(index);
     let func_ip = match kind {
         ProbeKind::Entry => frame.regs.ip,
         ProbeKind::Return => stats.func_ip.load(Ordering::Relaxed),
