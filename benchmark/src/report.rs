@@ -151,7 +151,7 @@ impl Report {
             };
             s.push_str(&format!(" {speedup:>14}\n"));
         }
-        for env in ["pkbpf-interp", "pkbpf-jit"] {
+        for env in crate::embedded::EMBED_ENGINES.map(|e| e.name) {
             let label = format!("{EMBED_ROW} ({env})");
             let cell = match self.get(EMBED_ROW, env) {
                 Some(r) if r.summary.is_some() => {

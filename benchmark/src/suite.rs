@@ -6,9 +6,11 @@ use std::path::PathBuf;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::embedded::{load_embed_program, time_interp};
+use crate::embedded::{load_embed_object, time_calls, EMBED_ENGINES};
 use crate::engines::error_chain;
-use crate::env::{Cell, Environment, Native, PkbpfSandbox, Readiness, Setup};
+use crate::env::{
+    mpk_unavailable_reason, Cell, Environment, Native, PkbpfSandbox, Readiness, Setup,
+};
 use crate::inproc::PkbpfInProcess;
 use crate::kernel::Kernel;
 use crate::report::{Record, Report, SCHEMA};
@@ -105,7 +107,7 @@ pub fn run_suite(opts: &SuiteOptions) -> Result<Report, BenchError> {
         iterations: opts.iterations,
     };
     let mut envs = environments();
-    let total = (envs.len() * opts.runs + 2 * opts.runs) as u64;
+    let total = ((envs.len() + EMBED_ENGINES.len()) * opts.runs) as u64;
     let pb = progress_bar(total, opts.progress);
     let mut records = Vec::new();
     for env in envs.iter_mut() {
@@ -189,42 +191,35 @@ fn failed(env: &str, why: String) -> Record {
 }
 
 /// The embedded-call row: the uprobe program, expected to return 1 for an
-/// argument of 42, called `iterations` times per run.
+/// argument of 42, called `iterations` times per run through the embedding
+/// API, on each of [`EMBED_ENGINES`].
 fn embedded_records(opts: &SuiteOptions, pb: &ProgressBar) -> Vec<Record> {
     pb.set_message("embedded call");
-    let prog = match load_embed_program(&opts.workdir) {
-        Ok(p) => p,
-        Err(e) => {
-            let why = error_chain(&e);
-            return vec![
-                failed("pkbpf-interp", why.clone()),
-                failed("pkbpf-jit", why),
-            ];
-        }
-    };
     let mut out = Vec::new();
-    type Timer =
-        fn(&crate::pkrun::PkbpfProgram, u64) -> Result<crate::embedded::EmbedTiming, BenchError>;
-    let mut engines: Vec<(&str, Option<Timer>)> = vec![("pkbpf-interp", Some(time_interp))];
-    #[cfg(all(target_arch = "x86_64", unix))]
-    engines.push(("pkbpf-jit", Some(crate::embedded::time_jit)));
-    #[cfg(not(all(target_arch = "x86_64", unix)))]
-    engines.push(("pkbpf-jit", None));
-    for (name, timer) in engines {
-        let Some(timer) = timer else {
-            out.push(Record {
-                row: EMBED_ROW.into(),
-                env: name.into(),
-                status: "unavailable".into(),
-                reason: Some("pkbpf's JIT is x86-64 only".into()),
-                samples_ns: Vec::new(),
-                summary: None,
-            });
-            continue;
+    for cfg in EMBED_ENGINES {
+        if cfg.mpk {
+            if let Some(reason) = mpk_unavailable_reason() {
+                out.push(Record {
+                    row: EMBED_ROW.into(),
+                    env: cfg.name.into(),
+                    status: "unavailable".into(),
+                    reason: Some(reason),
+                    samples_ns: Vec::new(),
+                    summary: None,
+                });
+                continue;
+            }
+        }
+        let obj = match load_embed_object(&opts.workdir, &cfg) {
+            Ok(o) => o,
+            Err(e) => {
+                out.push(failed(cfg.name, error_chain(&e)));
+                continue;
+            }
         };
         let mut cells = Vec::new();
         for _ in 0..opts.runs {
-            match timer(&prog, opts.iterations) {
+            match time_calls(&obj, opts.iterations) {
                 Ok(t) if t.r0 == 1 => cells.push(Cell::Ns(t.ns)),
                 Ok(t) => {
                     cells = vec![Cell::NotRun(format!(
@@ -240,7 +235,7 @@ fn embedded_records(opts: &SuiteOptions, pb: &ProgressBar) -> Vec<Record> {
             }
             pb.inc(1);
         }
-        let mut rec = record(EMBED_ROW, name, &cells);
+        let mut rec = record(EMBED_ROW, cfg.name, &cells);
         if rec.status == "not_run" {
             rec.status = "failed".into();
         }
