@@ -78,6 +78,16 @@ pub fn current_cpu() -> u32 {
     id.max(0) as u32
 }
 
+/// The offset from the thread pointer (`fs` base on x86-64) of the calling
+/// thread's rseq `cpu_id`, when glibc registered rseq areas: the same for
+/// every thread of the process, so code generated at load (the JIT's
+/// inlined per-CPU array lookup) may read `fs:[offset]` directly. A thread
+/// whose registration failed reads a negative id there (`cpu_id` is -1 or
+/// -2), which such code must treat as "ask [`current_cpu`]".
+pub fn rseq_cpu_id_offset() -> Option<isize> {
+    rseq_offset().map(|off| off + 4)
+}
+
 /// Whether [`current_cpu`] uses the rseq area (false: `sched_getcpu`).
 pub fn uses_rseq() -> bool {
     rseq_offset().is_some()

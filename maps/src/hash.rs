@@ -1,17 +1,35 @@
 //! Hash maps (plain, per-CPU, LRU, LRU per-CPU) in shared memory.
 //!
-//! Internals: a small header (free-list lock and head, LRU clock), a
-//! power-of-two array of buckets `{seq, head}`, and `max_entries`
-//! preallocated elements `{next, state, hash, free_next, stamp, key words}`.
-//! Each element's value slot lives in the values part at `index × slot`.
+//! Internals: a small header (free-list head, LRU clock), a power-of-two
+//! array of buckets `{seq, head}`, and `max_entries` preallocated elements
+//! `{next, hash, key words…, state, free_next, stamp}` (the fields a lookup
+//! reads first, so a key of up to 8 bytes makes a 32-byte element). Each
+//! element's value slot lives in the values part at `index × slot`.
 //!
-//! Writers take their bucket's sequence lock; readers take none: they walk
-//! the chain with atomic loads and retry when the bucket's count moved. No
-//! element memory is ever freed (deleted elements return to the free list),
-//! so a reader never touches unmapped memory, and a chain walk is bounded by
-//! `max_entries` steps even while elements are recycled under it. As in the
-//! kernel's preallocated hash maps, a value pointer handed to a program stays
-//! valid memory but may be reused by a later insert after a delete.
+//! Writers take their bucket's sequence lock; readers take no lock at all:
+//! they walk the chain with plain (atomic) loads and retry when the bucket's
+//! count moved. No element memory is ever freed or unmapped (deleted
+//! elements return to the free list), so a reader never touches unmapped
+//! memory, and a chain walk is bounded by `max_entries` steps even while
+//! elements are recycled under it. A lookup that finds nothing and a delete
+//! of an absent key therefore cost no locked instruction; an update of an
+//! existing key costs one (the bucket lock). As in the kernel's preallocated
+//! hash maps, a value pointer handed to a program stays valid memory but may
+//! be reused by a later insert after a delete.
+//!
+//! The free list is a lock-free stack (a 32-bit index and a 32-bit ABA tag
+//! in one word), so no process can die holding it.
+//!
+//! Hashing: keys of up to 8 bytes are one little-endian word `k` and hash
+//! to the top 32 bits of `k × 2⁶⁴/φ` (Fibonacci hashing); the bucket is the
+//! top bits of that. Sequential or strided integer keys, the common case,
+//! spread over distinct buckets (no collisions for a run of consecutive
+//! keys no longer than the bucket count). Longer keys fold their words with
+//! a multiply-rotate mix first. The hash is not keyed: a program (or its
+//! user) that picks colliding keys only lengthens its own map's chains, and
+//! every walk stays bounded by `max_entries`; nothing else shares the map's
+//! buckets. Keys of 4 and 8 bytes get specialised code (one load, one
+//! compare); other sizes take the general word loop.
 //!
 //! Elements are always preallocated (`BPF_F_NO_PREALLOC` is accepted and
 //! ignored), so a full map answers `-E2BIG` without allocating.
@@ -25,15 +43,17 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::raw::{RawMap, Val, BPF_EXIST, BPF_NOEXIST, E2BIG, EEXIST, ENOENT};
-use crate::sync::{
-    seq_read_begin, seq_read_retry, seq_write_lock, seq_write_unlock, spin_lock, spin_unlock,
-};
+use crate::sync::{seq_read_begin, seq_read_retry, seq_write_lock, seq_write_unlock};
 use crate::MapType;
 
 /// "No element".
 pub(crate) const NIL: u32 = u32::MAX;
 /// Offset of the bucket array in the internals.
 pub(crate) const BUCKETS_OFF: usize = 128;
+/// Bytes of an element before its key words (`next`, `hash`).
+pub(crate) const ELEM_HEAD: usize = 8;
+/// Bytes of an element after its key words (`state`, `free_next`, `stamp`).
+pub(crate) const ELEM_TAIL: usize = 16;
 
 /// Most elements one eviction scan frees.
 const MAX_LRU_BATCH: usize = 64;
@@ -46,20 +66,12 @@ pub fn lru_batch(max_entries: u32) -> usize {
     (max_entries as usize / 64).clamp(1, MAX_LRU_BATCH)
 }
 
-const FREE_LOCK: usize = 0;
-const FREE_HEAD: usize = 4;
+/// The free list's head: `tag << 32 | index` (an AtomicU64).
+const FREE_HEAD: usize = 8;
 const CLOCK: usize = 64;
 
-#[repr(C)]
-struct Elem {
-    next: AtomicU32,
-    state: AtomicU32,
-    hash: AtomicU32,
-    free_next: AtomicU32,
-    stamp: AtomicU64,
-    _pad: u64,
-    // followed by `key_words` AtomicU64
-}
+/// The multiplier of Fibonacci hashing: 2⁶⁴/φ, odd.
+const FIB: u64 = 0x9E37_79B9_7F4A_7C15;
 
 #[repr(C)]
 struct Bucket {
@@ -99,8 +111,27 @@ pub(crate) unsafe fn le_word(p: *const u8, rem: usize) -> u64 {
 
 #[inline]
 pub(crate) fn mix(mut h: u64, w: u64) -> u64 {
-    h = (h ^ w).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    h = (h ^ w).wrapping_mul(FIB);
     h ^ (h >> 29)
+}
+
+/// The 32-bit hash of a key whose only word is `w`: the top half of
+/// `w × 2⁶⁴/φ`.
+#[inline(always)]
+fn fib_hash(w: u64) -> u32 {
+    (w.wrapping_mul(FIB) >> 32) as u32
+}
+
+/// Dispatches `$self.$f::<KS>(args)` on the key size: 4 and 8 get their own
+/// instances, every other size the general one (`KS = 0`).
+macro_rules! by_key_size {
+    ($self:ident . $f:ident ( $($a:expr),* )) => {
+        match $self.key_size {
+            4 => $self.$f::<4>($($a),*),
+            8 => $self.$f::<8>($($a),*),
+            _ => $self.$f::<0>($($a),*),
+        }
+    };
 }
 
 impl RawMap {
@@ -115,34 +146,64 @@ impl RawMap {
         unsafe { &*(self.internals.add(off) as *const T) }
     }
 
+    /// Bucket number `i` (< nbuckets).
     #[inline]
-    fn bucket(&self, h: u32) -> &Bucket {
-        let b = h as usize & (self.p.nbuckets - 1);
-        // SAFETY: b < nbuckets; the bucket array starts at buckets_off.
-        unsafe { &*(self.internals.add(self.p.buckets_off + b * 8) as *const Bucket) }
+    fn bucket_at(&self, i: usize) -> &Bucket {
+        debug_assert!(i < self.p.nbuckets);
+        // SAFETY: i < nbuckets; the bucket array starts at buckets_off.
+        unsafe { &*(self.internals.add(self.p.buckets_off + i * 8) as *const Bucket) }
     }
 
-    #[inline]
-    fn elem(&self, i: u32) -> &Elem {
+    /// The bucket number of hash `h`: its top log2(nbuckets) bits.
+    #[inline(always)]
+    fn bucket_index(&self, h: u32) -> usize {
+        // nbuckets <= 2^32, so the product fits and the result < nbuckets.
+        ((h as u64 * self.p.nbuckets as u64) >> 32) as usize
+    }
+
+    #[inline(always)]
+    fn bucket_of(&self, h: u32) -> &Bucket {
+        self.bucket_at(self.bucket_index(h))
+    }
+
+    /// Field at byte `off` of element `i`.
+    #[inline(always)]
+    fn efield<T>(&self, i: u32, off: usize) -> &T {
         debug_assert!(i < self.max_entries);
-        // SAFETY: i < max_entries (callers check), elements start at elems_off.
+        // SAFETY: i < max_entries (callers check) and `off` is a field
+        // offset below elem_stride: inside the element array, 8-aligned
+        // elements (stride and elems_off are multiples of 8).
         unsafe {
             &*(self
                 .internals
-                .add(self.p.elems_off + i as usize * self.p.elem_stride)
-                as *const Elem)
+                .add(self.p.elems_off + i as usize * self.p.elem_stride + off)
+                as *const T)
         }
     }
 
-    #[inline]
-    fn elem_key(&self, i: u32, w: usize) -> &AtomicU64 {
-        // SAFETY: w < key_words: the element's key words follow its 32-byte header.
-        unsafe {
-            &*(self
-                .internals
-                .add(self.p.elems_off + i as usize * self.p.elem_stride + 32 + w * 8)
-                as *const AtomicU64)
-        }
+    #[inline(always)]
+    fn e_next(&self, i: u32) -> &AtomicU32 {
+        self.efield(i, 0)
+    }
+    #[inline(always)]
+    fn e_hash(&self, i: u32) -> &AtomicU32 {
+        self.efield(i, 4)
+    }
+    #[inline(always)]
+    fn e_key(&self, i: u32, w: usize) -> &AtomicU64 {
+        self.efield(i, ELEM_HEAD + 8 * w)
+    }
+    #[inline(always)]
+    fn e_state(&self, i: u32) -> &AtomicU32 {
+        self.efield(i, ELEM_HEAD + 8 * self.p.key_words)
+    }
+    #[inline(always)]
+    fn e_free_next(&self, i: u32) -> &AtomicU32 {
+        self.efield(i, ELEM_HEAD + 8 * self.p.key_words + 4)
+    }
+    #[inline(always)]
+    fn e_stamp(&self, i: u32) -> &AtomicU64 {
+        self.efield(i, ELEM_HEAD + 8 * self.p.key_words + 8)
     }
 
     #[inline]
@@ -151,40 +212,81 @@ impl RawMap {
         unsafe { self.values.add(i as usize * self.p.slot) }
     }
 
-    /// Key word `w` of `key` (little-endian), zero-padded past `key_size`.
+    /// Key words of a `KS`-byte key (`KS = 0`: any size).
     #[inline(always)]
-    fn key_word(&self, key: *const u8, w: usize) -> u64 {
-        let start = w * 8;
-        // SAFETY: the key has key_size bytes, start < key_size.
-        unsafe { le_word(key.add(start), self.key_size as usize - start) }
-    }
-
-    #[inline]
-    fn hash_of(&self, key: *const u8) -> u32 {
-        let mut h = 0x243F_6A88_85A3_08D3 ^ self.key_size as u64;
-        for w in 0..self.p.key_words {
-            h = mix(h, self.key_word(key, w));
+    fn kwords<const KS: usize>(&self) -> usize {
+        if KS != 0 {
+            1
+        } else {
+            self.p.key_words
         }
-        (h ^ (h >> 32)) as u32
     }
 
-    #[inline]
-    fn key_eq(&self, e: u32, key: *const u8) -> bool {
-        (0..self.p.key_words)
-            .all(|w| self.elem_key(e, w).load(Ordering::Relaxed) == self.key_word(key, w))
+    /// Key word `w` of `key` (little-endian), zero-padded past `key_size`.
+    ///
+    /// # Safety
+    /// `key` has `key_size` readable bytes, `w < key_words`, and `KS` is 0
+    /// or `key_size`.
+    #[inline(always)]
+    unsafe fn kword<const KS: usize>(&self, key: *const u8, w: usize) -> u64 {
+        // SAFETY: the reads stay within the key's key_size bytes.
+        unsafe {
+            match KS {
+                4 => u32::from_le(std::ptr::read_unaligned(key as *const u32)) as u64,
+                8 => u64::from_le(std::ptr::read_unaligned(key as *const u64)),
+                _ => {
+                    let start = w * 8;
+                    le_word(key.add(start), self.key_size as usize - start)
+                }
+            }
+        }
     }
 
-    /// Walks bucket `b`'s chain for `key` (inside a read or write section).
-    #[inline]
-    fn chain_find(&self, b: &Bucket, h: u32, key: *const u8) -> u32 {
+    /// The key's 32-bit hash; the same for every `KS` instance of a map.
+    ///
+    /// # Safety
+    /// As [`kword`](Self::kword).
+    #[inline(always)]
+    unsafe fn hash_key<const KS: usize>(&self, key: *const u8) -> u32 {
+        // SAFETY: forwarded.
+        unsafe {
+            if KS != 0 || self.p.key_words == 1 {
+                return fib_hash(self.kword::<KS>(key, 0));
+            }
+            let mut h = self.key_size as u64;
+            for w in 0..self.p.key_words {
+                h = (h.rotate_left(26) ^ self.kword::<KS>(key, w)).wrapping_mul(FIB);
+            }
+            fib_hash(h ^ (h >> 32))
+        }
+    }
+
+    /// Walks bucket `b`'s chain for `key` with hash `h` (inside a read or
+    /// write section); NIL when absent.
+    ///
+    /// # Safety
+    /// As [`kword`](Self::kword).
+    #[inline(always)]
+    unsafe fn chain_find<const KS: usize>(&self, b: &Bucket, h: u32, key: *const u8) -> u32 {
         let mut cur = b.head.load(Ordering::Acquire);
         let mut steps = 0;
+        // SAFETY: forwarded.
+        let k0 = unsafe { self.kword::<KS>(key, 0) };
         while cur < self.max_entries && steps <= self.max_entries {
-            let e = self.elem(cur);
-            if e.hash.load(Ordering::Relaxed) == h && self.key_eq(cur, key) {
+            let hit = if KS != 0 {
+                self.e_key(cur, 0).load(Ordering::Relaxed) == k0
+            } else {
+                self.e_hash(cur).load(Ordering::Relaxed) == h
+                    && (0..self.p.key_words).all(|w| {
+                        // SAFETY: forwarded; w < key_words.
+                        let kw = unsafe { self.kword::<KS>(key, w) };
+                        self.e_key(cur, w).load(Ordering::Relaxed) == kw
+                    })
+            };
+            if hit {
                 return cur;
             }
-            cur = e.next.load(Ordering::Acquire);
+            cur = self.e_next(cur).load(Ordering::Acquire);
             steps += 1;
         }
         NIL
@@ -200,7 +302,7 @@ impl RawMap {
         if self.is_lru() {
             let clock = self.iword::<AtomicU64>(CLOCK);
             let now = clock.load(Ordering::Relaxed);
-            let stamp = &self.elem(e).stamp;
+            let stamp = self.e_stamp(e);
             if now == 0 || stamp.load(Ordering::Relaxed) != now {
                 clock.store(now + 1, Ordering::Relaxed);
                 stamp.store(now + 1, Ordering::Relaxed);
@@ -215,13 +317,36 @@ impl RawMap {
     pub(crate) unsafe fn hash_init(&self) {
         for i in 0..self.max_entries {
             let next = if i + 1 < self.max_entries { i + 1 } else { NIL };
-            self.elem(i).free_next.store(next, Ordering::Relaxed);
-            self.elem(i).next.store(NIL, Ordering::Relaxed);
+            self.e_free_next(i).store(next, Ordering::Relaxed);
+            self.e_next(i).store(NIL, Ordering::Relaxed);
         }
-        self.iword::<AtomicU32>(FREE_HEAD)
+        self.iword::<AtomicU64>(FREE_HEAD)
             .store(0, Ordering::Relaxed);
         for b in 0..self.p.nbuckets {
-            self.bucket(b as u32).head.store(NIL, Ordering::Relaxed);
+            self.bucket_at(b).head.store(NIL, Ordering::Relaxed);
+        }
+    }
+
+    /// The element holding `key`, or NIL, taking no lock; `touch` refreshes
+    /// LRU recency.
+    ///
+    /// # Safety
+    /// As [`kword`](Self::kword).
+    #[inline(always)]
+    unsafe fn find_k<const KS: usize>(&self, key: *const u8, touch: bool) -> u32 {
+        // SAFETY: forwarded.
+        let h = unsafe { self.hash_key::<KS>(key) };
+        let b = self.bucket_of(h);
+        loop {
+            let s = seq_read_begin(&b.seq);
+            // SAFETY: forwarded.
+            let e = unsafe { self.chain_find::<KS>(b, h, key) };
+            if !seq_read_retry(&b.seq, s) {
+                if e != NIL && touch {
+                    self.touch(e);
+                }
+                return e;
+            }
         }
     }
 
@@ -232,18 +357,8 @@ impl RawMap {
     /// `key` points to `key_size` readable bytes.
     #[inline]
     pub(crate) unsafe fn hash_find(&self, key: *const u8, touch: bool) -> u32 {
-        let h = self.hash_of(key);
-        let b = self.bucket(h);
-        loop {
-            let s = seq_read_begin(&b.seq);
-            let e = self.chain_find(b, h, key);
-            if !seq_read_retry(&b.seq, s) {
-                if e != NIL && touch {
-                    self.touch(e);
-                }
-                return e;
-            }
-        }
+        // SAFETY: forwarded; KS is key_size or 0.
+        unsafe { by_key_size!(self.find_k(key, touch)) }
     }
 
     /// Userspace lookup: copies the value (all CPUs' for per-CPU maps) with
@@ -253,11 +368,13 @@ impl RawMap {
     /// # Safety
     /// `key` points to `key_size` readable bytes.
     pub(crate) unsafe fn hash_lookup_copy(&self, key: *const u8, out: &mut [u8]) -> bool {
-        let h = self.hash_of(key);
-        let b = self.bucket(h);
+        // SAFETY: KS = 0 fits every key size.
+        let h = unsafe { self.hash_key::<0>(key) };
+        let b = self.bucket_of(h);
         loop {
             let s = seq_read_begin(&b.seq);
-            let e = self.chain_find(b, h, key);
+            // SAFETY: as above.
+            let e = unsafe { self.chain_find::<0>(b, h, key) };
             if e != NIL {
                 // SAFETY: e < max_entries.
                 unsafe { self.read_value(self.elem_value(e), out) };
@@ -268,39 +385,43 @@ impl RawMap {
         }
     }
 
+    /// Pops an element off the lock-free free list; NIL when empty.
     fn free_pop(&self) -> u32 {
-        let lock = self.iword::<AtomicU32>(FREE_LOCK);
-        let head = self.iword::<AtomicU32>(FREE_HEAD);
-        spin_lock(lock);
-        let e = head.load(Ordering::Relaxed);
-        if e < self.max_entries {
-            head.store(
-                self.elem(e).free_next.load(Ordering::Relaxed),
-                Ordering::Relaxed,
-            );
-        }
-        spin_unlock(lock);
-        if e < self.max_entries {
-            e
-        } else {
-            NIL
+        let head = self.iword::<AtomicU64>(FREE_HEAD);
+        let mut cur = head.load(Ordering::Acquire);
+        loop {
+            let e = cur as u32;
+            if e >= self.max_entries {
+                return NIL;
+            }
+            // `e` may be popped and reused by another thread meanwhile: then
+            // this read is stale, but the tag has moved and the CAS fails.
+            let next = self.e_free_next(e).load(Ordering::Relaxed);
+            let new = ((cur >> 32).wrapping_add(1) << 32) | next as u64;
+            match head.compare_exchange_weak(cur, new, Ordering::Acquire, Ordering::Acquire) {
+                Ok(_) => return e,
+                Err(now) => cur = now,
+            }
         }
     }
 
+    /// Pushes element `e` (owned by the caller) onto the free list.
     fn free_push(&self, e: u32) {
-        let lock = self.iword::<AtomicU32>(FREE_LOCK);
-        let head = self.iword::<AtomicU32>(FREE_HEAD);
-        spin_lock(lock);
-        self.elem(e)
-            .free_next
-            .store(head.load(Ordering::Relaxed), Ordering::Relaxed);
-        head.store(e, Ordering::Relaxed);
-        spin_unlock(lock);
+        let head = self.iword::<AtomicU64>(FREE_HEAD);
+        let mut cur = head.load(Ordering::Relaxed);
+        loop {
+            self.e_free_next(e).store(cur as u32, Ordering::Relaxed);
+            let new = ((cur >> 32).wrapping_add(1) << 32) | e as u64;
+            match head.compare_exchange_weak(cur, new, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(now) => cur = now,
+            }
+        }
     }
 
     /// Unlinks `e` from bucket `b` (write section held); false if absent.
     fn unlink(&self, b: &Bucket, e: u32) -> bool {
-        let next = self.elem(e).next.load(Ordering::Relaxed);
+        let next = self.e_next(e).load(Ordering::Relaxed);
         let mut cur = b.head.load(Ordering::Relaxed);
         if cur == e {
             b.head.store(next, Ordering::Release);
@@ -308,10 +429,9 @@ impl RawMap {
         }
         let mut steps = 0;
         while cur < self.max_entries && steps <= self.max_entries {
-            let c = self.elem(cur);
-            let n = c.next.load(Ordering::Relaxed);
+            let n = self.e_next(cur).load(Ordering::Relaxed);
             if n == e {
-                c.next.store(next, Ordering::Release);
+                self.e_next(cur).store(next, Ordering::Release);
                 return true;
             }
             cur = n;
@@ -330,11 +450,10 @@ impl RawMap {
             let mut old = [(u64::MAX, NIL); MAX_LRU_BATCH];
             let mut n = 0;
             for i in 0..self.max_entries {
-                let e = self.elem(i);
-                if e.state.load(Ordering::Acquire) != 1 {
+                if self.e_state(i).load(Ordering::Acquire) != 1 {
                     continue;
                 }
-                let s = e.stamp.load(Ordering::Relaxed);
+                let s = self.e_stamp(i).load(Ordering::Relaxed);
                 if n == k && s >= old[k - 1].0 {
                     continue;
                 }
@@ -355,14 +474,13 @@ impl RawMap {
             }
             let mut got = NIL;
             for &(s, i) in &old[..n] {
-                let e = self.elem(i);
-                let b = self.bucket(e.hash.load(Ordering::Relaxed));
+                let b = self.bucket_of(self.e_hash(i).load(Ordering::Relaxed));
                 seq_write_lock(&b.seq);
-                let ok = e.state.load(Ordering::Relaxed) == 1
-                    && e.stamp.load(Ordering::Relaxed) == s
+                let ok = self.e_state(i).load(Ordering::Relaxed) == 1
+                    && self.e_stamp(i).load(Ordering::Relaxed) == s
                     && self.unlink(b, i);
                 if ok {
-                    e.state.store(0, Ordering::Release);
+                    self.e_state(i).store(0, Ordering::Release);
                 }
                 seq_write_unlock(&b.seq);
                 if ok {
@@ -382,12 +500,57 @@ impl RawMap {
     /// # Safety
     /// `key` points to `key_size` bytes; `v` to a valid value source.
     pub(crate) unsafe fn hash_update(&self, key: *const u8, v: Val, flags: u64) -> i64 {
-        let h = self.hash_of(key);
-        let b = self.bucket(h);
+        // SAFETY: forwarded; KS is key_size or 0.
+        unsafe { by_key_size!(self.update_k(key, v, flags)) }
+    }
+
+    /// # Safety
+    /// As [`hash_update`](Self::hash_update), and `KS` is 0 or `key_size`.
+    #[inline(always)]
+    unsafe fn update_k<const KS: usize>(&self, key: *const u8, v: Val, flags: u64) -> i64 {
+        // SAFETY: forwarded.
+        let h = unsafe { self.hash_key::<KS>(key) };
+        let b = self.bucket_of(h);
+        seq_write_lock(&b.seq);
+        // SAFETY: forwarded.
+        let found = unsafe { self.chain_find::<KS>(b, h, key) };
+        if found != NIL && flags != BPF_NOEXIST {
+            // The common case, kept small: an existing element updated in
+            // place under its bucket's lock.
+            // SAFETY: found < max_entries; the source is the caller's contract.
+            unsafe { self.write_value(self.elem_value(found), v, false) };
+            self.touch(found);
+            seq_write_unlock(&b.seq);
+            return 0;
+        }
+        // SAFETY: forwarded; `b` is write-locked and `found` its walk's result.
+        unsafe { self.update_locked::<KS>(b, h, key, v, flags, found) }
+    }
+
+    /// The rest of an update (flag errors, inserts, LRU eviction), entered
+    /// with `b` write-locked and `found` the result of walking it for `key`;
+    /// returns with `b` unlocked.
+    ///
+    /// # Safety
+    /// As [`update_k`](Self::update_k).
+    #[inline(never)]
+    unsafe fn update_locked<const KS: usize>(
+        &self,
+        b: &Bucket,
+        h: u32,
+        key: *const u8,
+        v: Val,
+        flags: u64,
+        mut found: u32,
+    ) -> i64 {
         let mut spare = NIL;
+        let mut locked = true;
         let ret = loop {
-            seq_write_lock(&b.seq);
-            let found = self.chain_find(b, h, key);
+            if !locked {
+                seq_write_lock(&b.seq);
+                // SAFETY: forwarded.
+                found = unsafe { self.chain_find::<KS>(b, h, key) };
+            }
             if found != NIL {
                 if flags == BPF_NOEXIST {
                     seq_write_unlock(&b.seq);
@@ -415,20 +578,21 @@ impl RawMap {
                 }
                 // Evict outside our bucket lock (a second bucket lock could deadlock).
                 spare = self.lru_evict();
+                locked = false;
                 continue;
             }
-            let el = self.elem(e);
-            for w in 0..self.p.key_words {
-                self.elem_key(e, w)
-                    .store(self.key_word(key, w), Ordering::Relaxed);
+            for w in 0..self.kwords::<KS>() {
+                // SAFETY: forwarded.
+                let kw = unsafe { self.kword::<KS>(key, w) };
+                self.e_key(e, w).store(kw, Ordering::Relaxed);
             }
-            el.hash.store(h, Ordering::Relaxed);
+            self.e_hash(e).store(h, Ordering::Relaxed);
             // SAFETY: e < max_entries; the source is the caller's contract.
             unsafe { self.write_value(self.elem_value(e), v, true) };
             self.touch(e);
-            el.next
+            self.e_next(e)
                 .store(b.head.load(Ordering::Relaxed), Ordering::Relaxed);
-            el.state.store(1, Ordering::Release);
+            self.e_state(e).store(1, Ordering::Release);
             b.head.store(e, Ordering::Release);
             seq_write_unlock(&b.seq);
             break 0;
@@ -442,13 +606,39 @@ impl RawMap {
     /// # Safety
     /// `key` points to `key_size` readable bytes.
     pub(crate) unsafe fn hash_delete(&self, key: *const u8) -> i64 {
-        let h = self.hash_of(key);
-        let b = self.bucket(h);
+        // SAFETY: forwarded; KS is key_size or 0.
+        unsafe { by_key_size!(self.delete_k(key)) }
+    }
+
+    /// # Safety
+    /// As [`hash_delete`](Self::hash_delete), and `KS` is 0 or `key_size`.
+    #[inline(always)]
+    unsafe fn delete_k<const KS: usize>(&self, key: *const u8) -> i64 {
+        // An absent key needs no lock: the lock-free lookup is the delete's
+        // linearisation point.
+        // SAFETY: forwarded.
+        if unsafe { self.find_k::<KS>(key, false) } == NIL {
+            return ENOENT;
+        }
+        // SAFETY: forwarded.
+        unsafe { self.delete_locked::<KS>(key) }
+    }
+
+    /// Deletes `key` under its bucket's lock.
+    ///
+    /// # Safety
+    /// As [`delete_k`](Self::delete_k).
+    #[inline(never)]
+    unsafe fn delete_locked<const KS: usize>(&self, key: *const u8) -> i64 {
+        // SAFETY: forwarded.
+        let h = unsafe { self.hash_key::<KS>(key) };
+        let b = self.bucket_of(h);
         seq_write_lock(&b.seq);
-        let e = self.chain_find(b, h, key);
+        // SAFETY: forwarded.
+        let e = unsafe { self.chain_find::<KS>(b, h, key) };
         let ok = e != NIL && self.unlink(b, e);
         if ok {
-            self.elem(e).state.store(0, Ordering::Release);
+            self.e_state(e).store(0, Ordering::Release);
         }
         seq_write_unlock(&b.seq);
         if ok {
@@ -459,9 +649,63 @@ impl RawMap {
         }
     }
 
+    /// `bpf_map_lookup_elem` on a hash map of `KS`-byte keys (0: any
+    /// size), per-CPU or not, LRU or not: one instance per combination, so
+    /// the common lookups run without a dispatch.
+    ///
+    /// # Safety
+    /// `key` points to `key_size` readable bytes; `KS` is 0 or `key_size`;
+    /// `PERCPU`/`LRU` match the map's type.
+    pub(crate) unsafe fn hash_lookup_prog<const KS: usize, const PERCPU: bool, const LRU: bool>(
+        &self,
+        key: *const u8,
+    ) -> *mut u8 {
+        // SAFETY: forwarded.
+        let e = unsafe { self.find_k::<KS>(key, LRU) };
+        if e == NIL {
+            return std::ptr::null_mut();
+        }
+        let v = self.elem_value(e);
+        if PERCPU {
+            // SAFETY: cur_cpu < ncpus: inside the element's slot.
+            unsafe { v.add(self.cur_cpu() as usize * self.p.stride) }
+        } else {
+            v
+        }
+    }
+
+    /// `bpf_map_update_elem` from a program on a hash map (see
+    /// [`hash_lookup_prog`](Self::hash_lookup_prog)).
+    ///
+    /// # Safety
+    /// `key`/`value` point to `key_size`/`value_size` readable bytes; `KS`
+    /// is 0 or `key_size`; `PERCPU` matches the map's type.
+    pub(crate) unsafe fn hash_update_prog<const KS: usize, const PERCPU: bool>(
+        &self,
+        key: *const u8,
+        value: *const u8,
+        flags: u64,
+    ) -> i64 {
+        if flags > BPF_EXIST {
+            return crate::raw::EINVAL;
+        }
+        let cpu = if PERCPU { self.cur_cpu() } else { 0 };
+        // SAFETY: forwarded.
+        unsafe { self.update_k::<KS>(key, Val::Cpu(value, cpu), flags) }
+    }
+
+    /// `bpf_map_delete_elem` from a program on a hash map.
+    ///
+    /// # Safety
+    /// `key` points to `key_size` readable bytes; `KS` is 0 or `key_size`.
+    pub(crate) unsafe fn hash_delete_prog<const KS: usize>(&self, key: *const u8) -> i64 {
+        // SAFETY: forwarded.
+        unsafe { self.delete_k::<KS>(key) }
+    }
+
     fn copy_key_out(&self, e: u32, out: &mut [u8]) {
         for w in 0..self.p.key_words {
-            let bytes = self.elem_key(e, w).load(Ordering::Relaxed).to_le_bytes();
+            let bytes = self.e_key(e, w).load(Ordering::Relaxed).to_le_bytes();
             let start = w * 8;
             let n = (self.key_size as usize - start).min(8);
             out[start..start + n].copy_from_slice(&bytes[..n]);
@@ -476,15 +720,17 @@ impl RawMap {
     pub(crate) unsafe fn hash_next_key(&self, key: Option<*const u8>, out: &mut [u8]) -> bool {
         let mut first_bucket = 0;
         if let Some(key) = key {
-            let h = self.hash_of(key);
-            let b = self.bucket(h);
+            // SAFETY: KS = 0 fits every key size.
+            let h = unsafe { self.hash_key::<0>(key) };
+            let b = self.bucket_of(h);
             loop {
                 let s = seq_read_begin(&b.seq);
-                let e = self.chain_find(b, h, key);
+                // SAFETY: as above.
+                let e = unsafe { self.chain_find::<0>(b, h, key) };
                 let next = if e == NIL {
                     NIL
                 } else {
-                    self.elem(e).next.load(Ordering::Acquire)
+                    self.e_next(e).load(Ordering::Acquire)
                 };
                 let got = next < self.max_entries;
                 if got {
@@ -495,14 +741,14 @@ impl RawMap {
                         return true;
                     }
                     if e != NIL {
-                        first_bucket = (h as usize & (self.p.nbuckets - 1)) + 1;
+                        first_bucket = self.bucket_index(h) + 1;
                     }
                     break;
                 }
             }
         }
         for bi in first_bucket..self.p.nbuckets {
-            let b = self.bucket(bi as u32);
+            let b = self.bucket_at(bi);
             loop {
                 let s = seq_read_begin(&b.seq);
                 let head = b.head.load(Ordering::Acquire);

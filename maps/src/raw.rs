@@ -62,6 +62,65 @@ pub(crate) enum Val {
     All(*const u8),
 }
 
+/// A program-side lookup specialised for one map type and key size.
+type LookupFn = unsafe fn(&RawMap, *const u8) -> *mut u8;
+/// A program-side update (key, value, flags), specialised likewise.
+type UpdateFn = unsafe fn(&RawMap, *const u8, *const u8, u64) -> i64;
+/// A program-side delete, specialised likewise.
+type DeleteFn = unsafe fn(&RawMap, *const u8) -> i64;
+
+/// The program-side operations of one map, chosen once from its type and
+/// key size ([`Ops::of`]): a helper's call then goes straight to code with
+/// no type or key-size dispatch left in it.
+#[derive(Clone, Copy, Debug)]
+struct Ops {
+    lookup: LookupFn,
+    update: UpdateFn,
+    delete: DeleteFn,
+}
+
+/// Picks `$f::<KS, ...>` for the key size: 4 and 8 get their own instance.
+macro_rules! by_ks {
+    ($ks:expr, $f:ident $(, $rest:expr)*) => {
+        match $ks {
+            4 => RawMap::$f::<4 $(, $rest)*>,
+            8 => RawMap::$f::<8 $(, $rest)*>,
+            _ => RawMap::$f::<0 $(, $rest)*>,
+        }
+    };
+}
+
+impl Ops {
+    fn of(ty: MapType, ks: u32) -> Ops {
+        use MapType::*;
+        let lookup: LookupFn = match ty {
+            Array => RawMap::array_lookup_prog::<false>,
+            PerCpuArray => RawMap::array_lookup_prog::<true>,
+            Hash => by_ks!(ks, hash_lookup_prog, false, false),
+            PerCpuHash => by_ks!(ks, hash_lookup_prog, true, false),
+            LruHash => by_ks!(ks, hash_lookup_prog, false, true),
+            LruPerCpuHash => by_ks!(ks, hash_lookup_prog, true, true),
+            _ => RawMap::lookup_any,
+        };
+        let update: UpdateFn = match ty {
+            Hash | LruHash => by_ks!(ks, hash_update_prog, false),
+            PerCpuHash | LruPerCpuHash => by_ks!(ks, hash_update_prog, true),
+            Array => RawMap::array_update_prog::<false>,
+            PerCpuArray => RawMap::array_update_prog::<true>,
+            _ => RawMap::update_any,
+        };
+        let delete: DeleteFn = match ty {
+            Hash | PerCpuHash | LruHash | LruPerCpuHash => by_ks!(ks, hash_delete_prog),
+            _ => RawMap::delete_any,
+        };
+        Ops {
+            lookup,
+            update,
+            delete,
+        }
+    }
+}
+
 /// One map's program-side handle: addresses of its parts and its geometry.
 /// Valid while its [`Region`](crate::Region) is alive.
 #[derive(Debug)]
@@ -75,6 +134,7 @@ pub struct RawMap {
     pub(crate) values: *mut u8,
     pub(crate) internals: *mut u8,
     frozen: *const AtomicU32,
+    ops: Ops,
 }
 
 // SAFETY: a RawMap only points into the shared mapping, whose every mutable
@@ -110,6 +170,7 @@ impl RawMap {
             values,
             internals,
             frozen,
+            ops: Ops::of(def.map_type, def.key_size),
         }
     }
 
@@ -188,6 +249,7 @@ impl RawMap {
     /// # Safety
     /// `dst` is an element slot of this map; the source holds the bytes
     /// `v` promises.
+    #[inline]
     pub(crate) unsafe fn write_value(&self, dst: *mut u8, v: Val, fresh: bool) {
         let vs = self.value_size as usize;
         // SAFETY: all offsets stay within the slot (`ncpus × stride`); the
@@ -203,12 +265,12 @@ impl RawMap {
                         );
                     }
                 }
-                Val::All(src) => std::ptr::copy_nonoverlapping(src, dst, vs),
+                Val::All(src) => copy_value(src, dst, vs),
                 Val::Cpu(src, c) => {
                     if fresh && self.p.ncpus > 1 {
                         std::ptr::write_bytes(dst, 0, self.p.slot);
                     }
-                    std::ptr::copy_nonoverlapping(src, dst.add(c as usize * self.p.stride), vs);
+                    copy_value(src, dst.add(c as usize * self.p.stride), vs);
                 }
             }
         }
@@ -240,6 +302,32 @@ impl RawMap {
     #[doc(alias = "bpf_map_lookup_elem")]
     #[inline]
     pub unsafe fn lookup(&self, key: *const u8) -> *mut u8 {
+        // SAFETY: forwarded to this map's lookup with the same contract.
+        unsafe { (self.ops.lookup)(self, key) }
+    }
+
+    /// The array lookup: element `key`'s value (this CPU's for `PERCPU`).
+    ///
+    /// # Safety
+    /// `key` points to 4 readable bytes; `PERCPU` matches the map's type.
+    unsafe fn array_lookup_prog<const PERCPU: bool>(&self, key: *const u8) -> *mut u8 {
+        let idx = read_u32(key);
+        if idx >= self.max_entries {
+            return std::ptr::null_mut();
+        }
+        let cpu = if PERCPU { self.cur_cpu() as usize } else { 0 };
+        // SAFETY: idx < max_entries, cpu < ncpus: inside the values part.
+        unsafe {
+            self.values
+                .add(idx as usize * self.p.slot + cpu * self.p.stride)
+        }
+    }
+
+    /// The lookup of every other type, dispatched on the type.
+    ///
+    /// # Safety
+    /// As [`lookup`](Self::lookup).
+    unsafe fn lookup_any(&self, key: *const u8) -> *mut u8 {
         // SAFETY: forwarded to the type's lookup with the same contract.
         unsafe {
             match self.ty {
@@ -305,10 +393,49 @@ impl RawMap {
     /// # Safety
     /// `key` points to `key_size` and `value` to `value_size` readable bytes.
     #[doc(alias = "bpf_map_update_elem")]
+    #[inline]
     pub unsafe fn update(&self, key: *const u8, value: *const u8, flags: u64) -> i64 {
         if self.flags & BPF_F_RDONLY_PROG != 0 {
             return EPERM;
         }
+        // SAFETY: forwarded.
+        unsafe { (self.ops.update)(self, key, value, flags) }
+    }
+
+    /// The program-side array update (this CPU's value for `PERCPU`).
+    ///
+    /// # Safety
+    /// As [`update`](Self::update); `PERCPU` matches the map's type.
+    unsafe fn array_update_prog<const PERCPU: bool>(
+        &self,
+        key: *const u8,
+        value: *const u8,
+        flags: u64,
+    ) -> i64 {
+        if flags > BPF_EXIST {
+            return EINVAL;
+        }
+        let cpu = if PERCPU { self.cur_cpu() } else { 0 };
+        let idx = read_u32(key);
+        if let (true, Some(w)) = (
+            idx < self.max_entries && flags != BPF_NOEXIST,
+            self.atomic_width(),
+        ) {
+            // The common case in line: one atomic store (see array_update).
+            // SAFETY: idx < max_entries and cpu < ncpus (cur_cpu): an
+            // 8-aligned slot of `w` bytes; `value` has value_size = w bytes.
+            unsafe { atomic_put(self.array_slot(idx, cpu), value, w) };
+            return 0;
+        }
+        // SAFETY: forwarded.
+        unsafe { self.array_update(key, Val::Cpu(value, cpu), flags) }
+    }
+
+    /// The program-side update of types without a specialised one.
+    ///
+    /// # Safety
+    /// As [`update`](Self::update).
+    unsafe fn update_any(&self, key: *const u8, value: *const u8, flags: u64) -> i64 {
         // SAFETY: forwarded.
         unsafe { self.update_val(key, Val::Cpu(value, self.cur_cpu()), flags) }
     }
@@ -318,16 +445,18 @@ impl RawMap {
     /// # Safety
     /// `key` points to `key_size` readable bytes.
     #[doc(alias = "bpf_map_delete_elem")]
+    #[inline]
     pub unsafe fn delete(&self, key: *const u8) -> i64 {
         if self.flags & BPF_F_RDONLY_PROG != 0 {
             return EPERM;
         }
         // SAFETY: forwarded.
-        unsafe { self.delete_any(key) }
+        unsafe { (self.ops.delete)(self, key) }
     }
 
     /// # Safety
     /// As [`update`](Self::update), with `v` describing a valid source.
+    #[inline]
     pub(crate) unsafe fn update_val(&self, key: *const u8, v: Val, flags: u64) -> i64 {
         if flags > BPF_EXIST {
             return EINVAL;
@@ -354,6 +483,7 @@ impl RawMap {
 
     /// # Safety
     /// `key` points to `key_size` readable bytes.
+    #[inline]
     pub(crate) unsafe fn delete_any(&self, key: *const u8) -> i64 {
         // SAFETY: forwarded.
         unsafe {
@@ -369,6 +499,14 @@ impl RawMap {
     }
 
     // ---- arrays ---------------------------------------------------------
+
+    /// The value size when array values are read and written with single
+    /// atomic loads and stores (1, 2, 4 or 8 bytes) instead of under their
+    /// sequence lock.
+    #[inline]
+    fn atomic_width(&self) -> Option<usize> {
+        matches!(self.value_size, 1 | 2 | 4 | 8).then_some(self.value_size as usize)
+    }
 
     /// The sequence lock of element `idx`'s CPU slot `c` (per-CPU arrays
     /// lock each CPU's value apart, so CPUs updating their own slots do not
@@ -390,6 +528,7 @@ impl RawMap {
 
     /// # Safety
     /// `key` points to 4 readable bytes; `v` describes a valid source.
+    #[inline(never)]
     unsafe fn array_update(&self, key: *const u8, v: Val, flags: u64) -> i64 {
         let idx = read_u32(key);
         if idx >= self.max_entries {
@@ -399,6 +538,27 @@ impl RawMap {
             return EEXIST;
         }
         let vs = self.value_size as usize;
+        if let Some(w) = self.atomic_width() {
+            // One aligned store of 1, 2, 4 or 8 bytes cannot tear, and
+            // `array_read` loads such values with one load: no lock, as in
+            // the kernel (whose array updates take none either).
+            let put = |c: u32, src: *const u8| {
+                // SAFETY: the slot is 8-aligned (values part page-aligned,
+                // slot and stride multiples of 8) and holds `w` bytes; `src`
+                // holds `w` readable bytes (the caller's contract).
+                unsafe { atomic_put(self.array_slot(idx, c), src, w) }
+            };
+            match v {
+                Val::Cpu(src, c) => put(c.min(self.p.ncpus - 1), src),
+                Val::All(src) => {
+                    for c in 0..self.p.ncpus {
+                        // SAFETY: userspace buffers hold ncpus × stride bytes.
+                        put(c, unsafe { src.add(c as usize * self.p.stride) });
+                    }
+                }
+            }
+            return 0;
+        }
         let put = |c: u32, src: *const u8| {
             let seq = self.array_seq(idx, c);
             seq_write_lock(seq);
@@ -428,6 +588,13 @@ impl RawMap {
         for c in 0..self.p.ncpus {
             let seq = self.array_seq(idx, c);
             let dst = &mut out[c as usize * self.p.stride..c as usize * self.p.stride + vs];
+            if let Some(w) = self.atomic_width() {
+                // SAFETY: the slot is 8-aligned and holds `w` bytes; `dst`
+                // has `w` bytes (see `array_update`: such values are
+                // written with one store, never under the sequence lock).
+                unsafe { atomic_get(self.array_slot(idx, c), dst.as_mut_ptr(), w) };
+                continue;
+            }
             loop {
                 let s = seq_read_begin(seq);
                 // SAFETY: the slot holds value_size bytes, `dst` as many.
@@ -711,6 +878,85 @@ impl RawMap {
             -(libc::ENOSPC as i64)
         } else {
             0
+        }
+    }
+}
+
+/// Copies `w` (1, 2, 4 or 8) bytes from `src` to the aligned `dst` with one
+/// atomic store.
+///
+/// # Safety
+/// `dst` is `w`-aligned with `w` writable bytes, `src` has `w` readable bytes.
+#[inline(always)]
+unsafe fn atomic_put(dst: *mut u8, src: *const u8, w: usize) {
+    use std::sync::atomic::{AtomicU16, AtomicU64, AtomicU8};
+    // SAFETY: the caller's contract; the atomics only reinterpret `dst`.
+    unsafe {
+        match w {
+            8 => (*(dst as *const AtomicU64)).store(
+                std::ptr::read_unaligned(src as *const u64),
+                Ordering::Release,
+            ),
+            4 => (*(dst as *const AtomicU32)).store(
+                std::ptr::read_unaligned(src as *const u32),
+                Ordering::Release,
+            ),
+            2 => (*(dst as *const AtomicU16)).store(
+                std::ptr::read_unaligned(src as *const u16),
+                Ordering::Release,
+            ),
+            _ => (*(dst as *const AtomicU8)).store(*src, Ordering::Release),
+        }
+    }
+}
+
+/// Copies `w` (1, 2, 4 or 8) bytes from the aligned `src` to `dst` with one
+/// atomic load.
+///
+/// # Safety
+/// `src` is `w`-aligned with `w` readable bytes, `dst` has `w` writable bytes.
+#[inline(always)]
+unsafe fn atomic_get(src: *const u8, dst: *mut u8, w: usize) {
+    use std::sync::atomic::{AtomicU16, AtomicU64, AtomicU8};
+    // SAFETY: the caller's contract; the atomics only reinterpret `src`.
+    unsafe {
+        match w {
+            8 => std::ptr::write_unaligned(
+                dst as *mut u64,
+                (*(src as *const AtomicU64)).load(Ordering::Acquire),
+            ),
+            4 => std::ptr::write_unaligned(
+                dst as *mut u32,
+                (*(src as *const AtomicU32)).load(Ordering::Acquire),
+            ),
+            2 => std::ptr::write_unaligned(
+                dst as *mut u16,
+                (*(src as *const AtomicU16)).load(Ordering::Acquire),
+            ),
+            _ => *dst = (*(src as *const AtomicU8)).load(Ordering::Acquire),
+        }
+    }
+}
+
+/// Copies an `n`-byte value: one load and store for the common 8- and
+/// 4-byte values, `memcpy` otherwise.
+///
+/// # Safety
+/// `src` has `n` readable bytes, `dst` `n` writable ones, not overlapping.
+#[inline(always)]
+unsafe fn copy_value(src: *const u8, dst: *mut u8, n: usize) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        match n {
+            8 => std::ptr::write_unaligned(
+                dst as *mut u64,
+                std::ptr::read_unaligned(src as *const u64),
+            ),
+            4 => std::ptr::write_unaligned(
+                dst as *mut u32,
+                std::ptr::read_unaligned(src as *const u32),
+            ),
+            _ => std::ptr::copy_nonoverlapping(src, dst, n),
         }
     }
 }

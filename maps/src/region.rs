@@ -24,7 +24,9 @@ use crate::raw::{Params, RawMap};
 use crate::{cpu, MapError, MapType};
 
 const MAGIC: u64 = u64::from_le_bytes(*b"PKBPFMAP");
-const VERSION: u32 = 1;
+/// Layout version: 2 since hash elements put their key before their cold
+/// fields and buckets take the hash's top bits.
+const VERSION: u32 = 2;
 /// Longest map name stored in the region (bytes, without NUL).
 pub const MAX_NAME_LEN: usize = 63;
 /// Default bytes of data per CPU ring of a `PERF_EVENT_ARRAY` map (see
@@ -218,7 +220,7 @@ pub(crate) fn compute_layout(
                 .ok_or_else(too_big)?;
             p.nbuckets = nb;
             p.key_words = (ks as usize).div_ceil(8);
-            p.elem_stride = 32 + 8 * p.key_words;
+            p.elem_stride = crate::hash::ELEM_HEAD + 8 * p.key_words + crate::hash::ELEM_TAIL;
             p.buckets_off = crate::hash::BUCKETS_OFF;
             p.elems_off = round_up(add(p.buckets_off, mul(nb, 8)?)?, 64).ok_or_else(too_big)?;
             (
@@ -690,6 +692,20 @@ impl Region {
     /// address is stable for the life of the region.
     pub fn raw(&self, index: usize) -> Option<&RawMap> {
         self.inner.maps.get(index).map(|m| &m.raw)
+    }
+
+    /// The map whose program-side handle ([`raw`](Self::raw)) lives at
+    /// `addr`, in constant time: how helpers check that a map pointer a
+    /// program passed is one of this region's maps. `None` for any other
+    /// address.
+    #[inline]
+    pub fn raw_at(&self, addr: usize) -> Option<&RawMap> {
+        let maps = &self.inner.maps;
+        let first = maps.as_ptr() as usize + std::mem::offset_of!(MapSlot, raw);
+        let off = addr.checked_sub(first)?;
+        let size = std::mem::size_of::<MapSlot>();
+        let index = off / size;
+        (off % size == 0).then(|| maps.get(index).map(|m| &m.raw))?
     }
 
     /// Map `index`'s values pages (to carry the owning extension's key).

@@ -49,8 +49,26 @@ pub(crate) fn spin_unlock(l: &AtomicU32) {
 }
 
 /// Enters the write side of the sequence lock `s` (excluding other writers).
-#[inline]
+/// The uncontended case is one load and one CAS; waiting is out of line so
+/// callers' fast paths stay small.
+#[inline(always)]
 pub(crate) fn seq_write_lock(s: &AtomicU32) {
+    let v = s.load(Ordering::Relaxed);
+    if v & 1 == 0
+        && s.compare_exchange_weak(v, v.wrapping_add(1), Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    {
+        // Readers that see the data we are about to write must also see
+        // the odd count.
+        fence(Ordering::Release);
+        return;
+    }
+    seq_write_lock_slow(s);
+}
+
+#[cold]
+#[inline(never)]
+fn seq_write_lock_slow(s: &AtomicU32) {
     let mut spins = 0;
     loop {
         let v = s.load(Ordering::Relaxed);
@@ -58,8 +76,6 @@ pub(crate) fn seq_write_lock(s: &AtomicU32) {
             && s.compare_exchange_weak(v, v.wrapping_add(1), Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
         {
-            // Readers that see the data we are about to write must also see
-            // the odd count.
             fence(Ordering::Release);
             return;
         }
@@ -68,7 +84,7 @@ pub(crate) fn seq_write_lock(s: &AtomicU32) {
 }
 
 /// Leaves the write side of the sequence lock `s`.
-#[inline]
+#[inline(always)]
 pub(crate) fn seq_write_unlock(s: &AtomicU32) {
     // Only the holder changes an odd count, so a plain release store (no
     // locked instruction) publishes the new even count.
@@ -77,8 +93,18 @@ pub(crate) fn seq_write_unlock(s: &AtomicU32) {
 }
 
 /// Starts a read section: waits out a writer and returns the count to check.
-#[inline]
+#[inline(always)]
 pub(crate) fn seq_read_begin(s: &AtomicU32) -> u32 {
+    let v = s.load(Ordering::Acquire);
+    if v & 1 == 0 {
+        return v;
+    }
+    seq_read_wait(s)
+}
+
+#[cold]
+#[inline(never)]
+fn seq_read_wait(s: &AtomicU32) -> u32 {
     let mut spins = 0;
     loop {
         let v = s.load(Ordering::Acquire);
@@ -90,7 +116,7 @@ pub(crate) fn seq_read_begin(s: &AtomicU32) -> u32 {
 }
 
 /// Whether the read section begun with count `v` must be retried.
-#[inline]
+#[inline(always)]
 pub(crate) fn seq_read_retry(s: &AtomicU32, v: u32) -> bool {
     fence(Ordering::Acquire);
     s.load(Ordering::Relaxed) != v

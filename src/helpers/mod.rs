@@ -30,7 +30,7 @@ use std::collections::BTreeMap;
 use std::ffi::c_void;
 use std::sync::Arc;
 
-use pkbpf_jit::x86::{HelperFn, HelperRet, HELPER_TAIL_CALL};
+use pkbpf_jit::x86::{HelperFn, HelperRet, PerCpuArrayLayout, HELPER_TAIL_CALL};
 use pkbpf_maps::{RawMap, Region};
 use pkbpf_verifier::verifier::helpers::id;
 use pkbpf_verifier::CtxDesc;
@@ -163,17 +163,46 @@ macro_rules! helper {
 
 /// Whether the calling object may have a helper use `[addr, addr + len)`
 /// (the confused-deputy check; see [`domain::check_ptr`]).
+/// Without keys (no MPK) every pointer is allowed, decided here without a
+/// call: map helpers run this per operation.
+#[inline(always)]
 fn may_use(inv: &Invocation<'_>, addr: u64, len: u64, access: Access) -> bool {
-    domain::check_ptr(inv.state.keys.as_ref(), addr, len, access)
+    inv.state.keys.is_none() || domain::check_ptr(inv.state.keys.as_ref(), addr, len, access)
 }
 
 /// The object's own map at `p`, or `None` for any other pointer (a forged
-/// one, or another object's map).
+/// one, or another object's map); constant time.
+#[inline(always)]
 fn own_map<'m>(inv: &Invocation<'m>, p: u64) -> Option<&'m RawMap> {
-    let region = &inv.state.region;
+    inv.state.region.raw_at(p as usize)
+}
+
+/// The per-CPU array maps of `region` whose `map_lookup_elem` the JIT may
+/// inline, by map index: all of them when this process's threads have rseq
+/// areas (the inlined code reads the CPU from there), none otherwise.
+pub(crate) fn percpu_array_layouts(region: &Region) -> BTreeMap<usize, PerCpuArrayLayout> {
+    let Some(cpu_id_offset) =
+        pkbpf_maps::cpu::rseq_cpu_id_offset().and_then(|o| i32::try_from(o).ok())
+    else {
+        return BTreeMap::new();
+    };
     (0..region.len())
-        .filter_map(|i| region.raw(i))
-        .find(|m| *m as *const RawMap as u64 == p)
+        .filter_map(|i| Some((i, region.raw(i)?)))
+        .filter(|(_, m)| m.map_type() == pkbpf_maps::MapType::PerCpuArray)
+        .filter_map(|(i, m)| {
+            Some((
+                i,
+                PerCpuArrayLayout {
+                    values: m.values_ptr() as u64,
+                    slot: u32::try_from(m.slot_size()).ok()?,
+                    stride: u32::try_from(m.value_stride()).ok()?,
+                    ncpus: m.slots(),
+                    max_entries: m.max_entries(),
+                    cpu_id_offset,
+                },
+            ))
+        })
+        .collect()
 }
 
 /// The map-helper prologue: the object's own map, its key (and value)
@@ -200,29 +229,84 @@ macro_rules! map_call {
     }};
 }
 
+// The three per-operation map helpers have a fast path for objects without
+// protection keys (`--sandbox=none`): no pointer checks (there is nothing
+// keyed to protect) and no gate, just the own-map check and the map's
+// specialised operation, in a function small enough to need no register
+// saves. Objects with keys take the checked path, out of line.
 helper! {
     /// `bpf_map_lookup_elem(map, key)`.
     fn map_lookup_elem(inv, r1, r2, _, _, _) {
-        let (m, _t) = map_call!(null: inv, r1, (r2, key_size, Access::Read));
-        // SAFETY: the object's own map and a key of key_size checked bytes.
-        HelperRet { value: unsafe { m.lookup(r2 as *const u8) } as u64, abort: 0 }
+        if inv.state.keys.is_none() {
+            let Some(m) = own_map(inv, r1) else {
+                return ret(0);
+            };
+            // SAFETY: the object's own map and a key the verifier proved
+            // to be key_size readable bytes.
+            return HelperRet { value: unsafe { m.lookup(r2 as *const u8) } as u64, abort: 0 };
+        }
+        map_lookup_checked(inv, r1, r2)
     }
 }
 helper! {
     /// `bpf_map_update_elem(map, key, value, flags)`.
     fn map_update_elem(inv, r1, r2, r3, r4, _) {
-        let (m, _t) = map_call!(inv, r1, (r2, key_size, Access::Read), (r3, value_size, Access::Read));
-        // SAFETY: the object's own map, key and value of the map's sizes.
-        ret(unsafe { m.update(r2 as *const u8, r3 as *const u8, r4) })
+        if inv.state.keys.is_none() {
+            let Some(m) = own_map(inv, r1) else {
+                return ret(-EINVAL);
+            };
+            // SAFETY: the object's own map; key and value the verifier
+            // proved readable for the map's sizes.
+            return ret(unsafe { m.update(r2 as *const u8, r3 as *const u8, r4) });
+        }
+        map_update_checked(inv, r1, r2, r3, r4)
     }
 }
 helper! {
     /// `bpf_map_delete_elem(map, key)`.
     fn map_delete_elem(inv, r1, r2, _, _, _) {
-        let (m, _t) = map_call!(inv, r1, (r2, key_size, Access::Read));
-        // SAFETY: the object's own map and a checked key.
-        ret(unsafe { m.delete(r2 as *const u8) })
+        if inv.state.keys.is_none() {
+            let Some(m) = own_map(inv, r1) else {
+                return ret(-EINVAL);
+            };
+            // SAFETY: the object's own map and a key the verifier proved
+            // readable.
+            return ret(unsafe { m.delete(r2 as *const u8) });
+        }
+        map_delete_checked(inv, r1, r2)
     }
+}
+
+/// `bpf_map_lookup_elem` for an object with keys: pointer checks and gate.
+#[inline(never)]
+fn map_lookup_checked(inv: &mut Invocation<'_>, r1: u64, r2: u64) -> HelperRet {
+    let (m, _t) = map_call!(null: inv, r1, (r2, key_size, Access::Read));
+    // SAFETY: the object's own map and a key of key_size checked bytes.
+    HelperRet {
+        value: unsafe { m.lookup(r2 as *const u8) } as u64,
+        abort: 0,
+    }
+}
+
+/// `bpf_map_update_elem` for an object with keys: pointer checks and gate.
+#[inline(never)]
+fn map_update_checked(inv: &mut Invocation<'_>, r1: u64, r2: u64, r3: u64, r4: u64) -> HelperRet {
+    let (m, _t) = map_call!(
+        inv,
+        r1,
+        (r2, key_size, Access::Read),
+        (r3, value_size, Access::Read)
+    );
+    // SAFETY: the object's own map, key and value of the map's sizes.
+    ret(unsafe { m.update(r2 as *const u8, r3 as *const u8, r4) })
+}
+
+/// `bpf_map_delete_elem` for an object with keys: pointer checks and gate.
+#[inline(never)]
+fn map_delete_checked(inv: &mut Invocation<'_>, r1: u64, r2: u64) -> HelperRet {
+    let (m, _t) = map_call!(inv, r1, (r2, key_size, Access::Read));
+    // SAFETY: the object's own map and a checked key.
+    ret(unsafe { m.delete(r2 as *const u8) })
 }
 helper! {
     /// `bpf_map_push_elem(map, value, flags)`.

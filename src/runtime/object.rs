@@ -133,6 +133,7 @@ fn finish(
     let jit_env = JitEnv {
         helpers: helpers.clone(),
         maps: jit_maps.clone(),
+        percpu_arrays: helpers::percpu_array_layouts(region),
     };
     let first_name = progs.first().map(|p| p.name.clone()).unwrap_or_default();
     let mut loaded = Vec::new();

@@ -134,6 +134,8 @@ macro_rules! asm {
     };
 }
 
+mod percpu;
+
 /// Emits `op d, s` at 64 or 32 bits.
 macro_rules! rr {
     ($self:ident, $w64:expr, $op:ident, $d:expr, $s:expr) => {
@@ -817,6 +819,10 @@ impl<R: Rng> Cg<'_, R> {
             Insn::Call(CallTarget::Helper(MAP_LOOKUP_ELEM)) if self.inline_lookup(pc).is_some() => {
                 let layout = self.inline_lookup(pc).expect("checked by the guard");
                 self.array_lookup(layout);
+            }
+            Insn::Call(CallTarget::Helper(MAP_LOOKUP_ELEM)) if self.percpu_lookup(pc).is_some() => {
+                let layout = self.percpu_lookup(pc).expect("checked by the guard");
+                self.percpu_array_lookup(layout);
             }
             Insn::Call(CallTarget::Helper(BPF_LOOP)) => self.bpf_loop(),
             Insn::Call(CallTarget::Helper(id)) => {

@@ -109,6 +109,28 @@ pub struct ArrayLayout {
     pub max_entries: u32,
 }
 
+/// Layout of a per-CPU array map's values, for inlined lookups: element
+/// `i`, CPU `c` is at `values + i * slot + c * stride`, and the calling
+/// CPU's index is the `u32` at `fs:[cpu_id_offset]` (glibc's rseq `cpu_id`,
+/// see `pkbpf_maps::cpu::rseq_cpu_id_offset`). An index of `ncpus` or more
+/// (rseq not registered in this thread) makes the inlined code call the
+/// `map_lookup_elem` helper instead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PerCpuArrayLayout {
+    /// Address of element 0, CPU 0.
+    pub values: u64,
+    /// Bytes from one element to the next (`stride × ncpus`).
+    pub slot: u32,
+    /// Bytes from one CPU's value to the next (at least the value size).
+    pub stride: u32,
+    /// Number of CPU slots per element.
+    pub ncpus: u32,
+    /// Number of elements.
+    pub max_entries: u32,
+    /// Offset of rseq's `cpu_id` from the `fs` base.
+    pub cpu_id_offset: i32,
+}
+
 /// What the JIT needs from the loader: helpers by id and maps by index.
 #[derive(Clone, Debug, Default)]
 pub struct JitEnv {
@@ -116,6 +138,9 @@ pub struct JitEnv {
     pub helpers: BTreeMap<u32, HelperFn>,
     /// Maps by index (`BPF_PSEUDO_MAP_IDX`).
     pub maps: Vec<JitMap>,
+    /// Per-CPU array maps whose lookups may be inlined, by map index
+    /// (absent: always call the helper).
+    pub percpu_arrays: BTreeMap<usize, PerCpuArrayLayout>,
 }
 
 impl JitEnv {
@@ -133,6 +158,12 @@ impl JitEnv {
     /// Appends a map; its index is the number of maps before it.
     pub fn with_map(mut self, map: JitMap) -> Self {
         self.maps.push(map);
+        self
+    }
+
+    /// Lets lookups in per-CPU array map `index` be inlined.
+    pub fn with_percpu_array(mut self, index: usize, layout: PerCpuArrayLayout) -> Self {
+        self.percpu_arrays.insert(index, layout);
         self
     }
 
@@ -421,7 +452,12 @@ impl JitProgram {
         env: &JitEnv,
         seed: u64,
     ) -> Result<JitProgram, JitError> {
-        let inline: BTreeMap<usize, u32> = prog.inlinable_lookups().iter().copied().collect();
+        let inline: BTreeMap<usize, u32> = prog
+            .inlinable_lookups()
+            .iter()
+            .chain(prog.inlinable_percpu_lookups())
+            .copied()
+            .collect();
         Self::compile_inner(prog.insns(), env, seed, &inline)
     }
 

@@ -93,6 +93,7 @@ pub struct VerifiedProgram {
     helpers: BTreeSet<i32>,
     upper_zero: Vec<bool>,
     inline_lookups: Vec<(usize, u32)>,
+    percpu_lookups: Vec<(usize, u32)>,
     maps: Vec<MapDesc>,
     stats: Stats,
 }
@@ -118,6 +119,18 @@ impl VerifiedProgram {
                 _ => None,
             })
             .collect();
+        // The same for PERCPU_ARRAY (map type 6) maps.
+        let percpu_lookups = facts
+            .lookup_map
+            .iter()
+            .enumerate()
+            .filter_map(|(pc, m)| match m {
+                Some(Some(map)) if maps.get(*map as usize).map(|d| d.map_type) == Some(6) => {
+                    Some((pc, *map))
+                }
+                _ => None,
+            })
+            .collect();
         VerifiedProgram {
             insns,
             subprogs,
@@ -128,6 +141,7 @@ impl VerifiedProgram {
                 .map(|z| z.unwrap_or(false))
                 .collect(),
             inline_lookups,
+            percpu_lookups,
             maps,
             stats,
         }
@@ -176,6 +190,13 @@ impl VerifiedProgram {
     /// (call slot, map index). The JIT may inline them.
     pub fn inlinable_lookups(&self) -> &[(usize, u32)] {
         &self.inline_lookups
+    }
+
+    /// `map_lookup_elem` call sites whose map is always the same
+    /// PERCPU_ARRAY map: (call slot, map index). The JIT may inline them
+    /// (bounds check, the calling CPU's index, multiply-add).
+    pub fn inlinable_percpu_lookups(&self) -> &[(usize, u32)] {
+        &self.percpu_lookups
     }
 
     /// The maps the program was verified against.
