@@ -316,6 +316,43 @@ pub fn copy_from_user(dst: &mut [u8], src: usize) -> Result<(), Fault> {
     }
 }
 
+/// Copies `src` to the address `dst`, which may be anything: an unmapped,
+/// read-only, or protection-key-denied destination yields the [`Fault`]
+/// (`-EFAULT` for `bpf_probe_write_user`) instead of a crash. Unlike
+/// `process_vm_writev`, the store is made by this thread in its current
+/// domain, so protection keys apply. The first call installs the handler.
+///
+/// Bytes before the faulting one may already have been written.
+///
+/// # Safety
+///
+/// Whatever `dst` points to may be overwritten: the caller decides that
+/// this is allowed (e.g. the destination carries no pkbpf key and the
+/// program was permitted to write user memory).
+pub unsafe fn copy_to_user(dst: usize, src: &[u8]) -> Result<(), Fault> {
+    if src.is_empty() {
+        return Ok(());
+    }
+    let refused = Fault {
+        signal: libc::SIGSEGV,
+        code: 0,
+        addr: dst,
+        pkey: None,
+    };
+    if install().is_err() {
+        return Err(refused);
+    }
+    // SAFETY: `src` is a valid readable slice; `dst` is only written by the
+    // guarded routine, whose faults the handler turns into a return of 1;
+    // the caller allows overwriting it.
+    let r = unsafe { pkbpf_sandbox_guarded_copy(dst as *mut u8, src.as_ptr(), src.len()) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(COPY_FAULT.with(|c| c.get()).to_fault())
+    }
+}
+
 // ---- the handler ---------------------------------------------------------------
 
 struct PrevAction(std::cell::UnsafeCell<std::mem::MaybeUninit<libc::sigaction>>);

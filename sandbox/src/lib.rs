@@ -48,5 +48,5 @@ mod mpk;
 pub mod regions;
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-pub use fault::{copy_from_user, CodeRange, Fault};
+pub use fault::{copy_from_user, copy_to_user, CodeRange, Fault};
 pub use mpk::*;
