@@ -431,24 +431,16 @@ helper! {
 }
 
 /// Writes `data` to `dst` in this process without trusting `dst`: the
-/// kernel does the copy (`process_vm_writev` on ourselves), so an unmapped
-/// or read-only destination is `-EFAULT`, never a crash.
+/// sandbox's fault-tolerant copy (in the extension's domain, so protection
+/// keys apply) turns an unmapped, read-only or key-denied destination into
+/// `-EFAULT`, never a crash. (`process_vm_writev` would ignore the keys, and
+/// the hardened process refuses it.)
 fn guarded_write(dst: u64, data: &[u8]) -> i64 {
-    let local = libc::iovec {
-        iov_base: data.as_ptr() as *mut c_void,
-        iov_len: data.len(),
-    };
-    let remote = libc::iovec {
-        iov_base: dst as *mut c_void,
-        iov_len: data.len(),
-    };
-    // SAFETY: `local` describes `data` (readable); the kernel checks the
-    // remote range itself and reports faults as errors.
-    let n = unsafe { libc::process_vm_writev(libc::getpid(), &local, 1, &remote, 1, 0) };
-    if n == data.len() as isize {
-        0
-    } else {
-        -EFAULT
+    // SAFETY: the caller checked that `dst` is user memory the program may
+    // write (no pkbpf key, not the object's region).
+    match unsafe { pkbpf_sandbox::copy_to_user(dst as usize, data) } {
+        Ok(()) => 0,
+        Err(_) => -EFAULT,
     }
 }
 
