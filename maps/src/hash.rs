@@ -1,12 +1,13 @@
 //! Hash maps (plain, per-CPU, LRU, LRU per-CPU) in shared memory.
 //!
 //! Internals: a small header (free-list head, LRU clock), a power-of-two
-//! array of buckets `{seq, head}`, and `max_entries` preallocated elements
+//! array of buckets `{owned seqlock, head}`, and `max_entries` preallocated elements
 //! `{next, hash, key words…, state, free_next, stamp}` (the fields a lookup
 //! reads first, so a key of up to 8 bytes makes a 32-byte element). Each
 //! element's value slot lives in the values part at `index × slot`.
 //!
-//! Writers take their bucket's sequence lock; readers take no lock at all:
+//! Writers take their bucket's sequence lock (an owned one: a waiter
+//! releases it when its holder died, see `sync`); readers take no lock at all:
 //! they walk the chain with plain (atomic) loads and retry when the bucket's
 //! count moved. No element memory is ever freed or unmapped (deleted
 //! elements return to the free list), so a reader never touches unmapped
@@ -43,7 +44,7 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::raw::{RawMap, Val, BPF_EXIST, BPF_NOEXIST, E2BIG, EEXIST, ENOENT};
-use crate::sync::{seq_read_begin, seq_read_retry, seq_write_lock, seq_write_unlock};
+use crate::sync::{oseq_read_begin, oseq_read_retry, oseq_write_lock, oseq_write_unlock};
 use crate::MapType;
 
 /// "No element".
@@ -73,11 +74,17 @@ const CLOCK: usize = 64;
 /// The multiplier of Fibonacci hashing: 2⁶⁴/φ, odd.
 const FIB: u64 = 0x9E37_79B9_7F4A_7C15;
 
+/// Bytes of a bucket.
+pub(crate) const BUCKET_SIZE: usize = 16;
+
 #[repr(C)]
 struct Bucket {
-    seq: AtomicU32,
+    /// Owned sequence lock: count (low half), writer's thread id (high).
+    seq: AtomicU64,
     head: AtomicU32,
+    _pad: u32,
 }
+const _: () = assert!(std::mem::size_of::<Bucket>() == BUCKET_SIZE);
 
 /// The little-endian word at `p`, reading only `min(rem, 8)` bytes (the
 /// rest zero).
@@ -151,7 +158,7 @@ impl RawMap {
     fn bucket_at(&self, i: usize) -> &Bucket {
         debug_assert!(i < self.p.nbuckets);
         // SAFETY: i < nbuckets; the bucket array starts at buckets_off.
-        unsafe { &*(self.internals.add(self.p.buckets_off + i * 8) as *const Bucket) }
+        unsafe { &*(self.internals.add(self.p.buckets_off + i * BUCKET_SIZE) as *const Bucket) }
     }
 
     /// The bucket number of hash `h`: its top log2(nbuckets) bits.
@@ -338,10 +345,10 @@ impl RawMap {
         let h = unsafe { self.hash_key::<KS>(key) };
         let b = self.bucket_of(h);
         loop {
-            let s = seq_read_begin(&b.seq);
+            let s = oseq_read_begin(&b.seq, self.poisoned());
             // SAFETY: forwarded.
             let e = unsafe { self.chain_find::<KS>(b, h, key) };
-            if !seq_read_retry(&b.seq, s) {
+            if !oseq_read_retry(&b.seq, s) {
                 if e != NIL && touch {
                     self.touch(e);
                 }
@@ -372,14 +379,14 @@ impl RawMap {
         let h = unsafe { self.hash_key::<0>(key) };
         let b = self.bucket_of(h);
         loop {
-            let s = seq_read_begin(&b.seq);
+            let s = oseq_read_begin(&b.seq, self.poisoned());
             // SAFETY: as above.
             let e = unsafe { self.chain_find::<0>(b, h, key) };
             if e != NIL {
                 // SAFETY: e < max_entries.
                 unsafe { self.read_value(self.elem_value(e), out) };
             }
-            if !seq_read_retry(&b.seq, s) {
+            if !oseq_read_retry(&b.seq, s) {
                 return e != NIL;
             }
         }
@@ -475,14 +482,14 @@ impl RawMap {
             let mut got = NIL;
             for &(s, i) in &old[..n] {
                 let b = self.bucket_of(self.e_hash(i).load(Ordering::Relaxed));
-                seq_write_lock(&b.seq);
+                oseq_write_lock(&b.seq, self.poisoned());
                 let ok = self.e_state(i).load(Ordering::Relaxed) == 1
                     && self.e_stamp(i).load(Ordering::Relaxed) == s
                     && self.unlink(b, i);
                 if ok {
                     self.e_state(i).store(0, Ordering::Release);
                 }
-                seq_write_unlock(&b.seq);
+                oseq_write_unlock(&b.seq);
                 if ok {
                     if got == NIL {
                         got = i;
@@ -511,7 +518,7 @@ impl RawMap {
         // SAFETY: forwarded.
         let h = unsafe { self.hash_key::<KS>(key) };
         let b = self.bucket_of(h);
-        seq_write_lock(&b.seq);
+        oseq_write_lock(&b.seq, self.poisoned());
         // SAFETY: forwarded.
         let found = unsafe { self.chain_find::<KS>(b, h, key) };
         if found != NIL && flags != BPF_NOEXIST {
@@ -520,7 +527,7 @@ impl RawMap {
             // SAFETY: found < max_entries; the source is the caller's contract.
             unsafe { self.write_value(self.elem_value(found), v, false) };
             self.touch(found);
-            seq_write_unlock(&b.seq);
+            oseq_write_unlock(&b.seq);
             return 0;
         }
         // SAFETY: forwarded; `b` is write-locked and `found` its walk's result.
@@ -547,23 +554,23 @@ impl RawMap {
         let mut locked = true;
         let ret = loop {
             if !locked {
-                seq_write_lock(&b.seq);
+                oseq_write_lock(&b.seq, self.poisoned());
                 // SAFETY: forwarded.
                 found = unsafe { self.chain_find::<KS>(b, h, key) };
             }
             if found != NIL {
                 if flags == BPF_NOEXIST {
-                    seq_write_unlock(&b.seq);
+                    oseq_write_unlock(&b.seq);
                     break EEXIST;
                 }
                 // SAFETY: found < max_entries; the source is the caller's contract.
                 unsafe { self.write_value(self.elem_value(found), v, false) };
                 self.touch(found);
-                seq_write_unlock(&b.seq);
+                oseq_write_unlock(&b.seq);
                 break 0;
             }
             if flags == BPF_EXIST {
-                seq_write_unlock(&b.seq);
+                oseq_write_unlock(&b.seq);
                 break ENOENT;
             }
             let e = if spare != NIL {
@@ -572,7 +579,7 @@ impl RawMap {
                 self.free_pop()
             };
             if e == NIL {
-                seq_write_unlock(&b.seq);
+                oseq_write_unlock(&b.seq);
                 if !self.is_lru() {
                     break E2BIG;
                 }
@@ -594,7 +601,7 @@ impl RawMap {
                 .store(b.head.load(Ordering::Relaxed), Ordering::Relaxed);
             self.e_state(e).store(1, Ordering::Release);
             b.head.store(e, Ordering::Release);
-            seq_write_unlock(&b.seq);
+            oseq_write_unlock(&b.seq);
             break 0;
         };
         if spare != NIL {
@@ -633,14 +640,14 @@ impl RawMap {
         // SAFETY: forwarded.
         let h = unsafe { self.hash_key::<KS>(key) };
         let b = self.bucket_of(h);
-        seq_write_lock(&b.seq);
+        oseq_write_lock(&b.seq, self.poisoned());
         // SAFETY: forwarded.
         let e = unsafe { self.chain_find::<KS>(b, h, key) };
         let ok = e != NIL && self.unlink(b, e);
         if ok {
             self.e_state(e).store(0, Ordering::Release);
         }
-        seq_write_unlock(&b.seq);
+        oseq_write_unlock(&b.seq);
         if ok {
             self.free_push(e);
             0
@@ -703,6 +710,20 @@ impl RawMap {
         unsafe { self.delete_k::<KS>(key) }
     }
 
+    /// Takes `key`'s bucket lock and never releases it: what a process
+    /// killed in the middle of an update leaves behind. For robustness
+    /// tests only.
+    ///
+    /// # Safety
+    /// `key` points to `key_size` readable bytes; the calling thread must
+    /// exit (its process die) without touching the map again.
+    #[doc(hidden)]
+    pub unsafe fn abandon_bucket_lock(&self, key: *const u8) {
+        // SAFETY: KS = 0 fits every key size.
+        let h = unsafe { self.hash_key::<0>(key) };
+        oseq_write_lock(&self.bucket_of(h).seq, self.poisoned());
+    }
+
     fn copy_key_out(&self, e: u32, out: &mut [u8]) {
         for w in 0..self.p.key_words {
             let bytes = self.e_key(e, w).load(Ordering::Relaxed).to_le_bytes();
@@ -724,7 +745,7 @@ impl RawMap {
             let h = unsafe { self.hash_key::<0>(key) };
             let b = self.bucket_of(h);
             loop {
-                let s = seq_read_begin(&b.seq);
+                let s = oseq_read_begin(&b.seq, self.poisoned());
                 // SAFETY: as above.
                 let e = unsafe { self.chain_find::<0>(b, h, key) };
                 let next = if e == NIL {
@@ -736,7 +757,7 @@ impl RawMap {
                 if got {
                     self.copy_key_out(next, out);
                 }
-                if !seq_read_retry(&b.seq, s) {
+                if !oseq_read_retry(&b.seq, s) {
                     if got {
                         return true;
                     }
@@ -750,13 +771,13 @@ impl RawMap {
         for bi in first_bucket..self.p.nbuckets {
             let b = self.bucket_at(bi);
             loop {
-                let s = seq_read_begin(&b.seq);
+                let s = oseq_read_begin(&b.seq, self.poisoned());
                 let head = b.head.load(Ordering::Acquire);
                 let got = head < self.max_entries;
                 if got {
                     self.copy_key_out(head, out);
                 }
-                if !seq_read_retry(&b.seq, s) {
+                if !oseq_read_retry(&b.seq, s) {
                     if got {
                         return true;
                     }

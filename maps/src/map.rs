@@ -342,6 +342,18 @@ impl Map {
             .load(std::sync::atomic::Ordering::Acquire)
             != 0
     }
+
+    /// Whether a lock of this map had to be taken over from a thread that
+    /// died holding it (a process killed in the middle of an update): the
+    /// map still works, but the update that thread was making may be half
+    /// done (a torn value, an element lost to the free list). Stays set.
+    pub fn possibly_inconsistent(&self) -> bool {
+        let _gate = access_gate();
+        self.raw()
+            .poisoned()
+            .load(std::sync::atomic::Ordering::Acquire)
+            != 0
+    }
 }
 
 /// Iterator over a map's keys, from [`Map::keys`].

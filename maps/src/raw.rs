@@ -134,6 +134,7 @@ pub struct RawMap {
     pub(crate) values: *mut u8,
     pub(crate) internals: *mut u8,
     frozen: *const AtomicU32,
+    poisoned: *const AtomicU32,
     ops: Ops,
 }
 
@@ -159,6 +160,7 @@ impl RawMap {
         values: *mut u8,
         internals: *mut u8,
         frozen: &AtomicU32,
+        poisoned: &AtomicU32,
     ) -> RawMap {
         RawMap {
             ty: def.map_type,
@@ -170,6 +172,7 @@ impl RawMap {
             values,
             internals,
             frozen,
+            poisoned,
             ops: Ops::of(def.map_type, def.key_size),
         }
     }
@@ -224,6 +227,13 @@ impl RawMap {
     /// Value slots per element: possible CPUs for per-CPU maps, else 1.
     pub fn slots(&self) -> u32 {
         self.p.ncpus
+    }
+    /// Raised when one of the map's locks was taken over from a holder
+    /// that died (the map may hold a half-written value or a leaked
+    /// element).
+    pub(crate) fn poisoned(&self) -> &AtomicU32 {
+        // SAFETY: points into the region header, alive with the region.
+        unsafe { &*self.poisoned }
     }
     pub(crate) fn frozen(&self) -> &AtomicU32 {
         // SAFETY: points into the region header, alive with the region.
@@ -674,7 +684,9 @@ impl RawMap {
         }
         let size = self.max_entries + 1;
         let (lock, head, tail) = (self.q_word(0), self.q_word(1), self.q_word(2));
-        spin_lock(lock);
+        if spin_lock(lock) {
+            self.poisoned().store(1, Ordering::Release);
+        }
         let h = head.load(Ordering::Relaxed) % size;
         let mut t = tail.load(Ordering::Relaxed) % size;
         if (h + 1) % size == t {
@@ -705,7 +717,9 @@ impl RawMap {
         };
         let size = self.max_entries + 1;
         let (lock, head, tail) = (self.q_word(0), self.q_word(1), self.q_word(2));
-        spin_lock(lock);
+        if spin_lock(lock) {
+            self.poisoned().store(1, Ordering::Release);
+        }
         let h = head.load(Ordering::Relaxed) % size;
         let t = tail.load(Ordering::Relaxed) % size;
         if h == t {

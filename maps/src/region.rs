@@ -124,7 +124,9 @@ pub(crate) struct MapEntry {
     max_entries: u32,
     flags: u32,
     pub(crate) frozen: AtomicU32,
-    _pad: u64,
+    /// Set when a lock of the map was taken over from a dead holder.
+    pub(crate) poisoned: AtomicU32,
+    _pad: u32,
     values_off: u64,
     values_len: u64,
     internals_off: u64,
@@ -222,7 +224,8 @@ pub(crate) fn compute_layout(
             p.key_words = (ks as usize).div_ceil(8);
             p.elem_stride = crate::hash::ELEM_HEAD + 8 * p.key_words + crate::hash::ELEM_TAIL;
             p.buckets_off = crate::hash::BUCKETS_OFF;
-            p.elems_off = round_up(add(p.buckets_off, mul(nb, 8)?)?, 64).ok_or_else(too_big)?;
+            p.elems_off = round_up(add(p.buckets_off, mul(nb, crate::hash::BUCKET_SIZE)?)?, 64)
+                .ok_or_else(too_big)?;
             (
                 mul(slot, max as usize)?,
                 add(p.elems_off, mul(p.elem_stride, max as usize)?)?,
@@ -450,6 +453,7 @@ impl RegionBuilder {
                         max_entries: def.max_entries,
                         flags: def.flags,
                         frozen: AtomicU32::new(0),
+                        poisoned: AtomicU32::new(0),
                         _pad: 0,
                         values_off: *v as u64,
                         values_len: l.values_len as u64,
@@ -609,7 +613,8 @@ impl Region {
             };
             // SAFETY: both ranges lie inside the mapping (checked above) and
             // are laid out for `def` by `compute_layout`.
-            let raw = unsafe { RawMap::new(&def, &l, base.add(v), base.add(i), &e.frozen) };
+            let raw =
+                unsafe { RawMap::new(&def, &l, base.add(v), base.add(i), &e.frozen, &e.poisoned) };
             maps.push(MapSlot {
                 def,
                 values,

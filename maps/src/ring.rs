@@ -87,7 +87,9 @@ impl Ring {
             return std::ptr::null_mut();
         }
         let lock = self.w32(self.ctl, LOCK);
-        spin_lock(lock);
+        // A reservation lock taken over from a dead producer needs no
+        // repair: positions are only advanced after the header is written.
+        let _ = spin_lock(lock);
         let cons = self.w64(CONS).load(Ordering::Acquire);
         let prod = self.w64(PROD).load(Ordering::Relaxed);
         let off = prod & (self.size - 1);

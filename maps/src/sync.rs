@@ -11,8 +11,69 @@
 //!   the protected data (and exclude each other with the same word), readers
 //!   take no lock at all: they read the count, read the data, and retry when
 //!   the count moved or was odd.
+//!
+//! Robustness against a process dying while it holds a lock (a killed
+//! loader in the middle of `pkbpf map update`, a crashing target): the
+//! spinlock word holds its owner's thread id instead of 1, and the hash
+//! buckets' sequence lock is an *owned* one (`oseq_*`: the count in the low
+//! and the owner's thread id in the high half of one `AtomicU64`, set by the
+//! same CAS). A waiter that has spun for a while checks whether the owner
+//! still exists (`kill(tid, 0)`); if it is gone, the waiter releases the
+//! lock in its place and raises the map's "possibly inconsistent" flag (the
+//! dead writer may have left a value half-written; the hash chains stay
+//! walkable, since every link change is a single store). A thread id reused
+//! by a new thread only delays that recovery.
 
-use std::sync::atomic::{fence, AtomicU32, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+
+thread_local! {
+    /// This thread's id, 0 until first asked (and again in a fork's child).
+    static TID: Cell<u32> = const { Cell::new(0) };
+}
+
+extern "C" fn forget_tid() {
+    TID.with(|t| t.set(0));
+}
+
+/// The calling thread's id (the owner recorded in lock words), cached: no
+/// system call after the first one in a thread.
+#[inline]
+pub(crate) fn my_tid() -> u32 {
+    let t = TID.with(|t| t.get());
+    if t != 0 {
+        return t;
+    }
+    my_tid_slow()
+}
+
+#[cold]
+fn my_tid_slow() -> u32 {
+    static ATFORK: std::sync::Once = std::sync::Once::new();
+    ATFORK.call_once(|| {
+        // SAFETY: registers a plain function that only resets a
+        // thread-local; a fork's child must not reuse its parent's id.
+        unsafe { libc::pthread_atfork(None, None, Some(forget_tid)) };
+    });
+    // SAFETY: gettid has no preconditions.
+    let t = unsafe { libc::gettid() } as u32;
+    TID.with(|c| c.set(t));
+    t
+}
+
+/// Whether thread `tid` no longer exists (a lock it holds is abandoned).
+/// Any doubt (no permission, a filtered system call) counts as alive.
+fn owner_dead(tid: u32) -> bool {
+    if tid == 0 || tid > i32::MAX as u32 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks that the target exists.
+    let r = unsafe { libc::kill(tid as i32, 0) };
+    r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+}
+
+/// How many backoff rounds pass between checks of a lock owner's liveness.
+const OWNER_CHECK_EVERY: u32 = 256;
 
 /// Spins, then yields the CPU when a lock stays held (the holder may be a
 /// preempted thread of another process).
@@ -26,18 +87,44 @@ pub(crate) fn backoff(spins: &mut u32) {
     }
 }
 
-/// Takes the spinlock `l`.
+/// Takes the spinlock `l` (its word then holds our thread id). Returns true
+/// when it had to be taken over from a dead owner (the data it protects may
+/// be half-updated).
 #[inline]
-pub(crate) fn spin_lock(l: &AtomicU32) {
+pub(crate) fn spin_lock(l: &AtomicU32) -> bool {
+    let me = my_tid();
+    if l.compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed)
+        .is_ok()
+    {
+        return false;
+    }
+    spin_lock_slow(l, me)
+}
+
+#[cold]
+#[inline(never)]
+fn spin_lock_slow(l: &AtomicU32, me: u32) -> bool {
     let mut spins = 0;
     loop {
-        if l.compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
+        if l.compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
         {
-            return;
+            return false;
         }
-        while l.load(Ordering::Relaxed) != 0 {
+        loop {
+            let owner = l.load(Ordering::Relaxed);
+            if owner == 0 {
+                break;
+            }
             backoff(&mut spins);
+            if spins.is_multiple_of(OWNER_CHECK_EVERY) && owner_dead(owner) {
+                // Take it over in the dead owner's place.
+                if l.compare_exchange(owner, me, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return true;
+                }
+            }
         }
     }
 }
@@ -46,6 +133,111 @@ pub(crate) fn spin_lock(l: &AtomicU32) {
 #[inline]
 pub(crate) fn spin_unlock(l: &AtomicU32) {
     l.store(0, Ordering::Release);
+}
+
+/// Enters the write side of the owned sequence lock `w` (see the module
+/// doc); `poisoned` is raised if a dead owner's lock had to be released.
+#[inline(always)]
+pub(crate) fn oseq_write_lock(w: &AtomicU64, poisoned: &AtomicU32) {
+    let v = w.load(Ordering::Relaxed);
+    if v & 1 == 0
+        && w.compare_exchange_weak(v, oseq_locked(v), Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    {
+        // Readers that see the data we are about to write must also see
+        // the odd count.
+        fence(Ordering::Release);
+        return;
+    }
+    oseq_write_lock_slow(w, poisoned);
+}
+
+/// The word of a lock taken at (even) word `v`: count + 1, our id.
+#[inline(always)]
+fn oseq_locked(v: u64) -> u64 {
+    (v as u32).wrapping_add(1) as u64 | (my_tid() as u64) << 32
+}
+
+#[cold]
+#[inline(never)]
+fn oseq_write_lock_slow(w: &AtomicU64, poisoned: &AtomicU32) {
+    let mut spins = 0;
+    loop {
+        let v = w.load(Ordering::Relaxed);
+        if v & 1 == 0 {
+            if w.compare_exchange_weak(v, oseq_locked(v), Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                fence(Ordering::Release);
+                return;
+            }
+            continue;
+        }
+        backoff(&mut spins);
+        if spins.is_multiple_of(OWNER_CHECK_EVERY) {
+            oseq_recover(w, v, poisoned);
+        }
+    }
+}
+
+/// Releases `w` held at odd word `v` if its owner is dead.
+#[cold]
+fn oseq_recover(w: &AtomicU64, v: u64, poisoned: &AtomicU32) {
+    if v & 1 == 1
+        && owner_dead((v >> 32) as u32)
+        && w.compare_exchange(
+            v,
+            (v as u32).wrapping_add(1) as u64,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        )
+        .is_ok()
+    {
+        poisoned.store(1, Ordering::Release);
+    }
+}
+
+/// Leaves the write side of the owned sequence lock `w`.
+#[inline(always)]
+pub(crate) fn oseq_write_unlock(w: &AtomicU64) {
+    // Only the holder changes an odd word: a release store (count + 1,
+    // owner cleared) publishes the new even count.
+    let v = w.load(Ordering::Relaxed);
+    w.store((v as u32).wrapping_add(1) as u64, Ordering::Release);
+}
+
+/// Starts a read section of the owned sequence lock `w`: waits out a
+/// writer (releasing a dead one's lock) and returns the word to check.
+#[inline(always)]
+pub(crate) fn oseq_read_begin(w: &AtomicU64, poisoned: &AtomicU32) -> u64 {
+    let v = w.load(Ordering::Acquire);
+    if v & 1 == 0 {
+        return v;
+    }
+    oseq_read_wait(w, poisoned)
+}
+
+#[cold]
+#[inline(never)]
+fn oseq_read_wait(w: &AtomicU64, poisoned: &AtomicU32) -> u64 {
+    let mut spins = 0;
+    loop {
+        let v = w.load(Ordering::Acquire);
+        if v & 1 == 0 {
+            return v;
+        }
+        backoff(&mut spins);
+        if spins.is_multiple_of(OWNER_CHECK_EVERY) {
+            oseq_recover(w, v, poisoned);
+        }
+    }
+}
+
+/// Whether the read section begun with word `v` must be retried.
+#[inline(always)]
+pub(crate) fn oseq_read_retry(w: &AtomicU64, v: u64) -> bool {
+    fence(Ordering::Acquire);
+    w.load(Ordering::Relaxed) != v
 }
 
 /// Enters the write side of the sequence lock `s` (excluding other writers).
@@ -190,6 +382,39 @@ mod tests {
             t.join().unwrap();
         }
         assert_eq!(counter.load(Ordering::Relaxed), 8000);
+    }
+
+    /// A thread that exits holding a lock leaves its id in the word; the
+    /// next taker finds it gone and takes over (spinlock), or releases it
+    /// and raises the poison flag (owned seqlock, for readers and writers).
+    #[test]
+    fn locks_of_dead_threads_are_recovered() {
+        let l = Arc::new(AtomicU32::new(0));
+        let w = Arc::new(AtomicU64::new(0));
+        let (l2, w2) = (l.clone(), w.clone());
+        let poison = AtomicU32::new(0);
+        let dead = std::thread::spawn(move || {
+            assert!(!spin_lock(&l2));
+            oseq_write_lock(&w2, &AtomicU32::new(0));
+            my_tid()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(l.load(Ordering::Relaxed), dead);
+        assert_eq!(w.load(Ordering::Relaxed) >> 32, dead as u64);
+        assert!(spin_lock(&l), "taken over from the dead thread");
+        assert_eq!(l.load(Ordering::Relaxed), my_tid());
+        spin_unlock(&l);
+        let v = oseq_read_begin(&w, &poison);
+        assert_eq!(v & 1, 0);
+        assert_eq!(poison.load(Ordering::Relaxed), 1);
+        assert!(!oseq_read_retry(&w, v));
+        oseq_write_lock(&w, &poison);
+        assert_eq!(w.load(Ordering::Relaxed) >> 32, my_tid() as u64);
+        oseq_write_unlock(&w);
+        assert!(oseq_read_retry(&w, v));
+        // A live holder is waited for, not robbed.
+        assert!(!owner_dead(my_tid()));
     }
 
     #[test]

@@ -231,3 +231,37 @@ fn reopen_fd(region: &Region) -> OwnedFd {
         .unwrap()
         .into()
 }
+
+/// A process that dies holding a hash bucket's lock (here the child takes
+/// the lock and exits, as one killed in the middle of an update would) does
+/// not wedge the map: the parent's next lookup and update of a key in that
+/// bucket find the holder gone, release its lock, succeed, and the map
+/// reports that it may be inconsistent.
+#[test]
+fn a_lock_abandoned_by_a_dead_process_is_recovered() {
+    let region = build();
+    let h = region.map("h").unwrap();
+    let key = 7u32.to_ne_bytes();
+    h.update(&key, &1u64.to_ne_bytes(), BPF_ANY).unwrap();
+    h.update(&8u32.to_ne_bytes(), &8u64.to_ne_bytes(), BPF_ANY)
+        .unwrap();
+    assert!(!h.possibly_inconsistent());
+    let status = fork_run(|| {
+        let h = region.map("h").unwrap();
+        // SAFETY: a 4-byte key; this process exits right after.
+        unsafe { h.raw().abandon_bucket_lock(key.as_ptr()) };
+        true
+    });
+    assert_eq!(status, 0);
+    // fork_run reaped the child: its thread id no longer exists.
+    assert_eq!(h.lookup(&key).unwrap(), Some(1u64.to_ne_bytes().to_vec()));
+    assert!(h.possibly_inconsistent());
+    h.update(&key, &2u64.to_ne_bytes(), BPF_ANY).unwrap();
+    assert_eq!(h.lookup(&key).unwrap(), Some(2u64.to_ne_bytes().to_vec()));
+    assert_eq!(
+        h.lookup(&8u32.to_ne_bytes()).unwrap(),
+        Some(8u64.to_ne_bytes().to_vec())
+    );
+    h.delete(&key).unwrap();
+    assert_eq!(h.lookup(&key).unwrap(), None);
+}
