@@ -134,6 +134,7 @@ macro_rules! asm {
     };
 }
 
+mod liveness;
 mod percpu;
 
 /// Emits `op d, s` at 64 or 32 bits.
@@ -210,6 +211,17 @@ struct Cg<'a, R: Rng> {
     targets: BTreeSet<usize>,
     /// The current slot was fused into the previous one: emit nothing.
     skip_next: bool,
+    /// The register whose zero-ness the flags hold right now (ZF), with
+    /// whether the value was written by a 32-bit op: set by an `add`,
+    /// `sub`, `and`, `or` or `xor` that was the last thing emitted, so a
+    /// following `if r ==/!= 0` needs no `test`.
+    zf_reg: Option<(u8, bool)>,
+    /// `zf_reg` as the current slot found it (cleared at jump targets).
+    zf_in: Option<(u8, bool)>,
+    /// Registers live after each slot (bit `i` = eBPF register `i`), for
+    /// folding `rX += imm` into the next access's displacement when rX is
+    /// dead after it. Empty when no slot could use it.
+    live_out: Vec<u16>,
 }
 
 /// The entry frame of a program that calls nothing (no helper, no
@@ -366,8 +378,11 @@ pub(crate) fn emit<R: Rng>(
         blind: false,
         post_nops: 0,
         leaf: LeafFrame::of(insns),
+        live_out: liveness::live_out(insns),
         targets,
         skip_next: false,
+        zf_reg: None,
+        zf_in: None,
     };
     cg.prologue();
     for pc in 0..insns.len() {
@@ -736,6 +751,8 @@ impl<R: Rng> Cg<'_, R> {
         }
         let label = self.labels[pc];
         asm!(self.ops ; =>label);
+        let zf = self.zf_reg.take();
+        self.zf_in = if self.targets.contains(&pc) { None } else { zf };
         if std::mem::take(&mut self.skip_next) {
             return Ok(());
         }
@@ -895,6 +912,9 @@ impl<R: Rng> Cg<'_, R> {
         if self.targets.contains(&(pc + 1)) || self.blind {
             return Ok(false);
         }
+        if let Some(done) = self.fuse_add_access(pc, a, b) {
+            return Ok(done);
+        }
         match (a, b) {
             (
                 Insn::Alu {
@@ -990,6 +1010,47 @@ impl<R: Rng> Cg<'_, R> {
         );
     }
 
+    /// `rX += k; <load or store at [rX + off]>` with rX dead afterwards:
+    /// one access at `[rX + k + off]` (the add is not needed). Returns
+    /// `None` when the pair does not have that shape.
+    fn fuse_add_access(&mut self, pc: usize, a: Insn, b: Insn) -> Option<bool> {
+        let Insn::Alu {
+            width: Width::W64,
+            op: AluOp::Add,
+            dst: r,
+            src: Source::Imm(k),
+        } = a
+        else {
+            return None;
+        };
+        let live = *self.live_out.get(pc + 1)?;
+        let overwritten = matches!(b, Insn::Load { dst, .. } if dst == r);
+        if live & (1 << r.idx()) != 0 && !overwritten {
+            return None;
+        }
+        let (base, off) = match b {
+            Insn::Load { src, off, .. } => (src, off),
+            Insn::Store { dst, off, src, .. } if src != Source::Reg(dst) => (dst, off),
+            _ => return None,
+        };
+        if base != r {
+            return None;
+        }
+        let disp = i32::try_from(i64::from(k) + i64::from(off)).ok()?;
+        if self.must_blind(disp) {
+            return None;
+        }
+        let m = Mem { base: x(r), disp };
+        match b {
+            Insn::Load {
+                size, signed, dst, ..
+            } => self.load_mem(size, signed, x(dst), m),
+            Insn::Store { size, src, .. } => self.store_mem(size, m, src),
+            _ => return None,
+        }
+        Some(true)
+    }
+
     /// The array layout for an inlinable `map_lookup_elem` at `pc`.
     fn inline_lookup(&self, pc: usize) -> Option<ArrayLayout> {
         let &map = self.inline.get(&pc)?;
@@ -1077,6 +1138,13 @@ impl<R: Rng> Cg<'_, R> {
                 Source::Imm(i) => Operand::Imm(i),
             },
         };
+        if matches!(
+            op,
+            AluOp::Add | AluOp::Sub | AluOp::And | AluOp::Or | AluOp::Xor
+        ) {
+            // The op below is the last instruction this slot emits.
+            self.zf_reg = Some((d, !w64));
+        }
         match (op, src) {
             (AluOp::Add, Operand::Reg(s)) => rr!(self, w64, add, d, s),
             (AluOp::Add, Operand::Imm(i)) => ri!(self, w64, add, d, i),
@@ -1291,6 +1359,10 @@ impl<R: Rng> Cg<'_, R> {
 
     fn load(&mut self, size: MemSize, signed: bool, d: u8, s: u8, off: i16) {
         let m = self.mem(s, off);
+        self.load_mem(size, signed, d, m);
+    }
+
+    fn load_mem(&mut self, size: MemSize, signed: bool, d: u8, m: Mem) {
         match (size, signed) {
             // movzx r32, m8 / m16; mov r32, m32; mov r64, m64.
             (MemSize::B, false) => self.mem_op(false, false, false, &[0x0f, 0xb6], d, m),
@@ -1306,6 +1378,10 @@ impl<R: Rng> Cg<'_, R> {
 
     fn store(&mut self, size: MemSize, d: u8, off: i16, src: Source) {
         let m = self.mem(d, off);
+        self.store_mem(size, m, src);
+    }
+
+    fn store_mem(&mut self, size: MemSize, m: Mem, src: Source) {
         let s = match src {
             Source::Reg(r) => x(r),
             Source::Imm(i) if !self.must_blind(i) => {
@@ -1442,7 +1518,12 @@ impl<R: Rng> Cg<'_, R> {
             }
             Source::Imm(i) => Operand::Imm(i),
         };
+        // ZF already says whether d is zero: the previous slot's ALU op
+        // wrote d last (a 64-bit test also holds after a 32-bit op, which
+        // zero-extends; a 32-bit test needs a 32-bit op).
+        let zf_known = matches!(self.zf_in, Some((r, w32)) if r == d && (w64 || w32));
         match (cond, src) {
+            (JmpCond::Eq | JmpCond::Ne, Operand::Imm(0)) if zf_known => {}
             // `test d, d` sets the flags exactly as `cmp d, 0` does (CF and
             // OF clear, ZF and SF from d) in fewer bytes.
             (_, Operand::Imm(0)) if cond != JmpCond::Set => rr!(self, w64, test, d, d),
