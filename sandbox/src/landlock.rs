@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 const LANDLOCK_CREATE_RULESET_VERSION: u32 = 1;
 const LANDLOCK_ACCESS_FS_WRITE_FILE: u64 = 1 << 1;
 const LANDLOCK_RULE_PATH_BENEATH: u32 = 1;
-const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+const PROC_SUPER_MAGIC: libc::__fsword_t = 0x9fa0;
 
 #[repr(C)]
 struct RulesetAttr {
@@ -177,7 +177,7 @@ fn build_ruleset() -> Result<OwnedFd, ProcWrites> {
                 && libc::fstat(parent.as_raw_fd(), &mut st) == 0
         };
         // A symlink into /proc (or a second procfs mount) stays ungranted.
-        if !ok || sfs.f_type as i64 == PROC_SUPER_MAGIC {
+        if !ok || sfs.f_type == PROC_SUPER_MAGIC {
             continue;
         }
         let kind = st.st_mode & libc::S_IFMT;
