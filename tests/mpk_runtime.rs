@@ -644,8 +644,15 @@ fn gettid() -> i32 {
 /// A per-call time budget aborts a long-running extension: the call returns
 /// `CallError::Timeout`, the host thread continues in its own domain, the
 /// object's maps stay usable from the host and from the next call.
+///
+/// In a child, like the other tests that load several objects: keys are
+/// never freed and this process's other tests need theirs.
 #[test]
 fn budget_aborts_a_long_running_extension_and_the_host_continues() {
+    in_child(budget_aborts);
+}
+
+fn budget_aborts() {
     let rt = Runtime::builder()
         .build()
         .unwrap_or_else(|e| panic!("{e:?}"));
@@ -686,6 +693,10 @@ fn budget_aborts_a_long_running_extension_and_the_host_continues() {
 /// and calls from exiting threads leave no timer behind.
 #[test]
 fn budgeted_fast_calls_return_normally_and_leak_no_timers() {
+    in_child(budgeted_fast_calls);
+}
+
+fn budgeted_fast_calls() {
     let rt = Runtime::builder()
         .build()
         .unwrap_or_else(|e| panic!("{e:?}"));
