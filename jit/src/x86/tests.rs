@@ -575,3 +575,123 @@ fn mov_add_pairs_become_lea_unless_the_add_is_a_jump_target() {
     assert_eq!(r, 6);
     assert!(!jit.insn_code(4).is_empty());
 }
+
+#[test]
+fn compares_with_zero_reuse_the_flags_of_the_alu_op_before_them() {
+    use pkbpf_verifier::isa::{AluOp, JmpCond, Width};
+    // `r0 = 0; r1 = a; r1 <op>= b; if r1 <cond> 0 goto +1; r0 = 1; exit`:
+    // r0 = !(cond(a op b, 0)), for every op that sets ZF, both widths of
+    // the op and of the jump (a 64-bit op followed by a 32-bit test must
+    // not reuse the 64-bit ZF).
+    let vals: [u64; 5] = [0, 1, 0xffff_ffff, 0x1_0000_0000, u64::MAX];
+    let ops = [
+        ("add", AluOp::Add),
+        ("sub", AluOp::Sub),
+        ("and", AluOp::And),
+        ("or", AluOp::Or),
+        ("xor", AluOp::Xor),
+    ];
+    let mut reused = 0;
+    for (m, op) in ops {
+        for (osfx, ow) in [("", Width::W64), ("32", Width::W32)] {
+            for (jsfx, jw) in [("", Width::W64), ("32", Width::W32)] {
+                for (j, cond) in [("jeq", JmpCond::Eq), ("jne", JmpCond::Ne)] {
+                    for &a in &vals {
+                        for &b in &vals {
+                            let src = format!(
+                                "mov %r0, 0\nlddw %r1, {a:#x}\nlddw %r2, {b:#x}\n\
+                                 {m}{osfx} %r1, %r2\n{j}{jsfx} %r1, 0, +1\nmov %r0, 1\nexit"
+                            );
+                            let prog = assemble(&src).unwrap();
+                            let jit = JitProgram::compile_seeded(&prog, &JitEnv::new(), 4).unwrap();
+                            let v = op.eval(ow, a, b);
+                            let tv = match jw {
+                                Width::W64 => v,
+                                Width::W32 => v as u32 as u64,
+                            };
+                            let want = u64::from(!cond.eval(jw, tv, 0));
+                            // SAFETY: no memory access.
+                            let got = unsafe { jit.call(0, 0) };
+                            assert_eq!(got, want, "{src}\n{}", jit.dump(&prog));
+                            let jcc = prog.len() - 3;
+                            let dump = codegen_text(&jit, jcc);
+                            let tested = dump.iter().any(|l| l.starts_with("test"));
+                            if jw == Width::W32 && ow == Width::W64 {
+                                assert!(tested, "64-bit ZF reused for a 32-bit test:\n{src}");
+                            }
+                            if !tested {
+                                reused += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(reused > 0, "the flags were never reused");
+}
+
+/// The disassembled instructions of slot `pc`.
+fn codegen_text(jit: &JitProgram, pc: usize) -> Vec<String> {
+    use iced_x86::{Decoder, DecoderOptions, Formatter, IntelFormatter};
+    let mut f = IntelFormatter::new();
+    Decoder::with_ip(64, jit.insn_code(pc), 0, DecoderOptions::NONE)
+        .into_iter()
+        .map(|i| {
+            let mut s = String::new();
+            f.format(&i, &mut s);
+            s
+        })
+        .collect()
+}
+
+#[test]
+fn an_add_before_an_access_folds_into_its_displacement_only_when_dead() {
+    let mut buf = [0u8; 64];
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    let run = |src: &str, buf: &mut [u8; 64]| {
+        let prog = assemble(src).unwrap();
+        let jit = JitProgram::compile_seeded(&prog, &JitEnv::new(), 5).unwrap();
+        // SAFETY: the programs access only buf[0..64] through r1.
+        let r0 = unsafe { jit.call(buf.as_mut_ptr() as u64, 64) };
+        (r0, jit)
+    };
+    // (`mov %r0, 0` keeps each add from fusing with the mov before it.)
+    // Load through the added register, which the load overwrites: folded.
+    let (r0, jit) = run(
+        "mov %r2, %r1\nmov %r0, 0\nadd %r2, 16\nldxb %r2, [%r2+3]\nmov %r0, %r2\nexit",
+        &mut buf,
+    );
+    assert_eq!(r0, 19);
+    // The pair is emitted as one access in the add's slot.
+    assert!(jit.insn_code(3).is_empty(), "add not folded");
+    // Store through it, register dead afterwards: folded.
+    let (r0, jit) = run(
+        "mov %r2, %r1\nmov %r0, 0\nadd %r2, 32\nstxb [%r2+1], %r1\nldxb %r0, [%r1+33]\nexit",
+        &mut buf,
+    );
+    assert_eq!(r0, buf.as_ptr() as u64 & 0xff);
+    // The pair is emitted as one access in the add's slot.
+    assert!(jit.insn_code(3).is_empty(), "add not folded");
+    // The register is read after the access: the add stays.
+    let (r0, jit) = run(
+        "mov %r2, %r1\nmov %r0, 0\nadd %r2, 8\nldxb %r3, [%r2+0]\n\
+         sub %r2, %r1\nadd %r2, %r3\nmov %r0, %r2\nexit",
+        &mut buf,
+    );
+    assert_eq!(r0, 8 + 8);
+    assert!(!jit.insn_code(3).is_empty(), "a live add was dropped");
+    // Live around a loop back edge: the add stays and the sum is right.
+    let (r0, jit) = run(
+        "mov %r0, 0\nmov %r2, %r1\nmov %r4, 0\n\
+         add %r2, 1\nldxb %r3, [%r2+0]\nadd %r0, %r3\nadd %r4, 1\njne %r4, 4, -5\nexit",
+        &mut buf,
+    );
+    assert_eq!(r0, 1 + 2 + 3 + 4);
+    assert!(
+        !jit.insn_code(4).is_empty(),
+        "a loop-carried add was dropped"
+    );
+}
