@@ -47,6 +47,30 @@
 //!
 //! `/proc/self/mem` writes cannot be told apart by a seccomp filter (it sees
 //! no paths); [`crate::landlock`] closes them.
+//!
+//! # Residual risks (what this filter does not stop)
+//!
+//! - The trusted site is an address, not a proof: code that can already
+//!   jump anywhere (a control-flow hijack) can jump to its `syscall` with
+//!   chosen registers. It then gets only `pkey_alloc` and `pkey_mprotect`
+//!   over ranges that are not protected, which cannot reach what the
+//!   runtime protects.
+//! - New executable memory stays allowed (`mmap`/`mprotect` with
+//!   `PROT_EXEC` outside protected ranges): the host's `dlopen`, the JIT
+//!   and the hooks need it. An attacker who can issue arbitrary system
+//!   calls *and* then run the code it wrote could place an unchecked
+//!   `WRPKRU` there; ERIM closes this with binary inspection, which pkbpf
+//!   does not do.
+//! - A map region is a memfd whose descriptor the process holds: `write`,
+//!   `fallocate` or a second `mmap` of that descriptor reach the maps'
+//!   pages without their keys. The filter cannot tell descriptors apart;
+//!   sealing the memfd (`F_SEAL_FUTURE_WRITE`) would close it but needs the
+//!   region created with `MFD_ALLOW_SEALING` and every legitimate writable
+//!   mapping made first.
+//! - With Syscall User Dispatch active, a system call the dispatcher
+//!   re-issues from its own handler no longer comes from the trusted site:
+//!   loading an object while dispatch intercepts the runtime's own calls
+//!   fails (`EPERM` from `pkey_mprotect`), closed rather than open.
 
 #[cfg(doc)]
 use crate::copy_from_user;
