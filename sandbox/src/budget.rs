@@ -30,6 +30,11 @@
 //!
 //! The reference interpreter is not JIT code: an interpreted call is not
 //! aborted, it runs to its end (the runtime documents this).
+//!
+//! Once the budget is spent, the retries interrupt whatever the thread does
+//! every [`RETRY`] until the call ends: a host helper blocked in a system
+//! call sees it restarted (`SA_RESTART`) or, for calls the kernel never
+//! restarts (`poll`, `epoll_wait`, …), fail with `EINTR`.
 
 use std::cell::Cell;
 use std::marker::PhantomData;
