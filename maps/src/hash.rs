@@ -344,6 +344,35 @@ impl RawMap {
         // SAFETY: forwarded.
         let h = unsafe { self.hash_key::<KS>(key) };
         let b = self.bucket_of(h);
+        // One optimistic pass in line; a writer in the bucket sends us to
+        // the retrying loop, out of line, so that this path keeps nothing
+        // live across a call (no register saves).
+        let s = b.seq.load(Ordering::Acquire);
+        if s & 1 == 0 {
+            // SAFETY: forwarded.
+            let e = unsafe { self.chain_find::<KS>(b, h, key) };
+            if !oseq_read_retry(&b.seq, s) {
+                if e != NIL && touch {
+                    self.touch(e);
+                }
+                return e;
+            }
+        }
+        // SAFETY: forwarded.
+        unsafe { self.find_retry::<KS>(key, touch) }
+    }
+
+    /// [`find_k`](Self::find_k)'s loop: waits out (or recovers from) the
+    /// bucket's writer and walks again until a pass saw no change.
+    ///
+    /// # Safety
+    /// As [`kword`](Self::kword).
+    #[cold]
+    #[inline(never)]
+    unsafe fn find_retry<const KS: usize>(&self, key: *const u8, touch: bool) -> u32 {
+        // SAFETY: forwarded.
+        let h = unsafe { self.hash_key::<KS>(key) };
+        let b = self.bucket_of(h);
         loop {
             let s = oseq_read_begin(&b.seq, self.poisoned());
             // SAFETY: forwarded.
