@@ -304,6 +304,29 @@ impl Server {
         tenant_count(t).ok()
     }
 
+    /// Where `tenant`'s `counts` values live, `(address, length)`: what
+    /// another tenant must not reach (the isolation test aims there). None
+    /// for no such tenant.
+    pub fn map_values(&self, tenant: &str) -> Option<(usize, usize)> {
+        let t = self.shared.tenants.iter().find(|t| t.name == tenant)?;
+        let r = t.obj.map(COUNTS_MAP).ok()?.values_range();
+        Some((r.addr, r.len))
+    }
+
+    /// Sets value 0 of `tenant`'s `counts` map from the host (through the
+    /// runtime's map API).
+    pub fn set_count(&self, tenant: &str, value: u64) -> Result<(), String> {
+        let t = self
+            .shared
+            .tenants
+            .iter()
+            .find(|t| t.name == tenant)
+            .ok_or_else(|| format!("no tenant {tenant}"))?;
+        let map = t.obj.map(COUNTS_MAP).map_err(|e| e.to_string())?;
+        map.update(&0u32.to_ne_bytes(), &value.to_ne_bytes(), 0)
+            .map_err(|e| e.to_string())
+    }
+
     /// Stops accepting and waits for the accept loop.
     pub fn shutdown(mut self) {
         self.stop_now();
