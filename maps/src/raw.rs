@@ -111,6 +111,7 @@ impl Ops {
         };
         let delete: DeleteFn = match ty {
             Hash | PerCpuHash | LruHash | LruPerCpuHash => by_ks!(ks, hash_delete_prog),
+            Array | PerCpuArray => RawMap::array_delete_prog,
             _ => RawMap::delete_any,
         };
         Ops {
@@ -439,6 +440,14 @@ impl RawMap {
         }
         // SAFETY: forwarded.
         unsafe { self.array_update(key, Val::Cpu(value, cpu), flags) }
+    }
+
+    /// Array elements cannot be deleted: `-EINVAL`, as in the kernel.
+    ///
+    /// # Safety
+    /// None beyond [`delete`](Self::delete)'s (the key is not read).
+    unsafe fn array_delete_prog(&self, _key: *const u8) -> i64 {
+        EINVAL
     }
 
     /// The program-side update of types without a specialised one.
