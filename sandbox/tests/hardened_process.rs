@@ -28,6 +28,14 @@ fn check(ok: bool, code: i32, what: &str) {
     }
 }
 
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let rel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut it = rel.trim().split(|c: char| !c.is_ascii_digit());
+    let ma: u32 = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let mi: u32 = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    (ma, mi) >= (major, minor)
+}
+
 fn open_errno(path: &str, flags: i32) -> i32 {
     let c = std::ffi::CString::new(path).unwrap();
     // SAFETY: a NUL-terminated path.
@@ -148,6 +156,12 @@ fn hardened_process_keeps_working_and_refuses_the_escapes() {
         }
         let after = harden::report().unwrap();
         check(after.range_filters == 1, 15, "one stacked filter");
+        // mseal exists from Linux 6.10 (here 6.18, the VM 6.12).
+        check(
+            after.sealed == u32::from(kernel_at_least(6, 10)),
+            19,
+            "the range is sealed where the kernel has mseal",
+        );
         if pkbpf_sandbox::is_active() {
             // Keys still come from the trusted site, and fresh pages can be
             // tagged; protected ones cannot.
