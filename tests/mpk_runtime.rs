@@ -509,10 +509,17 @@ fn errno() -> i32 {
 #[test]
 fn hardened_runtime_refuses_the_escapes_and_keeps_working() {
     in_child(|| {
-        let rt = Runtime::builder()
-            .harden(Harden::Always)
-            .build()
-            .unwrap_or_else(|e| panic!("{e:?}"));
+        let rt = match Runtime::builder().harden(Harden::Always).build() {
+            Ok(rt) => rt,
+            // A sandbox without seccomp (some containers): nothing to test.
+            Err(e @ RuntimeError::Harden { .. })
+                if std::env::var("PKBPF_REQUIRE_PKU").as_deref() != Ok("1") =>
+            {
+                println!("skipped: hardened_runtime_refuses_the_escapes_and_keeps_working: {e:?}");
+                return;
+            }
+            Err(e) => panic!("{e:?}"),
+        };
         let report = rt.hardening().expect("hardened");
         assert!(report.seccomp);
         // (In the VM the parent process is hardened already and its objects
