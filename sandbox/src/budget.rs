@@ -24,7 +24,10 @@
 //! Maps stay consistent because JIT code is only ever stopped between its
 //! own instructions: its stores are single plain stores or atomics, and
 //! every multi-step update happens inside a helper, which is never
-//! interrupted this way. A call without a budget costs nothing: no timer, no
+//! interrupted this way. That is an invariant for the JIT to keep: map code
+//! it inlines may read optimistically (a sequence-lock read that an abort
+//! simply abandons) but must never hold a lock across its own
+//! instructions, since an abort can stop JIT code at any of them. A call without a budget costs nothing: no timer, no
 //! system call. A budgeted call costs two `timer_settime` calls (plus one
 //! `timer_create` per thread, once).
 //!
