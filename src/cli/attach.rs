@@ -81,6 +81,11 @@ pub fn run(a: Args) -> Result<i32> {
     // it is restored.
     stop_signals(libc::SIG_BLOCK);
     let mut t = Tracee::seize(pid)?;
+    let result = t.reach_safe_point(&libc_code(&maps));
+    if let Err(e) = result {
+        let _ = t.restore();
+        return Err(e);
+    }
     let result = inject(&mut t, &agent, dlopen, dlerror, &s.encode());
     let restored = t.restore();
     stop_signals(libc::SIG_UNBLOCK);
@@ -275,17 +280,42 @@ impl Tracee {
             call_sp: 0,
             detached: false,
         };
-        ptrace(libc::PTRACE_INTERRUPT, pid, 0, 0).context("PTRACE_INTERRUPT")?;
-        // Wait for the interrupt's stop; signals arriving first go through.
+        t.interrupt()?;
+        Ok(t)
+    }
+
+    /// Stops the running thread with `PTRACE_INTERRUPT` (signals arriving
+    /// first go through to it) and saves its registers.
+    fn interrupt(&mut self) -> Result<()> {
+        ptrace(libc::PTRACE_INTERRUPT, self.pid, 0, 0).context("PTRACE_INTERRUPT")?;
         loop {
-            let (sig, event) = t.wait()?;
+            let (sig, event) = self.wait()?;
             if event == libc::PTRACE_EVENT_STOP {
                 break;
             }
-            ptrace(libc::PTRACE_CONT, pid, 0, sig as u64).context("PTRACE_CONT")?;
+            ptrace(libc::PTRACE_CONT, self.pid, 0, sig as u64).context("PTRACE_CONT")?;
         }
-        t.saved = t.regs()?;
-        Ok(t)
+        self.saved = self.regs()?;
+        Ok(())
+    }
+
+    /// Lets the thread run on until it is stopped outside `unsafe_code`
+    /// (the C library and the dynamic loader, whose locks `dlopen` takes:
+    /// stopped in `malloc`, the thread would wait on itself) or inside a
+    /// system call; gives up after a while and goes on (a warning).
+    fn reach_safe_point(&mut self, unsafe_code: &[(u64, u64)]) -> Result<()> {
+        for _ in 0..1000 {
+            if at_safe_point(&self.saved, unsafe_code) {
+                return Ok(());
+            }
+            ptrace(libc::PTRACE_CONT, self.pid, 0, 0).context("PTRACE_CONT")?;
+            self.interrupt()?;
+        }
+        eprintln!(
+            "pkbpf: warning: pid {} keeps running inside the C library; injecting there",
+            self.pid
+        );
+        Ok(())
     }
 
     /// Waits for the next stop: (signal, ptrace event).
@@ -450,6 +480,30 @@ impl Drop for Tracee {
     }
 }
 
+/// The executable ranges of the C library and the dynamic loader.
+fn libc_code(maps: &[MapEntry]) -> Vec<(u64, u64)> {
+    maps.iter()
+        .filter(|m| m.executable())
+        .filter(|m| {
+            m.path.as_deref().is_some_and(|p| {
+                let f = Path::new(p)
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                f.starts_with("libc.so") || f.starts_with("ld-linux") || f.starts_with("libdl.so")
+            })
+        })
+        .map(|m| (m.start as u64, m.end as u64))
+        .collect()
+}
+
+/// Whether a thread stopped with registers `r` may run `dlopen`: inside a
+/// system call (`orig_rax` is its number), or in code outside
+/// `unsafe_code`.
+fn at_safe_point(r: &libc::user_regs_struct, unsafe_code: &[(u64, u64)]) -> bool {
+    (r.orig_rax as i64) >= 0 || !unsafe_code.iter().any(|&(s, e)| (s..e).contains(&r.rip))
+}
+
 /// Registers to resume with: `saved`, but when the thread was stopped
 /// inside a system call that the kernel would restart (`rax` one of
 /// -ERESTARTSYS, -ERESTARTNOINTR, -ERESTARTNOHAND, -ERESTART_RESTARTBLOCK
@@ -508,6 +562,23 @@ mod tests {
             .cloned()
             .collect();
         assert_eq!(find_function(&no_libc, "dlopen"), None);
+    }
+
+    #[test]
+    fn safe_points_are_syscalls_or_code_outside_libc() {
+        let maps = process_maps(std::process::id() as i32).unwrap();
+        let code = libc_code(&maps);
+        assert!(!code.is_empty());
+        // SAFETY: plain integers; all-zero is valid.
+        let mut r: libc::user_regs_struct = unsafe { std::mem::zeroed() };
+        r.orig_rax = u64::MAX;
+        r.rip = libc::malloc as usize as u64;
+        assert!(!at_safe_point(&r, &code), "in malloc");
+        r.orig_rax = 0;
+        assert!(at_safe_point(&r, &code), "in read()");
+        r.orig_rax = u64::MAX;
+        r.rip = safe_points_are_syscalls_or_code_outside_libc as usize as u64;
+        assert!(at_safe_point(&r, &code), "in our own code");
     }
 
     #[test]

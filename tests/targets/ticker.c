@@ -5,7 +5,8 @@
  * i = 0..N-1 and prints "done N sum S" (tick returns its argument plus 1);
  * end of input exits 0. `ticker spin`: a second thread reads the commands
  * and the main thread runs them, spinning in user code (no system call)
- * while it waits.
+ * while it waits; `ticker churn`: the same, but the main thread calls
+ * malloc and free while it waits (so it is often inside the C library).
  * Used by: tests/cli_session.rs with tests/targets/ticker.bpf.c. */
 #include <pthread.h>
 #include <stdio.h>
@@ -21,6 +22,7 @@ __attribute__((noinline)) long tick(long x)
 
 /* The next command: a count, -1 for none, -2 for end of input. */
 static volatile long pending = -1;
+static void *volatile sink;
 
 static void run(long count)
 {
@@ -67,7 +69,9 @@ int main(int argc, char **argv)
 {
 	printf("pid %d\nready\n", (int)getpid());
 	fflush(stdout);
-	if (argc > 1 && strcmp(argv[1], "spin") == 0) {
+	int spin = argc > 1 && strcmp(argv[1], "spin") == 0;
+	int churn = argc > 1 && strcmp(argv[1], "churn") == 0;
+	if (spin || churn) {
 		pthread_t t;
 		if (pthread_create(&t, NULL, reader, NULL) != 0)
 			return 2;
@@ -78,6 +82,9 @@ int main(int argc, char **argv)
 			if (c >= 0) {
 				run(c);
 				pending = -1;
+			} else if (churn) {
+				sink = malloc(64);
+				free(sink);
 			}
 		}
 	}
