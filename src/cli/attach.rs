@@ -572,12 +572,12 @@ mod tests {
         // SAFETY: plain integers; all-zero is valid.
         let mut r: libc::user_regs_struct = unsafe { std::mem::zeroed() };
         r.orig_rax = u64::MAX;
-        r.rip = libc::malloc as usize as u64;
+        r.rip = libc::malloc as *const () as usize as u64;
         assert!(!at_safe_point(&r, &code), "in malloc");
         r.orig_rax = 0;
         assert!(at_safe_point(&r, &code), "in read()");
         r.orig_rax = u64::MAX;
-        r.rip = safe_points_are_syscalls_or_code_outside_libc as usize as u64;
+        r.rip = safe_points_are_syscalls_or_code_outside_libc as *const () as usize as u64;
         assert!(at_safe_point(&r, &code), "in our own code");
     }
 
