@@ -639,6 +639,15 @@ pub enum SessionError {
         /// What is wrong.
         reason: String,
     },
+    /// The sessions directory belongs to another user (who could plant
+    /// sockets in it).
+    #[error("sessions directory {} belongs to uid {owner}, not to us; set {ENV_RUNTIME_DIR} to a directory of ours", path.display())]
+    NotOurs {
+        /// The directory.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+    },
     /// A file system or socket operation failed.
     #[error("{op} {}", path.display())]
     Io {
@@ -914,6 +923,17 @@ pub fn register(root: &Path, mut info: SessionInfo) -> Result<Registration, Sess
         .create(root)
         .map_err(io_err("creating", root))?;
     let root = std::fs::canonicalize(root).map_err(io_err("resolving", root))?;
+    {
+        use std::os::unix::fs::MetadataExt;
+        let owner = std::fs::metadata(&root)
+            .map_err(io_err("reading", &root))?
+            .uid();
+        // SAFETY: geteuid has no preconditions.
+        let uid = unsafe { libc::geteuid() };
+        if owner != uid && uid != 0 {
+            return Err(SessionError::NotOurs { path: root, owner });
+        }
+    }
     let me = std::process::id();
     info.pid = me;
     info.start_time = process_start_time(me).unwrap_or(0);
