@@ -202,9 +202,10 @@ impl World {
         Target::spawn(Command::new(exe))
     }
 
-    /// Starts a ticker whose main thread spins in user code (`mode`
-    /// `spin`), or in malloc and free (`churn`).
-    fn spinning(&self, mode: &str) -> Target {
+    /// Starts a ticker in `mode`: its main thread spins in user code
+    /// (`spin`), or in malloc and free (`churn`), or waits in poll()
+    /// (`poll`).
+    fn with_mode(&self, mode: &str) -> Target {
         let mut c = Command::new(&self.ticker);
         c.arg(mode);
         Target::spawn(c)
@@ -581,6 +582,39 @@ fn attach_injects_into_a_process_blocked_in_read() {
 }
 
 #[test]
+fn attach_restarts_a_poll_with_a_timeout() {
+    if !ptrace_allowed("attach_poll") {
+        return;
+    }
+    let Some(w) = World::new("attach_poll") else {
+        return;
+    };
+    let loader = w.load("poll");
+    let mut t = w.with_mode("poll");
+    let pid = t.pid;
+    t.ticks(2);
+    // Blocked in poll() (7) with its hour's timeout: the kernel answers
+    // the interruption with -ERESTART_RESTARTBLOCK, resumed through
+    // restart_syscall.
+    let end = Instant::now() + DEADLINE;
+    while t.unread() != 0 || blocked_in(pid).as_deref() != Some("7") {
+        assert!(Instant::now() < end, "pid {pid} never blocked in poll()");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let o = w.cmd(&["attach", &pid.to_string()]);
+    assert!(o.status.success(), "attach failed");
+    loader
+        .err
+        .wait_for(&format!("pid {pid}: attached count_tick (uprobe)"));
+    t.ticks(10);
+    assert_eq!(calls_of(&dump_json(&w, &[], "tick_by_pid"), pid), 10);
+    // Exit 0: poll() never failed (the ticker exits 4 if it does).
+    assert!(t.finish().success());
+    let (st, _, _) = loader.stop();
+    assert!(st.success());
+}
+
+#[test]
 fn attach_injects_into_a_process_running_user_code() {
     if !ptrace_allowed("attach_spinning") {
         return;
@@ -599,7 +633,7 @@ fn attach_injects_into_a_process_running_user_code() {
 }
 
 fn attach_spinning(w: &World, loader: &Loader, mode: &str) {
-    let mut t = w.spinning(mode);
+    let mut t = w.with_mode(mode);
     let pid = t.pid;
     t.ticks(6);
     let o = w.cmd(&["attach", &pid.to_string()]);

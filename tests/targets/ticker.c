@@ -6,8 +6,12 @@
  * end of input exits 0. `ticker spin`: a second thread reads the commands
  * and the main thread runs them, spinning in user code (no system call)
  * while it waits; `ticker churn`: the same, but the main thread calls
- * malloc and free while it waits (so it is often inside the C library).
+ * malloc and free while it waits (so it is often inside the C library);
+ * `ticker poll`: like the default, but waits in poll(2) with an hour's
+ * timeout before each read (a call the kernel restarts through
+ * restart_syscall).
  * Used by: tests/cli_session.rs with tests/targets/ticker.bpf.c. */
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +27,7 @@ __attribute__((noinline)) long tick(long x)
 /* The next command: a count, -1 for none, -2 for end of input. */
 static volatile long pending = -1;
 static void *volatile sink;
+static int use_poll;
 
 static void run(long count)
 {
@@ -40,6 +45,16 @@ static long next_command(void)
 	size_t len = 0;
 	for (;;) {
 		char c;
+		if (use_poll) {
+			struct pollfd p = { .fd = 0, .events = POLLIN };
+			int r = poll(&p, 1, 3600 * 1000);
+			if (r < 0) {
+				perror("poll");
+				exit(4);
+			}
+			if (r == 0)
+				continue;
+		}
 		ssize_t n = read(0, &c, 1);
 		if (n <= 0)
 			return -2;
@@ -71,6 +86,7 @@ int main(int argc, char **argv)
 	fflush(stdout);
 	int spin = argc > 1 && strcmp(argv[1], "spin") == 0;
 	int churn = argc > 1 && strcmp(argv[1], "churn") == 0;
+	use_poll = argc > 1 && strcmp(argv[1], "poll") == 0;
 	if (spin || churn) {
 		pthread_t t;
 		if (pthread_create(&t, NULL, reader, NULL) != 0)
