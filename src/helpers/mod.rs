@@ -282,10 +282,8 @@ helper! {
 fn map_lookup_checked(inv: &mut Invocation<'_>, r1: u64, r2: u64) -> HelperRet {
     let (m, _t) = map_call!(null: inv, r1, (r2, key_size, Access::Read));
     // SAFETY: the object's own map and a key of key_size checked bytes.
-    HelperRet {
-        value: unsafe { m.lookup(r2 as *const u8) } as u64,
-        abort: 0,
-    }
+    let value = unsafe { m.lookup(r2 as *const u8) } as u64;
+    HelperRet { value, abort: 0 }
 }
 
 /// `bpf_map_update_elem` for an object with keys: pointer checks and gate.
