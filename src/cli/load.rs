@@ -110,11 +110,6 @@ fn describe(object: &std::path::Path) {
     }
 }
 
-/// One accepted connection: an agent, or a client once it asked something.
-struct Conn {
-    fd: OwnedFd,
-}
-
 /// Runs the subcommand.
 pub fn run(a: Args, sandbox: SandboxArg) -> Result<i32> {
     // Blocked before anything else, so threads started later inherit the
@@ -145,11 +140,12 @@ pub fn run(a: Args, sandbox: SandboxArg) -> Result<i32> {
     );
 
     let mut out = Output::new(&object, a.hex);
-    let mut conns: Vec<Conn> = Vec::new();
+    // Accepted connections: agents, and clients asking for regions.
+    let mut conns: Vec<OwnedFd> = Vec::new();
     loop {
         let mut fds: Vec<libc::pollfd> = [sigfd.as_raw_fd(), reg.listener.as_raw_fd()]
             .into_iter()
-            .chain(conns.iter().map(|c| c.fd.as_raw_fd()))
+            .chain(conns.iter().map(|c| c.as_raw_fd()))
             .map(|fd| libc::pollfd {
                 fd,
                 events: libc::POLLIN,
@@ -170,20 +166,20 @@ pub fn run(a: Args, sandbox: SandboxArg) -> Result<i32> {
         }
         let mut closed = Vec::new();
         for (c, p) in conns.iter().zip(&fds[2..]) {
-            if p.revents != 0 && drain(&mut out, c.fd.as_fd())? {
-                closed.push(c.fd.as_raw_fd());
+            if p.revents != 0 && drain(&mut out, c.as_fd())? {
+                closed.push(c.as_raw_fd());
             }
         }
-        conns.retain(|c| !closed.contains(&c.fd.as_raw_fd()));
+        conns.retain(|c| !closed.contains(&c.as_raw_fd()));
         if fds[1].revents & libc::POLLIN != 0 {
             while let Some(fd) = session::accept(reg.listener.as_fd()).context("accepting")? {
-                conns.push(Conn { fd });
+                conns.push(fd);
             }
         }
     }
     // What the agents sent before the signal is queued: take it.
     for c in &conns {
-        drain(&mut out, c.fd.as_fd())?;
+        drain(&mut out, c.as_fd())?;
     }
     eprintln!("pkbpf: session {name} ending");
     out.close_map()?;
