@@ -223,3 +223,65 @@ fn percpu_lookups_fall_back_to_the_helper() {
     let jit = JitProgram::compile(&v, &plain).unwrap();
     assert_eq!(run(&jit), Err(RunError::HelperAbort { code: 0xdead }));
 }
+
+/// A direct helper: `r1 × 7`, after formatting it (SSE code that needs
+/// the SysV stack alignment the call must keep).
+unsafe extern "C" fn direct_times7(r1: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    let text = format!("{r1:>20}{}", r1 as f64 * 1.5);
+    assert!(text.len() >= 20);
+    std::hint::black_box(text);
+    r1 * 7
+}
+
+/// Stands in for helper 5 where the direct call is expected: aborts.
+extern "C" fn not_direct(_: u64, _: u64, _: u64, _: u64, _: u64, _: *mut c_void) -> HelperRet {
+    HelperRet {
+        value: 0,
+        abort: 0xd1ec7,
+    }
+}
+
+#[test]
+fn direct_helpers_are_called_without_their_stub() {
+    // `r1 = n; r0 = helper5(r1); return r0` (helper 5: bpf_conformance's).
+    let prog = |n: i32| {
+        vec![
+            Insn::Alu {
+                width: Width::W64,
+                op: AluOp::Mov,
+                dst: r(1),
+                src: Source::Imm(n),
+            },
+            Insn::Call(CallTarget::Helper(5)),
+            Insn::Exit,
+        ]
+    };
+    let env = JitEnv::new().with_helper(5, not_direct);
+    let mut direct = env.clone();
+    direct.direct_helpers.insert(5, direct_times7);
+    let penv = ProgramEnv::conformance(0);
+    for n in [1, 3, 1000] {
+        let v = verify(&prog(n), &penv).unwrap();
+        let jit = JitProgram::compile(&v, &direct).unwrap();
+        assert_eq!(run(&jit), Ok(7 * n as u64), "n {n}");
+        // The same program without the direct entry goes through the stub.
+        let jit = JitProgram::compile(&v, &env).unwrap();
+        assert_eq!(run(&jit), Err(RunError::HelperAbort { code: 0xd1ec7 }));
+    }
+    // From a bpf-to-bpf callee's frame too.
+    let nested = vec![
+        Insn::Alu {
+            width: Width::W64,
+            op: AluOp::Mov,
+            dst: r(1),
+            src: Source::Imm(6),
+        },
+        Insn::Call(CallTarget::Local(1)),
+        Insn::Exit,
+        Insn::Call(CallTarget::Helper(5)),
+        Insn::Exit,
+    ];
+    let v = verify(&nested, &penv).unwrap();
+    let jit = JitProgram::compile(&v, &direct).unwrap();
+    assert_eq!(run(&jit), Ok(42));
+}

@@ -30,7 +30,7 @@ use std::collections::BTreeMap;
 use std::ffi::c_void;
 use std::sync::Arc;
 
-use pkbpf_jit::x86::{HelperFn, HelperRet, PerCpuArrayLayout, HELPER_TAIL_CALL};
+use pkbpf_jit::x86::{DirectHelperFn, HelperFn, HelperRet, PerCpuArrayLayout, HELPER_TAIL_CALL};
 use pkbpf_maps::{RawMap, Region};
 use pkbpf_verifier::verifier::helpers::id;
 use pkbpf_verifier::CtxDesc;
@@ -275,6 +275,57 @@ helper! {
         }
         map_delete_checked(inv, r1, r2)
     }
+}
+
+/// The map helpers JIT code may call directly (no stub, no env), for an
+/// object that gets no protection keys (`no_keys`): the map operation
+/// itself, on the map the verifier proved `r1` to be (a `CONST_PTR_TO_MAP`
+/// resolved by the JIT to one of the object's maps, never a forged value),
+/// with the key and value pointers it proved. Ids a host helper took over
+/// (`host_ids`) stay with their helper.
+pub(crate) fn direct_map_helpers(no_keys: bool, host_ids: &[u32]) -> BTreeMap<u32, DirectHelperFn> {
+    if !no_keys {
+        return BTreeMap::new();
+    }
+    let table: [(i32, DirectHelperFn); 3] = [
+        (id::MAP_LOOKUP_ELEM, direct_map_lookup),
+        (id::MAP_UPDATE_ELEM, direct_map_update),
+        (id::MAP_DELETE_ELEM, direct_map_delete),
+    ];
+    table
+        .into_iter()
+        .map(|(i, f)| (i as u32, f))
+        .filter(|(i, _)| !host_ids.contains(i))
+        .collect()
+}
+
+/// `bpf_map_lookup_elem` called directly from JIT code (see
+/// [`direct_map_helpers`]).
+///
+/// # Safety
+/// `r1` is a map of the running object (its `RawMap`'s address), `r2` a
+/// key of its key size, as the verifier proves for the call.
+unsafe extern "C" fn direct_map_lookup(r1: u64, r2: u64, _: u64, _: u64, _: u64) -> u64 {
+    // SAFETY: the caller's contract.
+    unsafe { (*(r1 as *const RawMap)).lookup(r2 as *const u8) as u64 }
+}
+
+/// `bpf_map_update_elem` called directly from JIT code.
+///
+/// # Safety
+/// As [`direct_map_lookup`], and `r3` is a value of the map's value size.
+unsafe extern "C" fn direct_map_update(r1: u64, r2: u64, r3: u64, r4: u64, _: u64) -> u64 {
+    // SAFETY: the caller's contract.
+    unsafe { (*(r1 as *const RawMap)).update(r2 as *const u8, r3 as *const u8, r4) as u64 }
+}
+
+/// `bpf_map_delete_elem` called directly from JIT code.
+///
+/// # Safety
+/// As [`direct_map_lookup`].
+unsafe extern "C" fn direct_map_delete(r1: u64, r2: u64, _: u64, _: u64, _: u64) -> u64 {
+    // SAFETY: the caller's contract.
+    unsafe { (*(r1 as *const RawMap)).delete(r2 as *const u8) as u64 }
 }
 
 /// `bpf_map_lookup_elem` for an object with keys: pointer checks and gate.

@@ -134,6 +134,10 @@ fn finish(
         helpers: helpers.clone(),
         maps: jit_maps.clone(),
         percpu_arrays: helpers::percpu_array_layouts(region),
+        direct_helpers: helpers::direct_map_helpers(
+            rt.runtime_key.is_none(),
+            &rt.host().iter().map(|h| h.id as u32).collect::<Vec<_>>(),
+        ),
     };
     let first_name = progs.first().map(|p| p.name.clone()).unwrap_or_default();
     let mut loaded = Vec::new();

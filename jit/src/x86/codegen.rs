@@ -37,6 +37,9 @@
 //! the sandbox turns into a gate. `callx` bounds-checks the id against a
 //! jump table (in the code: one `jmp stub` per id, so execute-only pages
 //! work) and lands in the same stub, so it goes through the same gate.
+//! The one exception: helpers in `JitEnv::direct_helpers` (the map
+//! operations, offered only for code that runs without protection keys)
+//! are plain calls from the body (`direct`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -134,6 +137,7 @@ macro_rules! asm {
     };
 }
 
+mod direct;
 mod liveness;
 mod percpu;
 
@@ -840,6 +844,10 @@ impl<R: Rng> Cg<'_, R> {
             Insn::Call(CallTarget::Helper(MAP_LOOKUP_ELEM)) if self.percpu_lookup(pc).is_some() => {
                 let layout = self.percpu_lookup(pc).expect("checked by the guard");
                 self.percpu_array_lookup(layout);
+            }
+            Insn::Call(CallTarget::Helper(id)) if self.direct_helper(id).is_some() => {
+                let f = self.direct_helper(id).expect("checked by the guard");
+                self.direct_call(f);
             }
             Insn::Call(CallTarget::Helper(BPF_LOOP)) => self.bpf_loop(),
             Insn::Call(CallTarget::Helper(id)) => {

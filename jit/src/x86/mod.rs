@@ -141,7 +141,16 @@ pub struct JitEnv {
     /// Per-CPU array maps whose lookups may be inlined, by map index
     /// (absent: always call the helper).
     pub percpu_arrays: BTreeMap<usize, PerCpuArrayLayout>,
+    /// Helpers the code calls directly instead of through their stub, by
+    /// id: no env, no abort check and no gate, so only for helpers that
+    /// never abort, in code that runs without protection keys (the runtime
+    /// offers the map operations here when the object gets no keys).
+    pub direct_helpers: BTreeMap<u32, DirectHelperFn>,
 }
+
+/// A helper JIT code calls directly (see [`JitEnv::direct_helpers`]):
+/// `r1..=r5` in, `r0` out.
+pub type DirectHelperFn = unsafe extern "C" fn(u64, u64, u64, u64, u64) -> u64;
 
 impl JitEnv {
     /// An env with no helpers and no maps.
