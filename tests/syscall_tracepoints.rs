@@ -305,7 +305,11 @@ fn opensnoop_ringbuf_names_the_file_the_target_opened() {
     let exe = compile_target(dir.path());
     let file = dir.path().join("opened-by-the-target.txt");
     std::fs::write(&file, b"x").unwrap();
-    let o = run(&obj, dir.path(), &[exe.to_str().unwrap(), file.to_str().unwrap()]);
+    let o = run(
+        &obj,
+        dir.path(),
+        &[exe.to_str().unwrap(), file.to_str().unwrap()],
+    );
     assert!(o.status.success());
     let pid = agent_pid(&stderr(&o));
     let out = stdout(&o);

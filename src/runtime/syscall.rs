@@ -22,8 +22,9 @@
 //! its `clone`). Programs run with the thread untraced: their helpers'
 //! system calls are not seen.
 
+use std::sync::atomic::AtomicPtr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use pkbpf_hooks::syscall::{self, SyscallFrame, SyscallHandler, SyscallPhase};
 use pkbpf_hooks::HookError;
@@ -43,6 +44,7 @@ enum Site {
     Exit(Option<u64>),
 }
 
+#[derive(Clone)]
 struct Entry {
     id: u64,
     obj: Arc<LoadedObject>,
@@ -58,7 +60,56 @@ struct Stats {
     errors: AtomicU64,
 }
 
-static REGISTRY: RwLock<Vec<Entry>> = RwLock::new(Vec::new());
+/// The attached programs (the source of truth, changed under the lock);
+/// every change publishes a new immutable [`Table`] for the hot path.
+static REGISTRY: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+/// The published table; tables are never freed (a thread may still be
+/// reading an old one), one small allocation per attach or detach.
+static TABLE: AtomicPtr<Table> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Which calls a phase has programs for: all, or a bitmap of numbers.
+#[derive(Default)]
+struct Interest {
+    all: bool,
+    nrs: [u64; 8],
+}
+
+impl Interest {
+    fn add(&mut self, nr: Option<u64>) {
+        match nr {
+            None => self.all = true,
+            Some(n) if n < 512 => self.nrs[(n / 64) as usize] |= 1 << (n % 64),
+            Some(_) => self.all = true,
+        }
+    }
+
+    fn wants(&self, nr: u64) -> bool {
+        self.all || (nr < 512 && self.nrs[(nr / 64) as usize] & (1 << (nr % 64)) != 0)
+    }
+}
+
+/// An immutable snapshot of the attached programs.
+struct Table {
+    entries: Vec<Entry>,
+    enter: Interest,
+    exit: Interest,
+}
+
+/// Publishes `entries` as the new table (called with REGISTRY held).
+fn publish(entries: &[Entry]) {
+    let mut t = Table {
+        entries: entries.to_vec(),
+        enter: Interest::default(),
+        exit: Interest::default(),
+    };
+    for e in entries {
+        match e.site {
+            Site::Enter(nr) => t.enter.add(nr),
+            Site::Exit(nr) => t.exit.add(nr),
+        }
+    }
+    TABLE.store(Box::into_raw(Box::new(t)), Ordering::Release);
+}
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
 
@@ -104,9 +155,9 @@ impl SyscallLink {
 impl Drop for SyscallLink {
     fn drop(&mut self) {
         let _untraced = syscall::Untraced::new();
-        if let Ok(mut reg) = REGISTRY.write() {
-            reg.retain(|e| e.id != self.id);
-        }
+        let mut reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+        reg.retain(|e| e.id != self.id);
+        publish(&reg);
     }
 }
 
@@ -208,10 +259,9 @@ impl LoadedObject {
         };
         {
             let _untraced = syscall::Untraced::new();
-            REGISTRY
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(entry);
+            let mut reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+            reg.push(entry);
+            publish(&reg);
         }
         Ok(SyscallLink {
             id,
@@ -224,8 +274,20 @@ impl LoadedObject {
 
 /// The handler: every matching program on this call.
 fn on_syscall(frame: &mut SyscallFrame, phase: SyscallPhase) {
-    let Ok(reg) = REGISTRY.read() else { return };
-    for e in reg.iter() {
+    let t = TABLE.load(Ordering::Acquire);
+    if t.is_null() {
+        return;
+    }
+    // SAFETY: published tables are leaked boxes, never freed or changed.
+    let t = unsafe { &*t };
+    let interest = match phase {
+        SyscallPhase::Enter => &t.enter,
+        SyscallPhase::Exit => &t.exit,
+    };
+    if !interest.wants(frame.nr) {
+        return;
+    }
+    for e in t.entries.iter() {
         let wanted = match (e.site, phase) {
             (Site::Enter(nr), SyscallPhase::Enter) | (Site::Exit(nr), SyscallPhase::Exit) => nr,
             _ => continue,
@@ -245,34 +307,35 @@ fn run_one(e: &Entry, frame: &mut SyscallFrame, phase: SyscallPhase) {
         func_ip: frame.regs.ip,
         override_return: None,
     };
-    let mut enter = [0u8; 64];
-    let mut exit = [0u8; 24];
-    let mut raw = [0u8; 16];
-    let ctx: &mut [u8] = if e.raw {
-        let regs = &frame.regs as *const _ as u64;
-        let second = match phase {
+    // The contexts as little-endian words (x86-64): the 8-byte
+    // `struct trace_entry` (type 0, flags 0, preempt_count 0, pid at bytes
+    // 4..8), `__syscall_nr` in the low half of the next word, then the
+    // arguments or the return value; raw: the regs pointer and id/ret.
+    let mut words = [0u64; 8];
+    let len = if e.raw {
+        words[0] = &frame.regs as *const _ as u64;
+        words[1] = match phase {
             SyscallPhase::Enter => frame.nr,
             SyscallPhase::Exit => frame.ret as u64,
         };
-        raw[..8].copy_from_slice(&regs.to_ne_bytes());
-        raw[8..].copy_from_slice(&second.to_ne_bytes());
-        &mut raw
+        2
     } else {
-        // SAFETY: gettid has no preconditions.
-        let tid = unsafe { libc::gettid() };
-        let ret = [frame.ret as u64];
-        let (buf, tail): (&mut [u8], &[u64]) = match phase {
-            SyscallPhase::Enter => (&mut enter, &frame.args),
-            SyscallPhase::Exit => (&mut exit, &ret),
-        };
-        // struct trace_entry: u16 type, u8 flags, u8 preempt_count, i32 pid.
-        buf[4..8].copy_from_slice(&tid.to_ne_bytes());
-        buf[8..12].copy_from_slice(&(frame.nr as i32).to_ne_bytes());
-        for (i, v) in tail.iter().enumerate() {
-            buf[16 + 8 * i..24 + 8 * i].copy_from_slice(&v.to_ne_bytes());
+        words[0] = u64::from(syscall::current_tid() as u32) << 32;
+        words[1] = u64::from(frame.nr as u32);
+        match phase {
+            SyscallPhase::Enter => {
+                words[2..8].copy_from_slice(&frame.args);
+                8
+            }
+            SyscallPhase::Exit => {
+                words[2] = frame.ret as u64;
+                3
+            }
         }
-        buf
     };
+    // SAFETY: `words` is a live local array of at least `len` u64s, viewed
+    // as its bytes for the call.
+    let ctx = unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), len * 8) };
     match prog.call_hooked(ctx, &mut hook) {
         Ok(_) => {
             e.stats.hits.fetch_add(1, Ordering::Relaxed);

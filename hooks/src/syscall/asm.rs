@@ -94,8 +94,15 @@ global_asm!(
 extern "C" {
     pub(crate) static pkbpf_sud_start: u8;
     pub(crate) static pkbpf_sud_end: u8;
-    pub(crate) fn pkbpf_sud_raw(nr: u64, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64, a6: u64)
-        -> i64;
+    pub(crate) fn pkbpf_sud_raw(
+        nr: u64,
+        a1: u64,
+        a2: u64,
+        a3: u64,
+        a4: u64,
+        a5: u64,
+        a6: u64,
+    ) -> i64;
     pub(crate) fn pkbpf_sud_clone(
         nr: u64,
         a1: u64,

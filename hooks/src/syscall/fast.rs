@@ -15,7 +15,8 @@
 //! xmm0–15 and calls [`fast_dispatch`]), drops what it pushed and jumps back
 //! to the instruction after the `syscall`, with the result in `rax`. The
 //! registers the `syscall` instruction would have clobbered (`rcx`, `r11`)
-//! keep their old values instead.
+//! keep their old values instead, and the arithmetic flags are not
+//! restored (code after a `syscall` treats them as clobbered).
 //!
 //! Patching: only sites whose 5 bytes lie inside one aligned 8-byte word are
 //! rewritten, each with a single atomic 8-byte store (any thread fetching
@@ -141,7 +142,10 @@ global_asm!(
     "pop rdx",
     "pop rsi",
     "pop rdi",
-    "popfq",
+    // rflags is not restored (popfq is slow): a `syscall` does not
+    // preserve the arithmetic flags either (glibc's inline syscalls list
+    // "cc" as clobbered), and DF is clear by the ABI.
+    "lea rsp, [rsp + 8]",
     "ret",
     dispatch = sym fast_dispatch,
 );
@@ -219,7 +223,8 @@ extern "C" fn fast_dispatch(saved: *mut Saved, nr: u64) -> i64 {
         ret: 0,
     };
     let masked = APP_HANDLERS.load(Ordering::Relaxed);
-    let deferred = deferred_mask();
+    const DEFERRED: u64 = deferred_mask();
+    let deferred = DEFERRED;
     let mut app_mask: u64 = 0;
     let sigprocmask = libc::SYS_rt_sigprocmask as u64;
     if masked {
@@ -239,7 +244,10 @@ extern "C" fn fast_dispatch(saved: *mut Saved, nr: u64) -> i64 {
     set_selector(BLOCK);
     if masked {
         let set = libc::SIG_SETMASK as u64;
-        raw(sigprocmask, [set, &app_mask as *const u64 as u64, 0, 8, 0, 0]);
+        raw(
+            sigprocmask,
+            [set, &app_mask as *const u64 as u64, 0, 8, 0, 0],
+        );
     }
     let ret = super::app_call(nr, args);
     if masked {
@@ -262,7 +270,10 @@ extern "C" fn fast_dispatch(saved: *mut Saved, nr: u64) -> i64 {
     call_handler(&mut frame, SyscallPhase::Exit);
     if masked {
         let set = libc::SIG_SETMASK as u64;
-        raw(sigprocmask, [set, &app_mask as *const u64 as u64, 0, 8, 0, 0]);
+        raw(
+            sigprocmask,
+            [set, &app_mask as *const u64 as u64, 0, 8, 0, 0],
+        );
     }
     set_selector(BLOCK);
     ret
@@ -415,7 +426,11 @@ unsafe fn patch_site(site: usize, stub: usize) -> Result<()> {
     let word = site & !7;
     let at = site - word;
     let page = site & !(PAGE - 1);
-    let span = if (site + 5) & !(PAGE - 1) != page { 2 * PAGE } else { PAGE };
+    let span = if (site + 5) & !(PAGE - 1) != page {
+        2 * PAGE
+    } else {
+        PAGE
+    };
     let rwx = libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC;
     // SAFETY: adding write permission to executable library pages keeps
     // them executable for running threads.

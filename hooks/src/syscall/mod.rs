@@ -219,6 +219,19 @@ thread_local! {
     static SELECTOR: Cell<u8> = const { Cell::new(ALLOW) };
     /// Whether SUD is on for this thread.
     static ENABLED: Cell<bool> = const { Cell::new(false) };
+    /// This thread's id, once asked (0: not yet).
+    static TID: Cell<i32> = const { Cell::new(0) };
+}
+
+/// The calling thread's id (`gettid`), cached per thread; a child this
+/// module sets up (fork, clone) asks the kernel again.
+pub fn current_tid() -> i32 {
+    TID.with(|t| {
+        if t.get() == 0 {
+            t.set(raw(libc::SYS_gettid as u64, [0; 6]) as i32);
+        }
+        t.get()
+    })
 }
 
 fn set_selector(v: u8) {
@@ -240,15 +253,20 @@ fn selector() -> u8 {
 /// (uprobe programs, the agent's atexit and fork handlers) holds one.
 #[derive(Debug)]
 pub struct Untraced {
-    prev: u8,
+    /// The selector to restore; `None` when interception was never
+    /// installed (the guard then costs one relaxed load).
+    prev: Option<u8>,
 }
 
 impl Untraced {
     /// Stops tracing this thread until the guard drops.
     pub fn new() -> Self {
+        if !IN_USE.load(Ordering::Relaxed) {
+            return Untraced { prev: None };
+        }
         let prev = selector();
         set_selector(ALLOW);
-        Untraced { prev }
+        Untraced { prev: Some(prev) }
     }
 }
 
@@ -260,7 +278,9 @@ impl Default for Untraced {
 
 impl Drop for Untraced {
     fn drop(&mut self) {
-        set_selector(self.prev);
+        if let Some(prev) = self.prev {
+            set_selector(prev);
+        }
     }
 }
 
@@ -326,6 +346,9 @@ pub fn is_supported() -> bool {
 // ---- global state -----------------------------------------------------------
 
 static HANDLER: AtomicPtr<SyscallHandler> = AtomicPtr::new(std::ptr::null_mut());
+/// Set by the first [`install`]: until then no thread is traced and
+/// [`Untraced`] does nothing.
+static IN_USE: AtomicBool = AtomicBool::new(false);
 static INSTALLED: Mutex<bool> = Mutex::new(false);
 /// Set once the SIGSYS action is ours.
 static SIGSYS_OURS: AtomicBool = AtomicBool::new(false);
@@ -371,7 +394,7 @@ fn raw(nr: u64, a: [u64; 6]) -> i64 {
 /// every signal but the synchronous faults (the sandbox's fault recovery
 /// needs SIGSEGV/SIGBUS inside programs, and the kernel kills a thread whose
 /// faulting signal is blocked), SIGSYS itself, and SIGKILL/SIGSTOP.
-fn deferred_mask() -> u64 {
+const fn deferred_mask() -> u64 {
     let keep = [
         libc::SIGSEGV,
         libc::SIGBUS,
@@ -382,7 +405,13 @@ fn deferred_mask() -> u64 {
         libc::SIGKILL,
         libc::SIGSTOP,
     ];
-    keep.iter().fold(!0u64, |m, &s| m & !(1u64 << (s - 1)))
+    let mut m = !0u64;
+    let mut i = 0;
+    while i < keep.len() {
+        m &= !(1u64 << (keep[i] - 1));
+        i += 1;
+    }
+    m
 }
 
 /// The kernel's 8-byte signal mask inside a `ucontext_t`.
@@ -407,7 +436,10 @@ fn in_app_window<R>(uc: &mut libc::ucontext_t, f: impl FnOnce() -> R) -> R {
     let deferred = deferred_mask();
     set_selector(BLOCK);
     let set = libc::SIG_SETMASK as u64;
-    raw(NR_RT_SIGPROCMASK, [set, &app as *const u64 as u64, 0, 8, 0, 0]);
+    raw(
+        NR_RT_SIGPROCMASK,
+        [set, &app as *const u64 as u64, 0, 8, 0, 0],
+    );
     let r = f();
     let mut after: u64 = app;
     raw(
@@ -432,6 +464,7 @@ fn in_app_window<R>(uc: &mut libc::ucontext_t, f: impl FnOnce() -> R) -> R {
 /// are traced too. A second call replaces the handler.
 pub fn install(handler: SyscallHandler) -> Result<()> {
     let mut done = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
+    IN_USE.store(true, Ordering::Relaxed);
     let boxed = Box::into_raw(Box::new(handler));
     // The old handler is leaked: a thread may still be running it.
     HANDLER.store(boxed, Ordering::Release);
@@ -587,7 +620,11 @@ fn sigreturn_in_place(uc: &mut libc::ucontext_t) {
     // still on its stack above ours); both ranges are KERNEL_UCONTEXT bytes
     // of the same layout.
     unsafe {
-        std::ptr::copy_nonoverlapping(app, (uc as *mut libc::ucontext_t).cast::<u8>(), KERNEL_UCONTEXT)
+        std::ptr::copy_nonoverlapping(
+            app,
+            (uc as *mut libc::ucontext_t).cast::<u8>(),
+            KERNEL_UCONTEXT,
+        )
     };
 }
 
@@ -672,7 +709,14 @@ fn chain_app_sigsys(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut c_vo
             let unblock: u64 = SIGSYS_BIT;
             raw(
                 NR_RT_SIGPROCMASK,
-                [libc::SIG_UNBLOCK as u64, &unblock as *const u64 as u64, 0, 8, 0, 0],
+                [
+                    libc::SIG_UNBLOCK as u64,
+                    &unblock as *const u64 as u64,
+                    0,
+                    8,
+                    0,
+                    0,
+                ],
             );
             // SAFETY: getpid/gettid have no preconditions.
             let (pid, tid) = unsafe { (libc::getpid(), libc::gettid()) };
@@ -688,7 +732,11 @@ fn chain_app_sigsys(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut c_vo
                 unsafe { std::mem::transmute(h) };
             // Its own system calls are traced like the rest of its code.
             let prev = selector();
-            set_selector(if ENABLED.with(Cell::get) { BLOCK } else { ALLOW });
+            set_selector(if ENABLED.with(Cell::get) {
+                BLOCK
+            } else {
+                ALLOW
+            });
             f(sig, info, ctx);
             set_selector(prev);
         }
@@ -697,7 +745,11 @@ fn chain_app_sigsys(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut c_vo
             // SIGSYS handler.
             let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(h) };
             let prev = selector();
-            set_selector(if ENABLED.with(Cell::get) { BLOCK } else { ALLOW });
+            set_selector(if ENABLED.with(Cell::get) {
+                BLOCK
+            } else {
+                ALLOW
+            });
             f(sig);
             set_selector(prev);
         }
@@ -723,12 +775,21 @@ pub(crate) extern "C" fn clone_child_setup(mode: u64) {
 /// inside the SIGSYS handler, which blocks it), SUD on, traced.
 fn child_enable() {
     // The thread-local flags are the parent's values (a fork copy) or the
-    // initial ones (a new TLS block): SUD is off either way.
+    // initial ones (a new TLS block): SUD is off either way, and the cached
+    // thread id is stale.
     ENABLED.with(|e| e.set(false));
+    TID.with(|t| t.set(0));
     let unblock: u64 = SIGSYS_BIT;
     raw(
         NR_RT_SIGPROCMASK,
-        [libc::SIG_UNBLOCK as u64, &unblock as *const u64 as u64, 0, 8, 0, 0],
+        [
+            libc::SIG_UNBLOCK as u64,
+            &unblock as *const u64 as u64,
+            0,
+            8,
+            0,
+            0,
+        ],
     );
     if enable_current_thread().is_ok() {
         set_selector(BLOCK);
@@ -844,7 +905,7 @@ fn clone_with_stack(
         greg(uc, REG_R12),
         greg(uc, REG_RBP),
         greg(uc, REG_RBX),
-        flags,    // r11 after syscall: rflags
+        flags, // r11 after syscall: rflags
         greg(uc, REG_R10),
         greg(uc, REG_R9),
         greg(uc, REG_R8),

@@ -143,15 +143,29 @@ fn run_all() {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGUSR2);
         libc::sigaddset(&mut set, libc::SIGSYS);
-        assert_eq!(libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()), 0);
+        assert_eq!(
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()),
+            0
+        );
     }
     trace_current_thread(false);
     // SAFETY: as above.
     unsafe {
         let mut cur: libc::sigset_t = std::mem::zeroed();
-        assert_eq!(libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut cur), 0);
-        assert_eq!(libc::sigismember(&cur, libc::SIGUSR2), 1, "SIGUSR2 stays blocked");
-        assert_eq!(libc::sigismember(&cur, libc::SIGSYS), 0, "SIGSYS never blocked");
+        assert_eq!(
+            libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut cur),
+            0
+        );
+        assert_eq!(
+            libc::sigismember(&cur, libc::SIGUSR2),
+            1,
+            "SIGUSR2 stays blocked"
+        );
+        assert_eq!(
+            libc::sigismember(&cur, libc::SIGSYS),
+            0,
+            "SIGSYS never blocked"
+        );
     }
 
     // fork: the child is traced too (it counts its own calls in its copy).
@@ -169,7 +183,10 @@ fn run_all() {
     let mut status = 0;
     // SAFETY: waiting for our child.
     assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child status {status:#x}");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child status {status:#x}"
+    );
 
     // vfork + exec (the child is a copy; the parent waits).
     trace_current_thread(true);
