@@ -213,8 +213,8 @@ struct Cg<'a, R: Rng> {
     leaf: Option<LeafFrame>,
     /// Slots something jumps or calls to (a fused pair never spans one).
     targets: BTreeSet<usize>,
-    /// The current slot was fused into the previous one: emit nothing.
-    skip_next: bool,
+    /// Slots still to skip: they were fused into an earlier one.
+    skip: usize,
     /// The register whose zero-ness the flags hold right now (ZF), with
     /// whether the value was written by a 32-bit op: set by an `add`,
     /// `sub`, `and`, `or` or `xor` that was the last thing emitted, so a
@@ -384,7 +384,7 @@ pub(crate) fn emit<R: Rng>(
         leaf: LeafFrame::of(insns),
         live_out: liveness::live_out(insns),
         targets,
-        skip_next: false,
+        skip: 0,
         zf_reg: None,
         zf_in: None,
     };
@@ -757,11 +757,12 @@ impl<R: Rng> Cg<'_, R> {
         asm!(self.ops ; =>label);
         let zf = self.zf_reg.take();
         self.zf_in = if self.targets.contains(&pc) { None } else { zf };
-        if std::mem::take(&mut self.skip_next) {
+        if self.skip > 0 {
+            self.skip -= 1;
             return Ok(());
         }
         if self.fuse(pc)? {
-            self.skip_next = true;
+            self.skip += 1;
             return Ok(());
         }
         let insn = self.insns[pc];
@@ -923,6 +924,12 @@ impl<R: Rng> Cg<'_, R> {
         if let Some(done) = self.fuse_add_access(pc, a, b) {
             return Ok(done);
         }
+        if self.fuse_zext(pc) {
+            return Ok(true);
+        }
+        if let Some(done) = self.fuse_const_compare(pc, a, b) {
+            return Ok(done);
+        }
         match (a, b) {
             (
                 Insn::Alu {
@@ -1056,6 +1063,94 @@ impl<R: Rng> Cg<'_, R> {
             Insn::Store { size, src, .. } => self.store_mem(size, m, src),
             _ => return None,
         }
+        Some(true)
+    }
+
+    /// `rX <<= 32; rX >>= 32` (clang's zero-extension) as one 32-bit
+    /// `mov rX, rX`, and `rX = rY; rX <<= 32; rX >>= 32` as `mov rX, rY`
+    /// (32-bit moves clear the upper half). Whether it fused; a fused triple
+    /// also skips its third slot (`self.skip`).
+    fn fuse_zext(&mut self, pc: usize) -> bool {
+        let insns = self.insns;
+        let shift = |at: usize, op: AluOp, d: Reg| {
+            matches!(insns.get(at), Some(&Insn::Alu {
+                width: Width::W64,
+                op: o,
+                dst,
+                src: Source::Imm(32),
+            }) if o == op && dst == d)
+        };
+        match insns[pc] {
+            Insn::Alu {
+                width: Width::W64,
+                op: AluOp::Mov,
+                dst,
+                src: Source::Reg(s),
+            } if s != dst
+                && shift(pc + 1, AluOp::Lsh, dst)
+                && shift(pc + 2, AluOp::Rsh, dst)
+                && !self.targets.contains(&(pc + 2)) =>
+            {
+                let (d, s) = (x(dst), x(s));
+                asm!(self.ops; mov Rd(d), Rd(s));
+                self.skip += 1;
+                true
+            }
+            Insn::Alu {
+                width: Width::W64,
+                op: AluOp::Lsh,
+                dst,
+                src: Source::Imm(32),
+            } if shift(pc + 1, AluOp::Rsh, dst) => {
+                let d = x(dst);
+                asm!(self.ops; mov Rd(d), Rd(d));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// `rK = k; if rA <cond> rB` where one of rA, rB is rK and rK is dead
+    /// after the jump: one compare with the immediate (the condition
+    /// mirrored when the constant was on the left). Clang materialises such
+    /// constants because eBPF compares take an immediate only on the right.
+    fn fuse_const_compare(&mut self, pc: usize, a: Insn, b: Insn) -> Option<bool> {
+        let Insn::Alu {
+            width: mw,
+            op: AluOp::Mov,
+            dst: kr,
+            src: Source::Imm(k),
+        } = a
+        else {
+            return None;
+        };
+        let Insn::Jmp {
+            width: jw,
+            cond,
+            dst: l,
+            src: Source::Reg(r),
+            ..
+        } = b
+        else {
+            return None;
+        };
+        if l == r || self.live_out.get(pc + 1)? & (1 << kr.idx()) != 0 {
+            return None;
+        }
+        // A 64-bit compare sign-extends the imm32, which a 32-bit mov did
+        // not do.
+        if mw == Width::W32 && jw == Width::W64 && k < 0 {
+            return None;
+        }
+        let (other, cond) = if r == kr {
+            (l, cond)
+        } else if l == kr {
+            (r, mirror(cond))
+        } else {
+            return None;
+        };
+        let t = self.labels[target(self.insns, pc + 1, &b).ok()?];
+        self.jmp(jw == Width::W64, cond, x(other), Source::Imm(k), t);
         Some(true)
     }
 
@@ -1575,6 +1670,21 @@ impl<R: Rng> Cg<'_, R> {
             JmpCond::Slt => asm!(self.ops; jl =>t),
             JmpCond::Sle => asm!(self.ops; jle =>t),
         }
+    }
+}
+
+/// The condition with its operands swapped: `a cond b` is `b mirror(a) a`.
+fn mirror(cond: JmpCond) -> JmpCond {
+    match cond {
+        JmpCond::Eq | JmpCond::Ne | JmpCond::Set => cond,
+        JmpCond::Gt => JmpCond::Lt,
+        JmpCond::Lt => JmpCond::Gt,
+        JmpCond::Ge => JmpCond::Le,
+        JmpCond::Le => JmpCond::Ge,
+        JmpCond::Sgt => JmpCond::Slt,
+        JmpCond::Slt => JmpCond::Sgt,
+        JmpCond::Sge => JmpCond::Sle,
+        JmpCond::Sle => JmpCond::Sge,
     }
 }
 

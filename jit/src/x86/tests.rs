@@ -695,3 +695,106 @@ fn an_add_before_an_access_folds_into_its_displacement_only_when_dead() {
         "a loop-carried add was dropped"
     );
 }
+
+#[test]
+fn zero_extension_shift_pairs_become_32_bit_moves() {
+    let vals: [u64; 4] = [0, 0x1234_5678, 0xffff_ffff_8000_0001, u64::MAX];
+    for &v in &vals {
+        // Pair: `r0 <<= 32; r0 >>= 32`.
+        let src = format!("lddw %r0, {v:#x}\nlsh %r0, 32\nrsh %r0, 32\nexit");
+        let prog = assemble(&src).unwrap();
+        let jit = JitProgram::compile_seeded(&prog, &JitEnv::new(), 6).unwrap();
+        // SAFETY: no memory access.
+        assert_eq!(unsafe { jit.call(0, 0) }, v & 0xffff_ffff, "{src}");
+        assert!(
+            jit.insn_code(3).is_empty(),
+            "not fused:\n{}",
+            jit.dump(&prog)
+        );
+        // Triple: `r0 = r3; r0 <<= 32; r0 >>= 32`, r3 unchanged.
+        let src =
+            format!("lddw %r3, {v:#x}\nmov %r0, %r3\nlsh %r0, 32\nrsh %r0, 32\nxor %r0, %r3\nexit");
+        let prog = assemble(&src).unwrap();
+        let jit = JitProgram::compile_seeded(&prog, &JitEnv::new(), 6).unwrap();
+        // SAFETY: no memory access.
+        let got = unsafe { jit.call(0, 0) };
+        assert_eq!(got, (v & 0xffff_ffff) ^ v, "{src}");
+        assert!(jit.insn_code(3).is_empty() && jit.insn_code(4).is_empty());
+    }
+    // The shift right is a jump target: not fused, both paths right.
+    let src = "mov %r0, -1\nmov %r1, 0\njeq %r1, 0, +1\nlsh %r0, 32\nrsh %r0, 32\nexit";
+    let prog = assemble(src).unwrap();
+    let jit = JitProgram::compile_seeded(&prog, &JitEnv::new(), 6).unwrap();
+    // SAFETY: no memory access.
+    assert_eq!(unsafe { jit.call(0, 0) }, 0xffff_ffff);
+    assert!(!jit.insn_code(4).is_empty());
+}
+
+#[test]
+fn constants_loaded_for_a_compare_fold_into_it_when_dead() {
+    use pkbpf_verifier::isa::{JmpCond, Width};
+    let conds = [
+        ("jeq", JmpCond::Eq),
+        ("jne", JmpCond::Ne),
+        ("jgt", JmpCond::Gt),
+        ("jge", JmpCond::Ge),
+        ("jlt", JmpCond::Lt),
+        ("jle", JmpCond::Le),
+        ("jsgt", JmpCond::Sgt),
+        ("jsge", JmpCond::Sge),
+        ("jslt", JmpCond::Slt),
+        ("jsle", JmpCond::Sle),
+        ("jset", JmpCond::Set),
+    ];
+    let vals: [u64; 5] = [0, 5, 0x8000_0000, 0xffff_ffff_ffff_fffb, u64::MAX];
+    let ks: [i32; 4] = [0, 5, -5, i32::MIN];
+    let mut folded = 0;
+    for (m, cond) in conds {
+        for (jsfx, jw) in [("", Width::W64), ("32", Width::W32)] {
+            for (msfx, mw) in [("", Width::W64), ("32", Width::W32)] {
+                for &v in &vals {
+                    for &k in &ks {
+                        for left in [false, true] {
+                            // r2 = k (dead after the jump) compared with r1 = v,
+                            // on either side; r0 = 1 when the jump is taken.
+                            let cmp = if left {
+                                format!("{m}{jsfx} %r2, %r1, +2")
+                            } else {
+                                format!("{m}{jsfx} %r1, %r2, +2")
+                            };
+                            let src = format!(
+                                "lddw %r1, {v:#x}\nmov{msfx} %r2, {k}\n{cmp}\n\
+                                 mov %r0, 0\nexit\nmov %r0, 1\nexit"
+                            );
+                            let prog = assemble(&src).unwrap();
+                            let jit = JitProgram::compile_seeded(&prog, &JitEnv::new(), 8).unwrap();
+                            let kv = match mw {
+                                Width::W64 => k as i64 as u64,
+                                Width::W32 => k as u32 as u64,
+                            };
+                            let (a, b) = if left { (kv, v) } else { (v, kv) };
+                            let (a, b) = match jw {
+                                Width::W64 => (a, b),
+                                Width::W32 => (a as u32 as u64, b as u32 as u64),
+                            };
+                            let want = u64::from(cond.eval(jw, a, b));
+                            // SAFETY: no memory access.
+                            let got = unsafe { jit.call(0, 0) };
+                            assert_eq!(got, want, "{src}\n{}", jit.dump(&prog));
+                            if jit.insn_code(3).is_empty() {
+                                folded += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(folded > 0, "never folded");
+    // The constant's register is read after the jump: it keeps its value.
+    let src = "mov %r1, 7\nmov %r2, 9\njgt %r2, %r1, +1\nmov %r2, 0\nmov %r0, %r2\nexit";
+    let prog = assemble(src).unwrap();
+    let jit = JitProgram::compile_seeded(&prog, &JitEnv::new(), 8).unwrap();
+    // SAFETY: no memory access.
+    assert_eq!(unsafe { jit.call(0, 0) }, 9);
+}

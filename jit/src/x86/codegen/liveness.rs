@@ -58,19 +58,31 @@ fn use_def(insn: &Insn) -> (u16, u16) {
     }
 }
 
-/// Whether any slot has the shape the displacement fold looks for (`rX +=
-/// imm` followed by a load or store); without one, liveness is not needed.
+/// Whether any slot pair has a shape a liveness-based peephole looks for
+/// (`rX += imm` before a load or store, `rX = imm` before a register
+/// compare); without one, liveness is not needed.
 fn worth_it(insns: &[Insn]) -> bool {
+    use pkbpf_verifier::isa::AluOp;
     insns.windows(2).any(|w| {
         matches!(
             w,
             [
                 Insn::Alu {
-                    op: pkbpf_verifier::isa::AluOp::Add,
+                    op: AluOp::Add,
                     src: Source::Imm(_),
                     ..
                 },
                 Insn::Load { .. } | Insn::Store { .. }
+            ] | [
+                Insn::Alu {
+                    op: AluOp::Mov,
+                    src: Source::Imm(_),
+                    ..
+                },
+                Insn::Jmp {
+                    src: Source::Reg(_),
+                    ..
+                }
             ]
         )
     })
