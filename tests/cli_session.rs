@@ -615,6 +615,56 @@ fn attach_restarts_a_poll_with_a_timeout() {
 }
 
 #[test]
+fn attach_uses_a_live_thread_when_main_has_exited() {
+    if !ptrace_allowed("attach_orphan") {
+        return;
+    }
+    let Some(w) = World::new("attach_orphan") else {
+        return;
+    };
+    let loader = w.load("orphan");
+    let mut t = w.with_mode("orphan");
+    let pid = t.pid;
+    t.ticks(3);
+    let end = Instant::now() + DEADLINE;
+    let state = || {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        s.rsplit_once(')')
+            .map(|(_, r)| r.trim_start().chars().next())
+    };
+    while state() != Some(Some('Z')) {
+        assert!(
+            Instant::now() < end,
+            "the main thread of {pid} never exited"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The injection runs on the live thread: no hang, the agent starts.
+    let o = w.cmd(&["attach", &pid.to_string()]);
+    loader.err.wait_for(&format!("pid {pid}: agent running"));
+    if o.status.success() {
+        t.ticks(20);
+        assert_eq!(calls_of(&dump_json(&w, &[], "tick_by_pid"), pid), 20);
+    } else {
+        // The probes resolve their targets through /proc/self/maps, which
+        // is empty once the main thread is gone (a hooks limitation): the
+        // agent reports it, and the process is unharmed.
+        assert!(
+            text(&o.stderr).contains("reported errors"),
+            "{}",
+            text(&o.stderr)
+        );
+        loader
+            .err
+            .wait_for(&format!("pid {pid}: attaching program count_tick failed"));
+        t.ticks(20);
+    }
+    assert!(t.finish().success());
+    let (st, _, _) = loader.stop();
+    assert!(st.code().is_some());
+}
+
+#[test]
 fn attach_injects_into_a_process_running_user_code() {
     if !ptrace_allowed("attach_spinning") {
         return;
@@ -651,7 +701,8 @@ fn attach_spinning(w: &World, loader: &Loader, mode: &str) {
         .iter()
         .find(|e| e["key"] == serde_json::json!(pid));
     assert_eq!(mine.unwrap()["value"]["last_arg"], serde_json::json!(1));
-    assert!(t.finish().success());
+    let st = t.finish();
+    assert!(st.success(), "{mode}: {st}");
     loader
         .out
         .wait_for(&format!("prog count_tick [pid {pid}]: 42 hits, 0 errors"));

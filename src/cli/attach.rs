@@ -20,10 +20,15 @@
 //! was interrupted with `-ERESTARTSYS` (or a sibling code): the restored
 //! registers restart the call (instruction pointer back over the 2-byte
 //! `syscall`, `rax` = the call number), so the process never sees the
-//! interruption. Limits: the main thread must not be inside the allocator
-//! or the dynamic loader when it is stopped (dlopen would deadlock on
-//! their locks, as with any injector); an `exec` after the attach drops the
-//! agent (the environment does not carry it).
+//! interruption. A thread stopped in user code inside the C library or
+//! the dynamic loader (say halfway through `malloc`) is let run on until it
+//! is stopped elsewhere: `dlopen` there would work on half-updated heap or
+//! loader state. The floating-point and vector registers (the XSAVE area)
+//! are saved and restored with the others. Limits: a thread blocked in a
+//! system call made while holding a lock `dlopen` needs (e.g. an `mmap`
+//! inside `malloc`) would deadlock, as with any injector; the injection
+//! runs on the main thread (or the first live one); an `exec` after the
+//! attach drops the agent (the environment does not carry it).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -61,7 +66,9 @@ pub fn run(a: Args) -> Result<i32> {
     }
     let s = session::find_session(&session::runtime_dir(), a.session.as_deref())?;
     let agent = std::fs::canonicalize(agent_path()?).context("locating the agent library")?;
-    let maps = process_maps(pid)?;
+    // The maps as a live thread sees them (a zombie main thread has none).
+    let tid = live_thread(pid)?;
+    let maps = process_maps(tid)?;
     if let Some(p) = maps
         .iter()
         .filter_map(|m| m.path.as_deref())
@@ -80,9 +87,8 @@ pub fn run(a: Args) -> Result<i32> {
     // nobody to put its registers back: hold the usual stop signals until
     // it is restored.
     stop_signals(libc::SIG_BLOCK);
-    let mut t = Tracee::seize(pid)?;
-    let result = t.reach_safe_point(&libc_code(&maps));
-    if let Err(e) = result {
+    let mut t = Tracee::seize(tid)?;
+    if let Err(e) = t.reach_safe_point(&libc_code(&maps)) {
         let _ = t.restore();
         return Err(e);
     }
@@ -161,6 +167,33 @@ fn inject(
     Ok(t.call(attach, &[base + text_off])? as i32 as i64)
 }
 
+/// The thread to run the injected calls on: the main thread, or the first
+/// live one when the main thread has exited (`pthread_exit` in `main`
+/// leaves it a zombie that never stops for a tracer).
+fn live_thread(pid: i32) -> Result<i32> {
+    let zombie = |tid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat"))
+            .ok()
+            .and_then(|s| {
+                let rest = &s[s.rfind(')')? + 1..];
+                rest.split_ascii_whitespace().next().map(|st| st == "Z")
+            })
+            .unwrap_or(true)
+    };
+    if !zombie(pid) {
+        return Ok(pid);
+    }
+    let mut tids: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .with_context(|| format!("listing the threads of pid {pid}"))?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    tids.sort_unstable();
+    tids.into_iter()
+        .find(|&t| !zombie(t))
+        .with_context(|| format!("pid {pid} has no live thread"))
+}
+
+/// The mappings of thread (or process) `pid`.
 fn process_maps(pid: i32) -> Result<Vec<MapEntry>> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/maps"))
         .with_context(|| format!("reading /proc/{pid}/maps"))?;
@@ -206,6 +239,9 @@ fn function_in(maps: &[MapEntry], binary: &Path, name: &str) -> Result<u64> {
 struct Tracee {
     pid: i32,
     saved: libc::user_regs_struct,
+    /// The saved x87/SSE/AVX state: (regset note type, bytes). The injected
+    /// calls clobber vector registers the interrupted code may have live.
+    saved_fp: Option<(u64, Vec<u8>)>,
     mem: File,
     /// Stack bytes overwritten: (address, original bytes).
     scratch: Option<(u64, Vec<u8>)>,
@@ -215,8 +251,9 @@ struct Tracee {
 }
 
 fn ptrace(req: libc::c_uint, pid: i32, addr: u64, data: u64) -> std::io::Result<libc::c_long> {
-    // SAFETY: the requests used here either take no pointer or one to a
-    // live `user_regs_struct` passed by the caller in `data`.
+    // SAFETY: the requests used here either take no pointer, or one to a
+    // live `user_regs_struct` or to a live `iovec` over a buffer of the
+    // length it states, passed by the caller in `data`.
     let r = unsafe {
         libc::ptrace(
             req,
@@ -269,6 +306,7 @@ impl Tracee {
             pid,
             // SAFETY: plain integers; all-zero is valid (replaced below).
             saved: unsafe { std::mem::zeroed() },
+            saved_fp: None,
             mem: match mem {
                 Ok(m) => m,
                 Err(e) => {
@@ -296,26 +334,32 @@ impl Tracee {
             ptrace(libc::PTRACE_CONT, self.pid, 0, sig as u64).context("PTRACE_CONT")?;
         }
         self.saved = self.regs()?;
+        self.saved_fp = self.fp_state();
         Ok(())
     }
 
     /// Lets the thread run on until it is stopped outside `unsafe_code`
-    /// (the C library and the dynamic loader, whose locks `dlopen` takes:
-    /// stopped in `malloc`, the thread would wait on itself) or inside a
-    /// system call; gives up after a while and goes on (a warning).
+    /// (the C library and the dynamic loader, whose state `dlopen` uses:
+    /// stopped in the middle of `malloc`, the thread would corrupt its own
+    /// heap) or inside a system call. The thread runs a little (a
+    /// millisecond, then longer) between looks, so it makes progress; a
+    /// thread that never leaves the C library is an error, the process
+    /// untouched.
     fn reach_safe_point(&mut self, unsafe_code: &[(u64, u64)]) -> Result<()> {
-        for _ in 0..1000 {
+        let mut pause = std::time::Duration::from_millis(1);
+        for _ in 0..200 {
             if at_safe_point(&self.saved, unsafe_code) {
                 return Ok(());
             }
             ptrace(libc::PTRACE_CONT, self.pid, 0, 0).context("PTRACE_CONT")?;
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(std::time::Duration::from_millis(20));
             self.interrupt()?;
         }
-        eprintln!(
-            "pkbpf: warning: pid {} keeps running inside the C library; injecting there",
+        bail!(
+            "pid {} stayed inside the C library or the dynamic loader, where dlopen cannot run safely; try again",
             self.pid
-        );
-        Ok(())
+        )
     }
 
     /// Waits for the next stop: (signal, ptrace event).
@@ -350,6 +394,45 @@ impl Tracee {
         )
         .context("PTRACE_GETREGS")?;
         Ok(r)
+    }
+
+    /// The floating-point and vector state: the whole XSAVE area where the
+    /// kernel offers it, else the x87/SSE area.
+    fn fp_state(&self) -> Option<(u64, Vec<u8>)> {
+        const NT_X86_XSTATE: u64 = 0x202;
+        for note in [NT_X86_XSTATE, libc::NT_PRFPREG as u64] {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut iov = libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            };
+            let got = ptrace(
+                libc::PTRACE_GETREGSET,
+                self.pid,
+                note,
+                &mut iov as *mut libc::iovec as u64,
+            );
+            if got.is_ok() {
+                buf.truncate(iov.iov_len);
+                return Some((note, buf));
+            }
+        }
+        None
+    }
+
+    fn set_fp_state(&self, note: u64, state: &[u8]) -> Result<()> {
+        let mut iov = libc::iovec {
+            iov_base: state.as_ptr() as *mut libc::c_void,
+            iov_len: state.len(),
+        };
+        ptrace(
+            libc::PTRACE_SETREGSET,
+            self.pid,
+            note,
+            &mut iov as *mut libc::iovec as u64,
+        )
+        .context("PTRACE_SETREGSET (floating-point state)")?;
+        Ok(())
     }
 
     fn set_regs(&self, r: &libc::user_regs_struct) -> Result<()> {
@@ -456,6 +539,11 @@ impl Tracee {
         if let Some((addr, old)) = self.scratch.take() {
             if let Err(e) = self.mem.write_all_at(&old, addr) {
                 first_err = Some(anyhow::Error::new(e).context("restoring the stack"));
+            }
+        }
+        if let Some((note, fp)) = self.saved_fp.take() {
+            if let Err(e) = self.set_fp_state(note, &fp) {
+                first_err.get_or_insert(e);
             }
         }
         let r = restart_regs(self.saved);

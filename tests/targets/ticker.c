@@ -5,11 +5,14 @@
  * i = 0..N-1 and prints "done N sum S" (tick returns its argument plus 1);
  * end of input exits 0. `ticker spin`: a second thread reads the commands
  * and the main thread runs them, spinning in user code (no system call)
- * while it waits; `ticker churn`: the same, but the main thread calls
+ * while it waits, with a known value in xmm7 that must survive (exit 5 if
+ * it changes); `ticker churn`: the same, but the main thread calls
  * malloc and free while it waits (so it is often inside the C library);
  * `ticker poll`: like the default, but waits in poll(2) with an hour's
  * timeout before each read (a call the kernel restarts through
- * restart_syscall).
+ * restart_syscall); `ticker orphan`: a second thread serves the commands
+ * and the main thread exits with pthread_exit (leaving a zombie main
+ * thread in a live process).
  * Used by: tests/cli_session.rs with tests/targets/ticker.bpf.c. */
 #include <poll.h>
 #include <pthread.h>
@@ -80,6 +83,17 @@ static void *reader(void *arg)
 	}
 }
 
+static void *serve(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		long c = next_command();
+		if (c == -2)
+			exit(0);
+		run(c);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	printf("pid %d\nready\n", (int)getpid());
@@ -87,17 +101,34 @@ int main(int argc, char **argv)
 	int spin = argc > 1 && strcmp(argv[1], "spin") == 0;
 	int churn = argc > 1 && strcmp(argv[1], "churn") == 0;
 	use_poll = argc > 1 && strcmp(argv[1], "poll") == 0;
+	if (argc > 1 && strcmp(argv[1], "orphan") == 0) {
+		pthread_t t;
+		if (pthread_create(&t, NULL, serve, NULL) != 0)
+			return 2;
+		pthread_exit(NULL);
+	}
 	if (spin || churn) {
 		pthread_t t;
 		if (pthread_create(&t, NULL, reader, NULL) != 0)
 			return 2;
+		const unsigned long long mark = 0x1122334455667788ULL;
+		__asm__ volatile("movq %0, %%xmm7" ::"r"(mark) : "xmm7");
 		for (;;) {
 			long c = pending;
+			unsigned long long x7;
+			__asm__ volatile("movq %%xmm7, %0" : "=r"(x7));
+			if (spin && x7 != mark) {
+				printf("xmm7 clobbered: %llx\n", x7);
+				fflush(stdout);
+				return 5;
+			}
 			if (c == -2)
 				return 0;
 			if (c >= 0) {
 				run(c);
 				pending = -1;
+				/* run() may use xmm7 (caller-saved): set it again. */
+				__asm__ volatile("movq %0, %%xmm7" ::"r"(mark) : "xmm7");
 			} else if (churn) {
 				sink = malloc(64);
 				free(sink);
