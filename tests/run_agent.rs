@@ -393,8 +393,10 @@ fn tracepoint_programs_attach_and_count() {
     // in the raw tracepoint's per-id counts, and the hit counts are there.
     let counts = map_section(&out, "map syscall_counts").expect("syscall_counts dumped");
     assert!(
-        counts.lines().any(|l| l.starts_with("key: 217  value: ")
-            || l.starts_with("key: d9 00 00 00  value: ")),
+        counts
+            .lines()
+            .any(|l| l.starts_with("key: 217  value: ")
+                || l.starts_with("key: d9 00 00 00  value: ")),
         "{counts}"
     );
     assert!(

@@ -45,9 +45,11 @@
 //! [`HookFrame::override_return`]; the entry trampoline then returns `rc` to
 //! the caller without running the function.
 //!
-//! - [`syscall`]: syscall interception for the `syscalls/sys_enter_*` /
-//!   `sys_exit_*` tracepoints and the `sys_enter`/`sys_exit` raw
-//!   tracepoints, by Syscall User Dispatch.
+//! [`syscall`] catches the process's system calls for the
+//! `syscalls/sys_enter_*` / `sys_exit_*` tracepoints and the
+//! `sys_enter`/`sys_exit` raw tracepoints: Syscall User Dispatch (SIGSYS)
+//! for every call, and libc's `mov eax, NR; syscall` sites rewritten to
+//! call the dispatcher directly (the fast path).
 #![deny(missing_docs)]
 
 use std::path::PathBuf;
@@ -59,13 +61,13 @@ mod frame;
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod patch;
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+pub mod syscall;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod trampoline;
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub mod uprobe;
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub mod uretprobe;
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-pub mod syscall;
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub use frame::{Handler, HookFrame, PtRegs, RawHandlerFn};

@@ -57,19 +57,19 @@
 //! inside a helper) and the call returns [`CallError::Timeout`].
 
 mod attach;
-mod syscall;
 pub(crate) mod domain;
 mod object;
+mod syscall;
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 pub use attach::{AttachPoint, UprobeLink};
-pub use syscall::{trace_current_thread, SyscallLink, Untraced};
 pub use object::{LoadedObject, Program};
 pub use pkbpf_sandbox::{Sandbox, SandboxMode};
 pub use pkbpf_verifier::verifier::helpers::{ArgType, HelperProto, RetType};
+pub use syscall::{trace_current_thread, SyscallLink, Untraced};
 
 pub use crate::helpers::{HelperArgs, HookCtx, HostHelperError, PrintkSink};
 use crate::helpers::{HostFn, MAX_HOST_HELPERS};
