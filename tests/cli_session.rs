@@ -199,7 +199,9 @@ impl World {
 
     /// Starts a ticker on its own.
     fn plain(&self, exe: &Path) -> Target {
-        Target::spawn(Command::new(exe))
+        let mut c = Command::new(exe);
+        c.env_remove("LD_PRELOAD");
+        Target::spawn(c)
     }
 
     /// Starts a ticker in `mode`: its main thread spins in user code
@@ -207,7 +209,7 @@ impl World {
     /// (`poll`).
     fn with_mode(&self, mode: &str) -> Target {
         let mut c = Command::new(&self.ticker);
-        c.arg(mode);
+        c.arg(mode).env_remove("LD_PRELOAD");
         Target::spawn(c)
     }
 }
@@ -248,8 +250,7 @@ struct Target {
 
 impl Target {
     fn spawn(mut c: Command) -> Target {
-        c.env_remove("LD_PRELOAD")
-            .stdin(Stdio::piped())
+        c.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = c.spawn().expect("start the ticker");
@@ -568,7 +569,7 @@ fn attach_injects_into_a_process_blocked_in_read() {
     let o = w.cmd(&["attach", &pid.to_string()]);
     assert_ne!(o.status.code(), Some(0));
     assert!(
-        text(&o.stderr).contains("already has the pkbpf agent"),
+        text(&o.stderr).contains(&format!("agent in pid {pid} is already running")),
         "{}",
         text(&o.stderr)
     );
@@ -706,6 +707,36 @@ fn attach_spinning(w: &World, loader: &Loader, mode: &str) {
     loader
         .out
         .wait_for(&format!("prog count_tick [pid {pid}]: 42 hits, 0 errors"));
+}
+
+#[test]
+fn attach_starts_an_idle_preloaded_agent() {
+    if !ptrace_allowed("attach_idle_agent") {
+        return;
+    }
+    let Some(w) = World::new("attach_idle_agent") else {
+        return;
+    };
+    let loader = w.load("idle");
+    // Preloaded without a loader's fd: the agent is mapped but does nothing.
+    let lib = pkbpf().parent().unwrap().join("libpkbpf_agent.so");
+    let mut c = Command::new(&w.ticker);
+    c.env("LD_PRELOAD", &lib);
+    let mut t = Target::spawn(c);
+    let pid = t.pid;
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    assert!(maps.contains("libpkbpf_agent.so"), "the agent is preloaded");
+    t.ticks(4);
+    let o = w.cmd(&["attach", &pid.to_string()]);
+    assert!(o.status.success(), "attach failed");
+    loader
+        .err
+        .wait_for(&format!("pid {pid}: attached count_tick (uprobe)"));
+    t.ticks(9);
+    assert_eq!(calls_of(&dump_json(&w, &[], "tick_by_pid"), pid), 9);
+    assert!(t.finish().success());
+    let (st, _, _) = loader.stop();
+    assert!(st.success());
 }
 
 #[test]

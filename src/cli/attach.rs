@@ -69,13 +69,13 @@ pub fn run(a: Args) -> Result<i32> {
     // The maps as a live thread sees them (a zombie main thread has none).
     let tid = live_thread(pid)?;
     let maps = process_maps(tid)?;
-    if let Some(p) = maps
+    // An agent already mapped (preloaded without a loader, or injected
+    // before) is only started: it answers -3 when it runs already.
+    let loaded: Option<std::path::PathBuf> = maps
         .iter()
         .filter_map(|m| m.path.as_deref())
         .find(|p| Path::new(p).file_name().is_some_and(|f| f == AGENT_LIB))
-    {
-        bail!("pid {pid} already has the pkbpf agent loaded ({p}): it is traced by a pkbpf session already");
-    }
+        .map(std::path::PathBuf::from);
     let dlopen = find_function(&maps, "dlopen").with_context(|| {
         format!(
             "pid {pid} maps no libc.so or libdl.so exporting dlopen (statically linked?): the agent cannot be injected"
@@ -92,7 +92,14 @@ pub fn run(a: Args) -> Result<i32> {
         let _ = t.restore();
         return Err(e);
     }
-    let result = inject(&mut t, &agent, dlopen, dlerror, &s.encode());
+    let result = inject(
+        &mut t,
+        &agent,
+        loaded.as_deref(),
+        dlopen,
+        dlerror,
+        &s.encode(),
+    );
     let restored = t.restore();
     stop_signals(libc::SIG_UNBLOCK);
     let code = result?;
@@ -113,7 +120,7 @@ pub fn run(a: Args) -> Result<i32> {
             "the agent in pid {pid} could not connect to {}",
             s.socket.display()
         ),
-        -3 => bail!("the agent in pid {pid} is already running"),
+        -3 => bail!("the pkbpf agent in pid {pid} is already running (a pkbpf session traces it)"),
         c => bail!("the agent in pid {pid} refused the session description (code {c})"),
     }
 }
@@ -132,11 +139,13 @@ fn stop_signals(how: libc::c_int) {
     }
 }
 
-/// Loads the agent in the stopped process and starts it; the agent's
+/// Loads the agent in the stopped process (unless `loaded` names the copy
+/// it maps already) and starts it; the agent's
 /// answer (0: attached, 1: errors sent to the loader, < 0: not started).
 fn inject(
     t: &mut Tracee,
     agent: &Path,
+    loaded: Option<&Path>,
     dlopen: u64,
     dlerror: Option<u64>,
     session_text: &str,
@@ -149,6 +158,11 @@ fn inject(
     data.extend_from_slice(session_text.as_bytes());
     data.push(0);
     let base = t.write_scratch(&data)?;
+    if let Some(lib) = loaded {
+        let attach = function_in(&process_maps(t.pid)?, lib, ATTACH_FN)
+            .with_context(|| format!("finding {ATTACH_FN} of the agent in pid {}", t.pid))?;
+        return Ok(t.call(attach, &[base + text_off])? as i32 as i64);
+    }
     let handle = t.call(dlopen, &[base, libc::RTLD_NOW as u64])?;
     if handle == 0 {
         let why = match dlerror {
