@@ -220,7 +220,66 @@ fn corpus_sources(corpus: &Path) -> Result<Vec<PathBuf>, BenchError> {
     Ok(v)
 }
 
-/// Runs the benchmark: every corpus program, then the generated program.
+/// The engine benchmark's programs (`benchmark/engines/*.c`) with the size
+/// of the input each gets (`struct ctx`), verified as the engine benchmark
+/// does: `r1` = that many bytes of memory, `r2` = their size.
+pub const ENGINE_PROGRAMS: &[(&str, u32)] = &[
+    ("return_const", 8),
+    ("add", 16),
+    ("log2_8k", 8 + 4 * 8192),
+    ("primes", 8),
+    ("memcpy_1m", 8 + 2 * (1 << 20)),
+    ("strcmp_1m", 8 + 2 * (1 << 20)),
+    ("switch_large", 8 + 4 * 8192),
+];
+
+/// The engine programs' directory.
+fn engines_dir(corpus: &Path) -> PathBuf {
+    corpus.join("../../benchmark/engines")
+}
+
+/// One row per engine program (`engines/<name>`); none when the sources
+/// are not beside the corpus.
+fn engine_rows(opts: &VerifierOptions) -> Result<Vec<VerifierRow>, BenchError> {
+    let dir = engines_dir(&opts.corpus);
+    let mut rows = Vec::new();
+    for &(name, size) in ENGINE_PROGRAMS {
+        let src = dir.join(format!("{name}.c"));
+        if !src.exists() {
+            continue;
+        }
+        let out = opts.workdir.join(format!("engine_{name}.o"));
+        let mut cmd = Command::new("clang");
+        cmd.args(["-O2", "-g", "-target", "bpf", "-I"])
+            .arg(&dir)
+            .arg("-c")
+            .arg(&src)
+            .arg("-o")
+            .arg(&out);
+        run_checked(&mut cmd)?;
+        let bytes = std::fs::read(&out).map_err(|source| BenchError::Io {
+            path: out.clone(),
+            source,
+        })?;
+        let obj = Object::parse(&bytes).map_err(|source| BenchError::Object {
+            path: out.clone(),
+            source,
+        })?;
+        let env = ProgramEnv::new(CtxDesc::MemWithLen { size });
+        for p in obj.programs() {
+            rows.push(measure(
+                &format!("engines/{name}"),
+                &p.insns,
+                &env,
+                opts.runs,
+            )?);
+        }
+    }
+    Ok(rows)
+}
+
+/// Runs the benchmark: every corpus program, the engine benchmark's
+/// programs, then the generated program.
 pub fn run_verifier_bench(opts: &VerifierOptions) -> Result<VerifierReport, BenchError> {
     let mut rows = Vec::new();
     for src in corpus_sources(&opts.corpus)? {
@@ -258,6 +317,7 @@ pub fn run_verifier_bench(opts: &VerifierOptions) -> Result<VerifierReport, Benc
             rows.push(row);
         }
     }
+    rows.extend(engine_rows(opts)?);
     let insns =
         pkbpf_verifier::asm::assemble(&nested_loop_source()).map_err(|e| BenchError::Run {
             program: LOOP_PROGRAM_ROW.into(),

@@ -32,6 +32,9 @@ const MAX_TOTAL_STATES: usize = 65_536;
 /// Most register and slot values kept in all (about 100 bytes each): the
 /// memory bound for deep call chains with full stacks.
 const MAX_KEPT_VALUES: usize = 2_000_000;
+/// Most instructions a path records since its last checkpoint for
+/// precision backtracking (see [`Explorer::mark_precise`]).
+const MAX_HISTORY: usize = 4096;
 /// Comparisons a kept state may fail before it is dropped from its list.
 const MAX_MISSES: u32 = 8;
 
@@ -196,6 +199,28 @@ struct Checkpoint {
     read: Marks,
     /// Locations written on the way from the parent to this checkpoint.
     written: Marks,
+    /// Locations whose exact value decided something below (see
+    /// [`Explorer::mark_precise`]); scalars elsewhere compare by type only.
+    precise: Marks,
+    /// Every location counts as precise (a history that could not be
+    /// followed back).
+    all_precise: bool,
+    /// The instructions from the parent checkpoint to this one.
+    segment: Vec<Step>,
+}
+
+/// One instruction of a path, as precision backtracking needs it.
+#[derive(Clone, Debug)]
+struct Step {
+    pc: usize,
+    /// Call depth it ran at.
+    frame: usize,
+    /// Stack slots it read.
+    reads: Vec<Loc>,
+    /// Stack slots it overwrote whole.
+    writes: Vec<Loc>,
+    /// Stack slots it changed in part.
+    partial: Vec<Loc>,
 }
 
 struct Pending {
@@ -204,6 +229,8 @@ struct Pending {
     state: State,
     parent: Option<usize>,
     written: Marks,
+    /// Instructions since `parent`.
+    hist: Vec<Step>,
     log_mark: usize,
 }
 
@@ -278,12 +305,78 @@ impl<'a> Explorer<'a> {
         }
     }
 
+    /// Precision, in the spirit of the kernel's `mark_chain_precision`:
+    /// the locations `set` hold (at the point `hist` ends, `hist` being the
+    /// instructions since checkpoint `parent`) decided something exactly.
+    /// Follows them back through the path's instructions (a copy moves the
+    /// need to its source, an ALU result adds its operand, a fill its stack
+    /// slot, a spill its register, a branch its operands, a constant or a
+    /// helper result ends it) and marks what they came from precise in
+    /// every checkpoint on the way. Calls and exits between frames are not
+    /// followed: everything above them becomes precise.
+    fn mark_precise(&mut self, parent: Option<usize>, hist: &[Step], mut set: Marks) {
+        // Nothing to mark without a checkpoint, or above one that already
+        // counts everything as precise.
+        match parent {
+            Some(p) if !set.is_empty() && !self.checkpoints[p].all_precise => {}
+            _ => return,
+        }
+        if !backtrack(self.insns, hist, &mut set) {
+            self.mark_all_precise(parent);
+            return;
+        }
+        let mut c = parent;
+        while let Some(i) = c {
+            if set.is_empty() {
+                return;
+            }
+            let cp = &mut self.checkpoints[i];
+            if cp.all_precise {
+                return;
+            }
+            let mut fresh = Marks::default();
+            for loc in set.iter() {
+                if !cp.precise.has(loc) {
+                    cp.precise.set(loc);
+                    fresh.set(loc);
+                }
+            }
+            set = fresh;
+            if set.is_empty() {
+                return;
+            }
+            let segment = std::mem::take(&mut cp.segment);
+            let ok = backtrack(self.insns, &segment, &mut set);
+            let cp = &mut self.checkpoints[i];
+            cp.segment = segment;
+            let up = cp.parent;
+            if !ok {
+                self.mark_all_precise(up);
+                return;
+            }
+            c = up;
+        }
+    }
+
+    /// Every location of `c` and the checkpoints above it is precise.
+    fn mark_all_precise(&mut self, mut c: Option<usize>) {
+        while let Some(i) = c {
+            let cp = &mut self.checkpoints[i];
+            if cp.all_precise {
+                return;
+            }
+            cp.all_precise = true;
+            c = cp.parent;
+        }
+    }
+
     fn visit(
         &mut self,
         pc: usize,
         state: &State,
         parent: Option<usize>,
         written: &Marks,
+        hist: &mut Vec<Step>,
     ) -> Result<Visit, VerifyError> {
         let live = self.cfg.live[pc] | (1 << 10);
         let list = self.visited.entry(pc).or_default();
@@ -292,7 +385,9 @@ impl<'a> Explorer<'a> {
         for &i in list.iter() {
             let c = &mut self.checkpoints[i];
             if c.branches == 0 {
-                if state.le_marks(&c.state, &c.read) {
+                let all = Marks::everything();
+                let precise = if c.all_precise { &all } else { &c.precise };
+                if state.le_marks(&c.state, &c.read, precise) {
                     pruned_by = Some(i);
                     break;
                 }
@@ -313,13 +408,21 @@ impl<'a> Explorer<'a> {
             for loc in all_locs(state) {
                 self.mark_read(parent, written, loc);
             }
+            self.mark_all_precise(parent);
             return Ok(Visit::Pruned);
         }
         if let Some(i) = pruned_by {
-            // The path continues as the checkpoint's did: its reads are ours.
+            // The path continues as the checkpoint's did: its reads are
+            // ours, and what was precise there is precise here.
             let reads: Vec<Loc> = self.checkpoints[i].read.iter().collect();
             for loc in reads {
                 self.mark_read(parent, written, loc);
+            }
+            if self.checkpoints[i].all_precise {
+                self.mark_all_precise(parent);
+            } else {
+                let set = self.checkpoints[i].precise;
+                self.mark_precise(parent, hist, set);
             }
             return Ok(Visit::Pruned);
         }
@@ -346,6 +449,9 @@ impl<'a> Explorer<'a> {
             misses: 0,
             read: Marks::default(),
             written: *written,
+            precise: Marks::default(),
+            all_precise: false,
+            segment: std::mem::take(hist),
         });
         self.stats.total_states += 1;
         self.stats.peak_states = self.stats.peak_states.max(self.stats.total_states);
@@ -360,6 +466,7 @@ impl<'a> Explorer<'a> {
             state: initial_state(self.env),
             parent: None,
             written: Marks::default(),
+            hist: Vec::new(),
             log_mark: 0,
         });
         let mut first = true;
@@ -380,11 +487,12 @@ impl<'a> Explorer<'a> {
             mut state,
             mut parent,
             mut written,
+            mut hist,
             ..
         } = p;
         loop {
             if self.cfg.prune_point[pc] {
-                match self.visit(pc, &state, parent, &written)? {
+                match self.visit(pc, &state, parent, &written, &mut hist)? {
                     Visit::Pruned => {
                         self.stats.pruned += 1;
                         self.log.safe(pc);
@@ -394,6 +502,7 @@ impl<'a> Explorer<'a> {
                     Visit::Continue(cp) => {
                         if cp != parent {
                             written = Marks::default();
+                            hist.clear();
                         }
                         parent = cp;
                     }
@@ -420,11 +529,42 @@ impl<'a> Explorer<'a> {
                 facts: &mut self.facts,
                 slot_reads: Vec::new(),
                 slot_writes: Vec::new(),
+                slot_partial: Vec::new(),
+                precise: Vec::new(),
             };
             let next = stepper
                 .step(pc, insn, state)
                 .map_err(|r| VerifyError::new(pc, r))?;
-            let (slot_reads, slot_writes) = (stepper.slot_reads, stepper.slot_writes);
+            let (slot_reads, slot_writes, slot_partial, uses) = (
+                stepper.slot_reads,
+                stepper.slot_writes,
+                stepper.slot_partial,
+                stepper.precise,
+            );
+            if !uses.is_empty() {
+                let mut set = Marks::default();
+                for loc in uses {
+                    set.set(loc);
+                }
+                self.mark_precise(parent, &hist, set);
+            }
+            // (Not needed once everything above counts as precise.)
+            if parent.is_some_and(|p| !self.checkpoints[p].all_precise) {
+                hist.push(Step {
+                    pc,
+                    frame,
+                    reads: slot_reads.clone(),
+                    writes: slot_writes.clone(),
+                    partial: slot_partial,
+                });
+            }
+            if hist.len() > MAX_HISTORY {
+                // A long stretch without a new checkpoint (the state lists
+                // are full): stop recording it. Once every checkpoint above
+                // counts as precise, backtracking never needs it.
+                self.mark_all_precise(parent);
+                hist.clear();
+            }
             // Liveness: reads first, then writes.
             let (uses, defs) = use_def(insn);
             for reg in (0..11).filter(|r| uses & (1 << r) != 0) {
@@ -481,6 +621,7 @@ impl<'a> Explorer<'a> {
                         state: s2,
                         parent,
                         written,
+                        hist: hist.clone(),
                         log_mark: self.log.mark(),
                     });
                     pc = p1;
@@ -497,6 +638,7 @@ impl<'a> Explorer<'a> {
                             state: ts,
                             parent,
                             written,
+                            hist: hist.clone(),
                             log_mark: self.log.mark(),
                         });
                         pc += 1;
@@ -524,4 +666,95 @@ impl<'a> Explorer<'a> {
             }
         }
     }
+}
+
+/// Follows the locations in `set` back through `steps` (last first): on
+/// return `set` holds the locations at the start of `steps` that the ones
+/// given came from. `false`: a step this does not follow (a call or exit
+/// between frames) with something still to follow.
+fn backtrack(insns: &[Insn], steps: &[Step], set: &mut Marks) -> bool {
+    use crate::isa::{AluOp, Source};
+    for st in steps.iter().rev() {
+        if set.is_empty() {
+            return true;
+        }
+        let f = st.frame;
+        let r = |reg: crate::isa::Reg| Loc::Reg {
+            frame: f,
+            reg: reg.idx(),
+        };
+        match insns[st.pc] {
+            Insn::Alu { op, dst, src, .. } => {
+                let d = r(dst);
+                if set.has(d) {
+                    if matches!(op, AluOp::Mov | AluOp::MovSx(_)) {
+                        set.clear(d);
+                    }
+                    if let Source::Reg(s) = src {
+                        set.set(r(s));
+                    }
+                }
+            }
+            Insn::Neg { .. } | Insn::Endian { .. } | Insn::Ja { .. } | Insn::LdImm64Hi => {}
+            Insn::LdImm64 { dst, .. } | Insn::LdPseudo { dst, .. } => set.clear(r(dst)),
+            Insn::Load { dst, .. } => {
+                let d = r(dst);
+                if set.has(d) {
+                    set.clear(d);
+                    for &l in &st.reads {
+                        set.set(l);
+                    }
+                }
+            }
+            Insn::Store { src, .. } => {
+                let mut hit = false;
+                for &l in &st.writes {
+                    if set.has(l) {
+                        set.clear(l);
+                        hit = true;
+                    }
+                }
+                for &l in &st.partial {
+                    hit |= set.has(l);
+                }
+                if let (true, Source::Reg(s)) = (hit, src) {
+                    set.set(r(s));
+                }
+            }
+            Insn::Atomic { dst, src, .. } => {
+                // Old value, operand, r0 (cmpxchg) and the slot all mix.
+                let touched = st.reads.iter().chain(&st.partial).chain(&st.writes);
+                let any = touched.clone().any(|&l| set.has(l))
+                    || set.has(r(src))
+                    || set.has(Loc::Reg { frame: f, reg: 0 });
+                if any {
+                    for &l in touched {
+                        set.set(l);
+                    }
+                    set.set(r(src));
+                    set.set(r(dst));
+                    set.set(Loc::Reg { frame: f, reg: 0 });
+                }
+            }
+            Insn::Jmp { dst, src, .. } => {
+                // The branch narrowed its operands (and their copies).
+                set.set(r(dst));
+                if let Source::Reg(s) = src {
+                    set.set(r(s));
+                }
+            }
+            Insn::Call(CallTarget::Helper(id)) if id != super::helpers::id::LOOP => {
+                for reg in 0..6 {
+                    set.clear(Loc::Reg { frame: f, reg });
+                }
+            }
+            Insn::CallX { .. } => {
+                for reg in 0..6 {
+                    set.clear(Loc::Reg { frame: f, reg });
+                }
+            }
+            Insn::Call(_) | Insn::Exit | Insn::LdAbs { .. } | Insn::LdInd { .. } => return false,
+        }
+    }
+    true
 }

@@ -62,6 +62,30 @@ impl Marks {
         }
     }
 
+    /// Every location.
+    pub fn everything() -> Marks {
+        Marks {
+            regs: [u16::MAX; MAX_CALL_DEPTH],
+            slots: [u64::MAX; MAX_CALL_DEPTH],
+        }
+    }
+
+    /// Removes `loc`.
+    pub fn clear(&mut self, loc: Loc) {
+        match loc {
+            Loc::Reg { frame, reg } if frame < MAX_CALL_DEPTH => self.regs[frame] &= !(1 << reg),
+            Loc::Slot { frame, slot } if frame < MAX_CALL_DEPTH && slot < 64 => {
+                self.slots[frame] &= !(1 << slot)
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.regs.iter().all(|&r| r == 0) && self.slots.iter().all(|&s| s == 0)
+    }
+
     /// Adds every register and slot of `frame`.
     pub fn set_frame(&mut self, frame: usize) {
         if frame < MAX_CALL_DEPTH {

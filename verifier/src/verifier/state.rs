@@ -7,7 +7,7 @@
 //! consistent mapping (they are names, not values).
 
 use super::lattice::Lattice;
-use super::liveness::Marks;
+use super::liveness::{Loc, Marks};
 use super::reg::{Pointer, PtrKind, RegValue};
 use super::stack::{ByteState, Slot, Stack};
 use std::collections::HashMap;
@@ -126,16 +126,25 @@ impl State {
     /// bit is clear in `live` (they are written before being read).
     pub fn le_live(&self, old: &State, live: u16) -> bool {
         let last = self.frames.len().saturating_sub(1);
-        self.le_masked(old, |f, r| f != last || live & (1 << r) != 0, |_, _| true)
+        self.le_masked(
+            old,
+            |f, r| f != last || live & (1 << r) != 0,
+            |_, _| true,
+            |_| true,
+        )
     }
 
     /// Like [`State::le`], comparing only the registers and stack slots
-    /// `marks` holds (see [`super::liveness`]).
-    pub fn le_marks(&self, old: &State, marks: &Marks) -> bool {
+    /// `marks` holds (see [`super::liveness`]), and of the scalars among
+    /// them only the type where `precise` lacks them: an old path that
+    /// never let a scalar's value decide anything (a branch with one
+    /// feasible outcome, a pointer offset, a size) covers any scalar there.
+    pub fn le_marks(&self, old: &State, marks: &Marks, precise: &Marks) -> bool {
         self.le_masked(
             old,
             |f, r| marks.regs(f) & (1 << r) != 0,
             |f, s| s >= 64 || marks.slots(f) & (1u64 << s) != 0,
+            |loc| precise.has(loc) || matches!(loc, Loc::Slot { slot, .. } if slot >= 64),
         )
     }
 
@@ -144,6 +153,7 @@ impl State {
         old: &State,
         reg_live: impl Fn(usize, usize) -> bool,
         slot_live: impl Fn(usize, usize) -> bool,
+        precise: impl Fn(Loc) -> bool,
     ) -> bool {
         if self.frames.len() != old.frames.len() {
             return false;
@@ -161,11 +171,18 @@ impl State {
                 if !reg_live(fi, r) {
                     continue;
                 }
-                if !value_le(x, y, &mut ids) {
+                let exact = precise(Loc::Reg { frame: fi, reg: r });
+                if !value_le(x, y, &mut ids, exact) {
                     return false;
                 }
             }
-            if !stack_le(&a.stack, &b.stack, &mut ids, |s| slot_live(fi, s)) {
+            if !stack_le(
+                &a.stack,
+                &b.stack,
+                &mut ids,
+                |s| slot_live(fi, s),
+                |s| precise(Loc::Slot { frame: fi, slot: s }),
+            ) {
                 return false;
             }
             if !links_le(a, b, |r| reg_live(fi, r)) {
@@ -257,10 +274,10 @@ fn kind_le(a: PtrKind, b: PtrKind, ids: &mut IdMap) -> bool {
     }
 }
 
-fn value_le(new: &RegValue, old: &RegValue, ids: &mut IdMap) -> bool {
+fn value_le(new: &RegValue, old: &RegValue, ids: &mut IdMap, exact: bool) -> bool {
     match (new, old) {
         (_, RegValue::NotInit) => true,
-        (RegValue::Scalar(a), RegValue::Scalar(b)) => a.le(b),
+        (RegValue::Scalar(a), RegValue::Scalar(b)) => !exact || a.le(b),
         (RegValue::Ptr(a), RegValue::Ptr(b)) => {
             kind_le(a.kind, b.kind, ids) && a.off.le(&b.off) && ids.check(b.id, a.id)
         }
@@ -268,24 +285,32 @@ fn value_le(new: &RegValue, old: &RegValue, ids: &mut IdMap) -> bool {
     }
 }
 
-fn stack_le(new: &Stack, old: &Stack, ids: &mut IdMap, live: impl Fn(usize) -> bool) -> bool {
+fn stack_le(
+    new: &Stack,
+    old: &Stack,
+    ids: &mut IdMap,
+    live: impl Fn(usize) -> bool,
+    precise: impl Fn(usize) -> bool,
+) -> bool {
     for i in 0..old.len() {
         if !live(i) {
             continue;
         }
+        let exact = precise(i);
         match (new.slot(i), old.slot(i)) {
             (n, Slot::Spill(o)) => match n {
                 Slot::Spill(nv) => {
-                    if !value_le(nv, o, ids) {
+                    if !value_le(nv, o, ids, exact) {
                         return false;
                     }
                 }
                 Slot::Bytes(nb) | Slot::Partial { bytes: nb, .. } => {
-                    // An unknown scalar spill accepts any initialised bytes.
+                    // An unknown (or imprecise) scalar spill accepts any
+                    // initialised bytes.
                     let ok = match o {
                         RegValue::NotInit => true,
                         RegValue::Scalar(s) => {
-                            *s == super::scalar::Scalar::UNKNOWN
+                            (!exact || *s == super::scalar::Scalar::UNKNOWN)
                                 && nb.iter().all(|b| *b != ByteState::Invalid)
                         }
                         RegValue::Ptr(_) => false,
@@ -299,9 +324,12 @@ fn stack_le(new: &Stack, old: &Stack, ids: &mut IdMap, live: impl Fn(usize) -> b
                 let Some(ob) = old_slot.bytes() else {
                     unreachable!("spills are matched above")
                 };
-                if let Slot::Partial {
-                    at, size, value, ..
-                } = old_slot
+                if let (
+                    Slot::Partial {
+                        at, size, value, ..
+                    },
+                    true,
+                ) = (old_slot, exact)
                 {
                     // The old path may have read the narrow value back.
                     match n {
@@ -330,7 +358,9 @@ fn stack_le(new: &Stack, old: &Stack, ids: &mut IdMap, live: impl Fn(usize) -> b
                     let ok = match ob {
                         ByteState::Invalid => true,
                         ByteState::Misc => nb != ByteState::Invalid,
-                        ByteState::Zero => nb == ByteState::Zero,
+                        ByteState::Zero => {
+                            nb == ByteState::Zero || (!exact && nb != ByteState::Invalid)
+                        }
                     };
                     if !ok {
                         return false;

@@ -58,6 +58,13 @@ pub(crate) struct Stepper<'a> {
     pub slot_reads: Vec<Loc>,
     /// Stack slots the instruction overwrote whole.
     pub slot_writes: Vec<Loc>,
+    /// Stack slots the instruction may have changed in part (narrow or
+    /// variable-offset stores, atomics, helper writes).
+    pub slot_partial: Vec<Loc>,
+    /// Locations whose exact values decided something here (a branch with
+    /// one feasible outcome, a pointer offset, a size, a key, a flag, a
+    /// callback result): see `explore.rs` on precision.
+    pub precise: Vec<Loc>,
 }
 
 fn fresh(next: &mut u32) -> u32 {
@@ -87,12 +94,29 @@ impl Stepper<'_> {
     }
 
     fn note_write(&mut self, region: Region, size: u64) {
-        if let Region::Stack { frame, off } = region {
-            if size == 8 && off % 8 == 0 {
+        match region {
+            Region::Stack { frame, off } if size == 8 && off % 8 == 0 => {
                 let slot = ((-off) / 8 - 1) as usize;
                 self.slot_writes.push(Loc::Slot { frame, slot });
             }
+            Region::Stack { frame, off } => self.note_partial(frame, off, size),
+            Region::StackVar { frame, lo, hi } => self.note_partial(frame, lo, (hi - lo) as u64),
+            _ => {}
         }
+    }
+
+    fn note_partial(&mut self, frame: usize, off: i64, size: u64) {
+        for slot in slots_of(off, size) {
+            self.slot_partial.push(Loc::Slot { frame, slot });
+        }
+    }
+
+    /// Register `reg` of the current frame needs its exact value.
+    fn need(&mut self, state: &State, reg: u8) {
+        self.precise.push(Loc::Reg {
+            frame: state.frames.len() - 1,
+            reg: reg as usize,
+        });
     }
 
     /// Runs `insn` at `pc` on `state`.
@@ -120,6 +144,16 @@ impl Stepper<'_> {
                 src,
             } => {
                 let v = self.alu(&state, width, op, dst.num(), src)?;
+                // A scalar added to a pointer becomes part of its offset.
+                if let (RegValue::Ptr(_), Source::Reg(r)) = (v, src) {
+                    if !matches!(op, AluOp::Mov) {
+                        for reg in [dst.num(), r.num()] {
+                            if matches!(state.reg(reg as usize), RegValue::Scalar(_)) {
+                                self.need(&state, reg);
+                            }
+                        }
+                    }
+                }
                 if let (AluOp::Mov, Width::W64, Source::Reg(s), RegValue::Scalar(_)) =
                     (op, width, src, v)
                 {
@@ -131,25 +165,25 @@ impl Stepper<'_> {
                         f.links[dst.idx()] = f.links[s.idx()];
                     }
                 }
-                if let RegValue::Scalar(s) = v {
-                    self.facts.note_upper(pc, s.upper_half_zero());
-                } else {
-                    self.facts.note_upper(pc, false);
-                }
+                // Only what holds whatever the operands' values are (pruning
+                // lets a path through with values not explored exactly):
+                // 32-bit results are zero-extended.
+                self.facts
+                    .note_upper(pc, width == Width::W32 && matches!(v, RegValue::Scalar(_)));
                 state.set_reg(dst.idx(), v);
                 Ok(Next::Goto(pc + 1, state))
             }
             Insn::Neg { width, dst } => {
                 let s = scalar_operand(&state, dst.num(), "negation")?;
                 let r = s.neg(width);
-                self.facts.note_upper(pc, r.upper_half_zero());
+                self.facts.note_upper(pc, width == Width::W32);
                 state.set_reg(dst.idx(), RegValue::Scalar(r));
                 Ok(Next::Goto(pc + 1, state))
             }
             Insn::Endian { order, bits, dst } => {
                 let s = scalar_operand(&state, dst.num(), "byte swap")?;
                 let r = s.endian(order, bits);
-                self.facts.note_upper(pc, r.upper_half_zero());
+                self.facts.note_upper(pc, bits < 64);
                 state.set_reg(dst.idx(), RegValue::Scalar(r));
                 Ok(Next::Goto(pc + 1, state))
             }
@@ -395,6 +429,7 @@ impl Stepper<'_> {
             Insn::Call(CallTarget::Helper(id)) => self.helper_call(pc, id, state),
             Insn::CallX { reg } => {
                 let v = check::read_reg(&state, reg.num())?;
+                self.need(&state, reg.num());
                 match v.scalar().and_then(|s| s.as_const()) {
                     Some(id) if id == super::helpers::id::LOOP as u64 => Err(Reason::Unsupported {
                         what: "bpf_loop must be called directly, not through callx",
@@ -448,6 +483,7 @@ impl Stepper<'_> {
         }
         let callback = state.cur().callback != 0;
         if callback {
+            self.need(&state, 0);
             // bpf_loop stops on 1 and goes on on 0; nothing else is defined.
             let RegValue::Scalar(v) = r0 else {
                 return Err(Reason::PointerReturn);
@@ -568,6 +604,10 @@ impl Stepper<'_> {
             }
         };
         let flags = check::read_reg(&state, 4)?;
+        self.need(&state, 4);
+        if matches!(arg, RegValue::Scalar(_)) {
+            self.need(&state, 3);
+        }
         match flags {
             RegValue::Scalar(s) => {
                 if let Some(v) = s.as_const().filter(|&v| v != 0) {
@@ -781,6 +821,15 @@ impl Stepper<'_> {
         };
         let target = outcome(true).map(|s| (target_pc, s));
         let fall = outcome(false);
+        if target.is_none() || fall.is_none() {
+            // The values decided which way the path goes.
+            if matches!(a, RegValue::Scalar(_)) {
+                self.need(&state, dst);
+            }
+            if let (Some(r), RegValue::Scalar(_)) = (sreg, b) {
+                self.need(&state, r);
+            }
+        }
         Ok(Next::Branch { fall, target })
     }
 
@@ -799,6 +848,12 @@ impl Stepper<'_> {
         for (i, ty) in proto.args.iter().enumerate() {
             let reg = (i + 1) as u8;
             let v = check::read_reg(&state, reg)?;
+            // Sizes and a null memory argument's zero decide the checks.
+            if matches!(*ty, ArgType::ConstAllocSize)
+                || (*ty == ArgType::PtrToMemOrNull && v.scalar().is_some())
+            {
+                self.need(&state, reg);
+            }
             let wrong = |expected: &'static str| Reason::HelperArgType {
                 reg,
                 expected,
@@ -853,6 +908,10 @@ impl Stepper<'_> {
                     }
                     if let (ArgType::PtrToMapKey, Region::Stack { frame, off }) = (*ty, region) {
                         const_key = const_stack_key(&state, frame, off, size);
+                        // An array lookup's result type depends on the key.
+                        for slot in slots_of(off, size as u64) {
+                            self.precise.push(Loc::Slot { frame, slot });
+                        }
                     }
                 }
                 ArgType::PtrToMem { readonly } => match v {
@@ -871,6 +930,7 @@ impl Stepper<'_> {
                     _ => return Err(wrong("mem_or_null")),
                 },
                 ArgType::ConstSize | ArgType::ConstSizeOrZero => {
+                    self.need(&state, reg);
                     let Some(s) = v.scalar() else {
                         return Err(wrong("scalar"));
                     };
