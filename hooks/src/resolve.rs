@@ -298,9 +298,14 @@ fn parse_maps_line(line: &str) -> Option<MapEntry> {
     })
 }
 
-/// Reads and parses `/proc/self/maps`.
+/// Reads and parses this process's mappings: `/proc/thread-self/maps`
+/// (the calling thread's view of the shared address space, which stays
+/// readable after the main thread has exited, when `/proc/self` names a
+/// zombie whose maps file is empty), else `/proc/self/maps` (kernels before
+/// 3.17).
 pub fn read_self_maps() -> Result<Vec<MapEntry>> {
-    std::fs::read_to_string("/proc/self/maps")
+    std::fs::read_to_string("/proc/thread-self/maps")
+        .or_else(|_| std::fs::read_to_string("/proc/self/maps"))
         .map(|text| parse_maps(&text))
         .map_err(|source| HookError::ProcMaps { source })
 }
