@@ -7,6 +7,7 @@
 //! the thread pointer (`__rseq_size` is 0 when registration failed). Without
 //! rseq, `sched_getcpu(3)` (a vDSO call) answers instead.
 
+use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::OnceLock;
 
 /// Offset of the rseq area from the thread pointer, if glibc registered one.
@@ -35,6 +36,7 @@ fn rseq_offset() -> Option<isize> {
     })
 }
 
+#[cfg(not(target_arch = "x86_64"))]
 #[inline]
 fn thread_pointer() -> usize {
     let tp: usize;
@@ -57,18 +59,67 @@ fn thread_pointer() -> usize {
     tp
 }
 
+/// [`rseq_offset`] + 4 (the `cpu_id` field), cached in one word so the
+/// per-operation path is a plain load: [`CPU_OFF_UNKNOWN`] until first
+/// asked, [`CPU_OFF_ABSENT`] without rseq.
+static CPU_OFF: AtomicIsize = AtomicIsize::new(CPU_OFF_UNKNOWN);
+const CPU_OFF_UNKNOWN: isize = isize::MIN;
+const CPU_OFF_ABSENT: isize = isize::MIN + 1;
+
+#[inline(always)]
+fn cpu_id_off() -> isize {
+    let o = CPU_OFF.load(Ordering::Relaxed);
+    if o != CPU_OFF_UNKNOWN {
+        return o;
+    }
+    let o = rseq_offset().map_or(CPU_OFF_ABSENT, |off| off + 4);
+    CPU_OFF.store(o, Ordering::Relaxed);
+    o
+}
+
+/// The u32 at `off` from the thread pointer: on x86-64 one `fs`-relative
+/// load.
+///
+/// # Safety
+/// `off` is the offset of this thread's rseq `cpu_id` (glibc's
+/// `__rseq_offset` + 4, with rseq registered).
+#[inline(always)]
+unsafe fn read_cpu_id(off: isize) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let id: u32;
+        // SAFETY: the caller's contract: `fs:[off]` is this thread's
+        // `cpu_id`, which the kernel keeps current; reading it has no side
+        // effect.
+        unsafe {
+            std::arch::asm!(
+                "mov {id:e}, dword ptr fs:[{off}]",
+                id = out(reg) id,
+                off = in(reg) off,
+                options(nostack, readonly, preserves_flags)
+            );
+        }
+        id
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let area = thread_pointer().wrapping_add_signed(off);
+        // SAFETY: as above, through the thread pointer.
+        unsafe { std::ptr::read_volatile(area as *const u32) }
+    }
+}
+
 /// The index of the CPU the calling thread runs on (may be stale by the time
 /// it is used, as in the kernel with preemption enabled: per-CPU map slots
 /// are therefore still updated with atomics or locks where it matters).
 #[inline]
 pub fn current_cpu() -> u32 {
-    if let Some(off) = rseq_offset() {
-        let area = thread_pointer().wrapping_add_signed(off);
+    let off = cpu_id_off();
+    if off != CPU_OFF_ABSENT {
         // SAFETY: glibc registered the rseq area at thread pointer +
         // `__rseq_offset` for every thread (we checked `__rseq_size`); the
-        // kernel updates `cpu_id` (offset 4) on every migration, so a
-        // volatile read is the intended access.
-        let id = unsafe { std::ptr::read_volatile((area + 4) as *const u32) };
+        // kernel updates `cpu_id` (offset 4) on every migration.
+        let id = unsafe { read_cpu_id(off) };
         if (id as i32) >= 0 {
             return id;
         }
