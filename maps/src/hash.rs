@@ -1,7 +1,7 @@
 //! Hash maps (plain, per-CPU, LRU, LRU per-CPU) in shared memory.
 //!
 //! Internals: a small header (free-list head, LRU clock), a power-of-two
-//! array of buckets `{owned seqlock, head}`, and `max_entries` preallocated elements
+//! array of buckets `{seqlock, head}` and their lock-owner words, and `max_entries` preallocated elements
 //! `{next, hash, key words…, state, free_next, stamp}` (the fields a lookup
 //! reads first, so a key of up to 8 bytes makes a 32-byte element). Each
 //! element's value slot lives in the values part at `index × slot`.
@@ -75,14 +75,15 @@ const CLOCK: usize = 64;
 const FIB: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// Bytes of a bucket.
-pub(crate) const BUCKET_SIZE: usize = 16;
+pub(crate) const BUCKET_SIZE: usize = 8;
+/// Bytes of a bucket's lock-owner word (an array after the buckets).
+pub(crate) const OWNER_SIZE: usize = 4;
 
 #[repr(C)]
 struct Bucket {
-    /// Owned sequence lock: count (low half), writer's thread id (high).
-    seq: AtomicU64,
+    /// Owned sequence lock's count (its owner word: [`RawMap::owner_of`]).
+    seq: AtomicU32,
     head: AtomicU32,
-    _pad: u32,
 }
 const _: () = assert!(std::mem::size_of::<Bucket>() == BUCKET_SIZE);
 
@@ -159,6 +160,21 @@ impl RawMap {
         debug_assert!(i < self.p.nbuckets);
         // SAFETY: i < nbuckets; the bucket array starts at buckets_off.
         unsafe { &*(self.internals.add(self.p.buckets_off + i * BUCKET_SIZE) as *const Bucket) }
+    }
+
+    /// The lock-owner word of bucket `b` (in the array after the buckets).
+    #[inline(always)]
+    fn owner_of(&self, b: &Bucket) -> &AtomicU32 {
+        let base = self.internals as usize + self.p.buckets_off;
+        let i = (b as *const Bucket as usize - base) / BUCKET_SIZE;
+        // SAFETY: `b` is one of this map's buckets (i < nbuckets); the
+        // owner array of nbuckets words follows the bucket array.
+        unsafe {
+            &*(self
+                .internals
+                .add(self.p.buckets_off + self.p.nbuckets * BUCKET_SIZE + i * OWNER_SIZE)
+                as *const AtomicU32)
+        }
     }
 
     /// The bucket number of hash `h`: its top log2(nbuckets) bits.
@@ -374,7 +390,7 @@ impl RawMap {
         let h = unsafe { self.hash_key::<KS>(key) };
         let b = self.bucket_of(h);
         loop {
-            let s = oseq_read_begin(&b.seq, self.poisoned());
+            let s = oseq_read_begin(&b.seq, self.owner_of(b), self.poisoned());
             // SAFETY: forwarded.
             let e = unsafe { self.chain_find::<KS>(b, h, key) };
             if !oseq_read_retry(&b.seq, s) {
@@ -408,7 +424,7 @@ impl RawMap {
         let h = unsafe { self.hash_key::<0>(key) };
         let b = self.bucket_of(h);
         loop {
-            let s = oseq_read_begin(&b.seq, self.poisoned());
+            let s = oseq_read_begin(&b.seq, self.owner_of(b), self.poisoned());
             // SAFETY: as above.
             let e = unsafe { self.chain_find::<0>(b, h, key) };
             if e != NIL {
@@ -511,14 +527,14 @@ impl RawMap {
             let mut got = NIL;
             for &(s, i) in &old[..n] {
                 let b = self.bucket_of(self.e_hash(i).load(Ordering::Relaxed));
-                oseq_write_lock(&b.seq, self.poisoned());
+                oseq_write_lock(&b.seq, self.owner_of(b), self.poisoned());
                 let ok = self.e_state(i).load(Ordering::Relaxed) == 1
                     && self.e_stamp(i).load(Ordering::Relaxed) == s
                     && self.unlink(b, i);
                 if ok {
                     self.e_state(i).store(0, Ordering::Release);
                 }
-                oseq_write_unlock(&b.seq);
+                oseq_write_unlock(&b.seq, self.owner_of(b));
                 if ok {
                     if got == NIL {
                         got = i;
@@ -547,7 +563,7 @@ impl RawMap {
         // SAFETY: forwarded.
         let h = unsafe { self.hash_key::<KS>(key) };
         let b = self.bucket_of(h);
-        oseq_write_lock(&b.seq, self.poisoned());
+        oseq_write_lock(&b.seq, self.owner_of(b), self.poisoned());
         // SAFETY: forwarded.
         let found = unsafe { self.chain_find::<KS>(b, h, key) };
         if found != NIL && flags != BPF_NOEXIST {
@@ -556,7 +572,7 @@ impl RawMap {
             // SAFETY: found < max_entries; the source is the caller's contract.
             unsafe { self.write_value(self.elem_value(found), v, false) };
             self.touch(found);
-            oseq_write_unlock(&b.seq);
+            oseq_write_unlock(&b.seq, self.owner_of(b));
             return 0;
         }
         // SAFETY: forwarded; `b` is write-locked and `found` its walk's result.
@@ -583,23 +599,23 @@ impl RawMap {
         let mut locked = true;
         let ret = loop {
             if !locked {
-                oseq_write_lock(&b.seq, self.poisoned());
+                oseq_write_lock(&b.seq, self.owner_of(b), self.poisoned());
                 // SAFETY: forwarded.
                 found = unsafe { self.chain_find::<KS>(b, h, key) };
             }
             if found != NIL {
                 if flags == BPF_NOEXIST {
-                    oseq_write_unlock(&b.seq);
+                    oseq_write_unlock(&b.seq, self.owner_of(b));
                     break EEXIST;
                 }
                 // SAFETY: found < max_entries; the source is the caller's contract.
                 unsafe { self.write_value(self.elem_value(found), v, false) };
                 self.touch(found);
-                oseq_write_unlock(&b.seq);
+                oseq_write_unlock(&b.seq, self.owner_of(b));
                 break 0;
             }
             if flags == BPF_EXIST {
-                oseq_write_unlock(&b.seq);
+                oseq_write_unlock(&b.seq, self.owner_of(b));
                 break ENOENT;
             }
             let e = if spare != NIL {
@@ -608,7 +624,7 @@ impl RawMap {
                 self.free_pop()
             };
             if e == NIL {
-                oseq_write_unlock(&b.seq);
+                oseq_write_unlock(&b.seq, self.owner_of(b));
                 if !self.is_lru() {
                     break E2BIG;
                 }
@@ -630,7 +646,7 @@ impl RawMap {
                 .store(b.head.load(Ordering::Relaxed), Ordering::Relaxed);
             self.e_state(e).store(1, Ordering::Release);
             b.head.store(e, Ordering::Release);
-            oseq_write_unlock(&b.seq);
+            oseq_write_unlock(&b.seq, self.owner_of(b));
             break 0;
         };
         if spare != NIL {
@@ -669,14 +685,14 @@ impl RawMap {
         // SAFETY: forwarded.
         let h = unsafe { self.hash_key::<KS>(key) };
         let b = self.bucket_of(h);
-        oseq_write_lock(&b.seq, self.poisoned());
+        oseq_write_lock(&b.seq, self.owner_of(b), self.poisoned());
         // SAFETY: forwarded.
         let e = unsafe { self.chain_find::<KS>(b, h, key) };
         let ok = e != NIL && self.unlink(b, e);
         if ok {
             self.e_state(e).store(0, Ordering::Release);
         }
-        oseq_write_unlock(&b.seq);
+        oseq_write_unlock(&b.seq, self.owner_of(b));
         if ok {
             self.free_push(e);
             0
@@ -750,7 +766,8 @@ impl RawMap {
     pub unsafe fn abandon_bucket_lock(&self, key: *const u8) {
         // SAFETY: KS = 0 fits every key size.
         let h = unsafe { self.hash_key::<0>(key) };
-        oseq_write_lock(&self.bucket_of(h).seq, self.poisoned());
+        let b = self.bucket_of(h);
+        oseq_write_lock(&b.seq, self.owner_of(b), self.poisoned());
     }
 
     fn copy_key_out(&self, e: u32, out: &mut [u8]) {
@@ -774,7 +791,7 @@ impl RawMap {
             let h = unsafe { self.hash_key::<0>(key) };
             let b = self.bucket_of(h);
             loop {
-                let s = oseq_read_begin(&b.seq, self.poisoned());
+                let s = oseq_read_begin(&b.seq, self.owner_of(b), self.poisoned());
                 // SAFETY: as above.
                 let e = unsafe { self.chain_find::<0>(b, h, key) };
                 let next = if e == NIL {
@@ -800,7 +817,7 @@ impl RawMap {
         for bi in first_bucket..self.p.nbuckets {
             let b = self.bucket_at(bi);
             loop {
-                let s = oseq_read_begin(&b.seq, self.poisoned());
+                let s = oseq_read_begin(&b.seq, self.owner_of(b), self.poisoned());
                 let head = b.head.load(Ordering::Acquire);
                 let got = head < self.max_entries;
                 if got {

@@ -224,8 +224,9 @@ pub(crate) fn compute_layout(
             p.key_words = (ks as usize).div_ceil(8);
             p.elem_stride = crate::hash::ELEM_HEAD + 8 * p.key_words + crate::hash::ELEM_TAIL;
             p.buckets_off = crate::hash::BUCKETS_OFF;
-            p.elems_off = round_up(add(p.buckets_off, mul(nb, crate::hash::BUCKET_SIZE)?)?, 64)
-                .ok_or_else(too_big)?;
+            let bucket_bytes = crate::hash::BUCKET_SIZE + crate::hash::OWNER_SIZE;
+            p.elems_off =
+                round_up(add(p.buckets_off, mul(nb, bucket_bytes)?)?, 64).ok_or_else(too_big)?;
             (
                 mul(slot, max as usize)?,
                 add(p.elems_off, mul(p.elem_stride, max as usize)?)?,

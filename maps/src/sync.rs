@@ -15,17 +15,20 @@
 //! Robustness against a process dying while it holds a lock (a killed
 //! loader in the middle of `pkbpf map update`, a crashing target): the
 //! spinlock word holds its owner's thread id instead of 1, and the hash
-//! buckets' sequence lock is an *owned* one (`oseq_*`: the count in the low
-//! and the owner's thread id in the high half of one `AtomicU64`, set by the
-//! same CAS). A waiter that has spun for a while checks whether the owner
-//! still exists (`kill(tid, 0)`); if it is gone, the waiter releases the
-//! lock in its place and raises the map's "possibly inconsistent" flag (the
-//! dead writer may have left a value half-written; the hash chains stay
-//! walkable, since every link change is a single store). A thread id reused
-//! by a new thread only delays that recovery.
+//! buckets' sequence lock is an *owned* one (`oseq_*`: beside the count, an
+//! owner word the holder fills right after its CAS and clears right before
+//! unlocking; it lives apart from the bucket so that buckets stay 8 bytes).
+//! A waiter that has spun for a while checks whether the owner still exists
+//! (`kill(tid, 0)`); if it is gone, the waiter releases the lock in its
+//! place and raises the map's "possibly inconsistent" flag (the dead writer
+//! may have left a value half-written; the hash chains stay walkable, since
+//! every link change is a single store). A thread id reused by a new thread
+//! only delays that recovery; a holder that dies in the two instructions
+//! between its CAS and storing its id (or between clearing it and
+//! unlocking) leaves a lock nobody can attribute, which is not recovered.
 
 use std::cell::Cell;
-use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicU32, Ordering};
 
 thread_local! {
     /// This thread's id, 0 until first asked (and again in a fork's child).
@@ -135,109 +138,113 @@ pub(crate) fn spin_unlock(l: &AtomicU32) {
     l.store(0, Ordering::Release);
 }
 
-/// Enters the write side of the owned sequence lock `w` (see the module
-/// doc); `poisoned` is raised if a dead owner's lock had to be released.
+/// Enters the write side of the owned sequence lock `seq` (see the module
+/// doc): `owner` gets our thread id once the lock is ours; `poisoned` is
+/// raised if a dead holder's lock had to be released on the way.
 #[inline(always)]
-pub(crate) fn oseq_write_lock(w: &AtomicU64, poisoned: &AtomicU32) {
-    let v = w.load(Ordering::Relaxed);
+pub(crate) fn oseq_write_lock(seq: &AtomicU32, owner: &AtomicU32, poisoned: &AtomicU32) {
+    let v = seq.load(Ordering::Relaxed);
     if v & 1 == 0
-        && w.compare_exchange_weak(v, oseq_locked(v), Ordering::Acquire, Ordering::Relaxed)
+        && seq
+            .compare_exchange_weak(v, v.wrapping_add(1), Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
     {
         // Readers that see the data we are about to write must also see
         // the odd count.
         fence(Ordering::Release);
+        owner.store(my_tid(), Ordering::Relaxed);
         return;
     }
-    oseq_write_lock_slow(w, poisoned);
-}
-
-/// The word of a lock taken at (even) word `v`: count + 1, our id.
-#[inline(always)]
-fn oseq_locked(v: u64) -> u64 {
-    (v as u32).wrapping_add(1) as u64 | (my_tid() as u64) << 32
+    oseq_write_lock_slow(seq, owner, poisoned);
 }
 
 #[cold]
 #[inline(never)]
-fn oseq_write_lock_slow(w: &AtomicU64, poisoned: &AtomicU32) {
+fn oseq_write_lock_slow(seq: &AtomicU32, owner: &AtomicU32, poisoned: &AtomicU32) {
     let mut spins = 0;
     loop {
-        let v = w.load(Ordering::Relaxed);
+        let v = seq.load(Ordering::Relaxed);
         if v & 1 == 0 {
-            if w.compare_exchange_weak(v, oseq_locked(v), Ordering::Acquire, Ordering::Relaxed)
+            if seq
+                .compare_exchange_weak(v, v.wrapping_add(1), Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
             {
                 fence(Ordering::Release);
+                owner.store(my_tid(), Ordering::Relaxed);
                 return;
             }
             continue;
         }
         backoff(&mut spins);
         if spins.is_multiple_of(OWNER_CHECK_EVERY) {
-            oseq_recover(w, v, poisoned);
+            oseq_recover(seq, v, owner, poisoned);
         }
     }
 }
 
-/// Releases `w` held at odd word `v` if its owner is dead.
+/// Releases `seq`, held at odd count `v`, if the holder `owner` names is
+/// dead. The holder clears `owner` before it unlocks and a new holder sets
+/// it only after its CAS, so an id read after seeing count `v` is the
+/// holder of `v` or 0 (not yet known: keep waiting); the CAS on the count
+/// fails if the lock moved on meanwhile.
 #[cold]
-fn oseq_recover(w: &AtomicU64, v: u64, poisoned: &AtomicU32) {
+fn oseq_recover(seq: &AtomicU32, v: u32, owner: &AtomicU32, poisoned: &AtomicU32) {
+    let o = owner.load(Ordering::Acquire);
     if v & 1 == 1
-        && owner_dead((v >> 32) as u32)
-        && w.compare_exchange(
-            v,
-            (v as u32).wrapping_add(1) as u64,
-            Ordering::AcqRel,
-            Ordering::Relaxed,
-        )
-        .is_ok()
+        && owner_dead(o)
+        && seq
+            .compare_exchange(v, v.wrapping_add(1), Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
     {
+        let _ = owner.compare_exchange(o, 0, Ordering::Relaxed, Ordering::Relaxed);
         poisoned.store(1, Ordering::Release);
     }
 }
 
-/// Leaves the write side of the owned sequence lock `w`.
+/// Leaves the write side of the owned sequence lock `seq`.
 #[inline(always)]
-pub(crate) fn oseq_write_unlock(w: &AtomicU64) {
-    // Only the holder changes an odd word: a release store (count + 1,
-    // owner cleared) publishes the new even count.
-    let v = w.load(Ordering::Relaxed);
-    w.store((v as u32).wrapping_add(1) as u64, Ordering::Release);
+pub(crate) fn oseq_write_unlock(seq: &AtomicU32, owner: &AtomicU32) {
+    // Cleared first: a waiter must never read our id once another thread
+    // holds the lock.
+    owner.store(0, Ordering::Relaxed);
+    // Only the holder changes an odd count, so a release store (no locked
+    // instruction) publishes the new even count.
+    let v = seq.load(Ordering::Relaxed);
+    seq.store(v.wrapping_add(1), Ordering::Release);
 }
 
-/// Starts a read section of the owned sequence lock `w`: waits out a
-/// writer (releasing a dead one's lock) and returns the word to check.
+/// Starts a read section of the owned sequence lock `seq`: waits out a
+/// writer (releasing a dead one's lock) and returns the count to check.
 #[inline(always)]
-pub(crate) fn oseq_read_begin(w: &AtomicU64, poisoned: &AtomicU32) -> u64 {
-    let v = w.load(Ordering::Acquire);
+pub(crate) fn oseq_read_begin(seq: &AtomicU32, owner: &AtomicU32, poisoned: &AtomicU32) -> u32 {
+    let v = seq.load(Ordering::Acquire);
     if v & 1 == 0 {
         return v;
     }
-    oseq_read_wait(w, poisoned)
+    oseq_read_wait(seq, owner, poisoned)
 }
 
 #[cold]
 #[inline(never)]
-fn oseq_read_wait(w: &AtomicU64, poisoned: &AtomicU32) -> u64 {
+fn oseq_read_wait(seq: &AtomicU32, owner: &AtomicU32, poisoned: &AtomicU32) -> u32 {
     let mut spins = 0;
     loop {
-        let v = w.load(Ordering::Acquire);
+        let v = seq.load(Ordering::Acquire);
         if v & 1 == 0 {
             return v;
         }
         backoff(&mut spins);
         if spins.is_multiple_of(OWNER_CHECK_EVERY) {
-            oseq_recover(w, v, poisoned);
+            oseq_recover(seq, v, owner, poisoned);
         }
     }
 }
 
-/// Whether the read section begun with word `v` must be retried.
+/// Whether the read section begun with count `v` must be retried.
 #[inline(always)]
-pub(crate) fn oseq_read_retry(w: &AtomicU64, v: u64) -> bool {
+pub(crate) fn oseq_read_retry(seq: &AtomicU32, v: u32) -> bool {
     fence(Ordering::Acquire);
-    w.load(Ordering::Relaxed) != v
+    seq.load(Ordering::Relaxed) != v
 }
 
 /// Enters the write side of the sequence lock `s` (excluding other writers).
@@ -390,29 +397,32 @@ mod tests {
     #[test]
     fn locks_of_dead_threads_are_recovered() {
         let l = Arc::new(AtomicU32::new(0));
-        let w = Arc::new(AtomicU64::new(0));
-        let (l2, w2) = (l.clone(), w.clone());
+        let (seq, owner) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+        let (l2, seq2, owner2) = (l.clone(), seq.clone(), owner.clone());
         let poison = AtomicU32::new(0);
         let dead = std::thread::spawn(move || {
             assert!(!spin_lock(&l2));
-            oseq_write_lock(&w2, &AtomicU32::new(0));
+            oseq_write_lock(&seq2, &owner2, &AtomicU32::new(0));
             my_tid()
         })
         .join()
         .unwrap();
         assert_eq!(l.load(Ordering::Relaxed), dead);
-        assert_eq!(w.load(Ordering::Relaxed) >> 32, dead as u64);
+        assert_eq!(owner.load(Ordering::Relaxed), dead);
+        assert_eq!(seq.load(Ordering::Relaxed) & 1, 1);
         assert!(spin_lock(&l), "taken over from the dead thread");
         assert_eq!(l.load(Ordering::Relaxed), my_tid());
         spin_unlock(&l);
-        let v = oseq_read_begin(&w, &poison);
+        let v = oseq_read_begin(&seq, &owner, &poison);
         assert_eq!(v & 1, 0);
         assert_eq!(poison.load(Ordering::Relaxed), 1);
-        assert!(!oseq_read_retry(&w, v));
-        oseq_write_lock(&w, &poison);
-        assert_eq!(w.load(Ordering::Relaxed) >> 32, my_tid() as u64);
-        oseq_write_unlock(&w);
-        assert!(oseq_read_retry(&w, v));
+        assert_eq!(owner.load(Ordering::Relaxed), 0);
+        assert!(!oseq_read_retry(&seq, v));
+        oseq_write_lock(&seq, &owner, &poison);
+        assert_eq!(owner.load(Ordering::Relaxed), my_tid());
+        oseq_write_unlock(&seq, &owner);
+        assert_eq!(owner.load(Ordering::Relaxed), 0);
+        assert!(oseq_read_retry(&seq, v));
         // A live holder is waited for, not robbed.
         assert!(!owner_dead(my_tid()));
     }
