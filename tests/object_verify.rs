@@ -17,7 +17,7 @@ fn env_for(obj: &Object, p: &ProgramDef) -> ProgramEnv {
         ProgramKind::RawTracepoint { .. } => CtxDesc::RawSyscall,
         ProgramKind::Embedded => CtxDesc::Buffer {
             size: 72,
-            writable: vec![0..72],
+            writable: std::iter::once(0..72).collect(),
         },
     };
     let mut env = ProgramEnv::new(ctx);
