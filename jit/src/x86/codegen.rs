@@ -212,7 +212,8 @@ struct Cg<'a, R: Rng> {
     /// The slim frame of a program without calls; `None`: the full frame.
     leaf: Option<LeafFrame>,
     /// Slots something jumps or calls to (a fused pair never spans one).
-    targets: BTreeSet<usize>,
+    /// (Indexed by slot; one past the end is `false`.)
+    targets: Vec<bool>,
     /// Slots still to skip: they were fused into an earlier one.
     skip: usize,
     /// The register whose zero-ness the flags hold right now (ZF), with
@@ -383,7 +384,13 @@ pub(crate) fn emit<R: Rng>(
         post_nops: 0,
         leaf: LeafFrame::of(insns),
         live_out: liveness::live_out(insns),
-        targets,
+        targets: {
+            let mut t = vec![false; insns.len() + 2];
+            for &s in &targets {
+                t[s] = true;
+            }
+            t
+        },
         skip: 0,
         zf_reg: None,
         zf_in: None,
@@ -756,7 +763,7 @@ impl<R: Rng> Cg<'_, R> {
         let label = self.labels[pc];
         asm!(self.ops ; =>label);
         let zf = self.zf_reg.take();
-        self.zf_in = if self.targets.contains(&pc) { None } else { zf };
+        self.zf_in = if self.targets[pc] { None } else { zf };
         if self.skip > 0 {
             self.skip -= 1;
             return Ok(());
@@ -918,7 +925,7 @@ impl<R: Rng> Cg<'_, R> {
         let (Some(&a), Some(&b)) = (self.insns.get(pc), self.insns.get(pc + 1)) else {
             return Ok(false);
         };
-        if self.targets.contains(&(pc + 1)) || self.blind {
+        if self.targets[pc + 1] || self.blind {
             return Ok(false);
         }
         if let Some(done) = self.fuse_add_access(pc, a, b) {
@@ -1089,7 +1096,7 @@ impl<R: Rng> Cg<'_, R> {
             } if s != dst
                 && shift(pc + 1, AluOp::Lsh, dst)
                 && shift(pc + 2, AluOp::Rsh, dst)
-                && !self.targets.contains(&(pc + 2)) =>
+                && !self.targets[pc + 2] =>
             {
                 let (d, s) = (x(dst), x(s));
                 asm!(self.ops; mov Rd(d), Rd(s));
