@@ -515,17 +515,29 @@ fn ctrl_c_stops_the_target_and_the_maps_are_still_printed() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let child = Command::new(pkbpf())
+    let mut child = Command::new(pkbpf());
+    child
         .args(["--sandbox", "none", "run"])
         .arg(&obj)
         .args(["--", "sleep", "30"])
         .current_dir(dir.path())
-        .process_group(0)
+        .process_group(0);
+    // A test run started as a background job of a non-interactive shell
+    // inherits SIGINT ignored, and so would pkbpf and its target: give
+    // them the disposition a terminal's foreground job has.
+    // SAFETY: signal() is async-signal-safe; nothing else runs between fork
+    // and exec.
+    unsafe {
+        child.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let mut child = child
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut child = child;
     let pgid = child.id() as i32;
     // Wait for the agent to report both probes attached, then Ctrl-C the
     // whole group as a terminal would.
