@@ -167,3 +167,5 @@ int bad_flags(struct io *io)
 	struct sum_ctx c = { 0, 0 };
 	return bpf_loop(io->n, add_index, &c, io->arg);
 }
+
+char LICENSE[] SEC("license") = "GPL";
