@@ -712,18 +712,21 @@ impl RawMap {
         &self,
         key: *const u8,
     ) -> *mut u8 {
+        // The CPU first: its loads are independent of the chain walk's, so
+        // they overlap with it instead of lengthening the value's address
+        // chain.
+        let off = if PERCPU {
+            self.cur_cpu() as usize * self.p.stride
+        } else {
+            0
+        };
         // SAFETY: forwarded.
         let e = unsafe { self.find_k::<KS>(key, LRU) };
         if e == NIL {
             return std::ptr::null_mut();
         }
-        let v = self.elem_value(e);
-        if PERCPU {
-            // SAFETY: cur_cpu < ncpus: inside the element's slot.
-            unsafe { v.add(self.cur_cpu() as usize * self.p.stride) }
-        } else {
-            v
-        }
+        // SAFETY: cur_cpu < ncpus: `off` stays inside the element's slot.
+        unsafe { self.elem_value(e).add(off) }
     }
 
     /// `bpf_map_update_elem` from a program on a hash map (see
