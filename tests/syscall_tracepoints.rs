@@ -347,3 +347,82 @@ fn opensnoop_ringbuf_names_the_file_the_target_opened() {
     assert_eq!(enter.len(), exit.len(), "{events:?}");
     assert!(exit.iter().all(|e| e.1 >= 0), "{events:?}");
 }
+
+/// When kernel eBPF works here (root, libbpf), the kernel runs the same
+/// object on the same target (`tests/targets/ksys.c`: libbpf auto-attach,
+/// then a dump of `getppid_enter`) and counts what pkbpf counts: 310
+/// getppid entries in the target process, 7 in its fork child.
+#[test]
+fn kernel_agrees_on_per_process_syscall_counts() {
+    let test = "kernel_agrees_on_per_process_syscall_counts";
+    if !have_tools(test) || !sud_supported(test) {
+        return;
+    }
+    let Some(obj) = common::compile("sys_kernel", "syscall_args") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ksys = dir.path().join("ksys");
+    let built = Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&ksys)
+        .arg(common::root().join("tests/targets/ksys.c"))
+        .args(["-lbpf", "-lelf", "-lz"])
+        .output()
+        .unwrap();
+    if !built.status.success() {
+        println!("skipped: {test}: libbpf not available to build ksys");
+        return;
+    }
+    let exe = compile_target(dir.path());
+    let k = Command::new(&ksys)
+        .arg(&obj)
+        .args(["getppid_enter", "--"])
+        .arg(&exe)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let kout = String::from_utf8_lossy(&k.stdout).into_owned();
+    if k.status.code() == Some(2) {
+        println!("skipped: {test}: kernel eBPF not available: {kout}");
+        return;
+    }
+    assert!(
+        k.status.success(),
+        "ksys failed: {kout}{}",
+        String::from_utf8_lossy(&k.stderr)
+    );
+    let target: i64 = kout
+        .lines()
+        .find_map(|l| l.strip_prefix("target ")?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no target line: {kout}"));
+    let kernel: HashMap<i64, u64> = kout
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.strip_prefix("key ")?.split_once(" value ")?;
+            Some((k.parse().ok()?, v.trim().parse().ok()?))
+        })
+        .collect();
+
+    let o = run(&obj, dir.path(), &[exe.to_str().unwrap()]);
+    assert!(o.status.success());
+    let err = stderr(&o);
+    let ours = map_entries(&stdout(&o), "getppid_enter");
+    let pid = i64::from(agent_pid(&err));
+    let child = i64::from(forked_pids(&err)[0]);
+    assert_eq!(
+        kernel.get(&target),
+        ours.get(&pid),
+        "kernel {kernel:?} vs pkbpf {ours:?}"
+    );
+    assert_eq!(ours.get(&pid), Some(&310));
+    // The kernel saw the fork child's calls too (other processes calling
+    // getppid meanwhile may add entries of their own).
+    let child_count = ours[&child];
+    assert!(
+        kernel
+            .iter()
+            .any(|(&p, &v)| p != target && v == child_count),
+        "kernel {kernel:?} vs pkbpf child {child_count}"
+    );
+}
