@@ -758,10 +758,12 @@ impl Stepper<'_> {
                         y.as_const() == Some(0) && matches!(cond, JmpCond::Eq | JmpCond::Ne)
                     }
                     (RegValue::Ptr(p), RegValue::Ptr(q)) => {
-                        // Code addresses differ between engines: no order.
+                        // Code addresses differ between engines: no order;
+                        // the bits two addresses share depend on placement.
                         p.kind == q.kind
                             && !p.kind.maybe_null()
                             && !matches!(p.kind, PtrKind::Func { .. })
+                            && cond != JmpCond::Set
                     }
                     _ => false,
                 };
@@ -772,6 +774,20 @@ impl Stepper<'_> {
         let outcome = |taken: bool| -> Option<State> {
             let mut st = state.clone();
             match (a, b) {
+                // Two pointers into one region (the packet-style
+                // `p + n > end` check): addresses compare as offsets do, so
+                // the outcome narrows both offsets.
+                (RegValue::Ptr(p), RegValue::Ptr(q))
+                    if one_region(p.kind, q.kind) && near(&p) && near(&q) =>
+                {
+                    let c = offset_cond(cond)?;
+                    let (o1, o2) = p.off.refine(q.off, Width::W64, c, taken)?;
+                    st.set_reg(dst as usize, RegValue::Ptr(Pointer { off: o1, ..p }));
+                    if let Some(r) = sreg {
+                        st.set_reg(r as usize, RegValue::Ptr(Pointer { off: o2, ..q }));
+                    }
+                    Some(st)
+                }
                 (RegValue::Scalar(x), RegValue::Scalar(y)) => {
                     let (x2, y2) = x.refine(y, width, cond, taken)?;
                     st.set_reg(dst as usize, RegValue::Scalar(x2));
@@ -1120,6 +1136,40 @@ fn mark_null_checked(st: &mut State, p: Pointer, is_null: bool) {
             }
         }
     }
+}
+
+/// Whether two pointers of these kinds point into the same region (one
+/// stack frame, the context, the input memory, one ringbuf record): map
+/// values are not (two lookups give two elements of one kind).
+fn one_region(a: PtrKind, b: PtrKind) -> bool {
+    a == b
+        && matches!(
+            a,
+            PtrKind::Stack { .. } | PtrKind::Ctx | PtrKind::Mem { .. } | PtrKind::RingbufMem { .. }
+        )
+}
+
+/// Whether the pointer's offset stays within 2^40 of its region's start,
+/// where the region lies (user space, far from both ends of the address
+/// space): then the addresses' unsigned and signed order is the offsets'
+/// signed order.
+fn near(p: &Pointer) -> bool {
+    const FAR: i64 = 1 << 40;
+    p.off.smin() > -FAR && p.off.smax() < FAR
+}
+
+/// The comparison of offsets that a comparison of addresses in one region
+/// amounts to (see [`near`]).
+fn offset_cond(c: JmpCond) -> Option<JmpCond> {
+    Some(match c {
+        JmpCond::Gt | JmpCond::Sgt => JmpCond::Sgt,
+        JmpCond::Ge | JmpCond::Sge => JmpCond::Sge,
+        JmpCond::Lt | JmpCond::Slt => JmpCond::Slt,
+        JmpCond::Le | JmpCond::Sle => JmpCond::Sle,
+        JmpCond::Eq => JmpCond::Eq,
+        JmpCond::Ne => JmpCond::Ne,
+        JmpCond::Set => return None,
+    })
 }
 
 fn never_null(p: &Pointer) -> bool {
