@@ -26,7 +26,7 @@ use std::sync::atomic::AtomicPtr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use pkbpf_hooks::syscall::{self, SyscallFrame, SyscallHandler, SyscallPhase};
+use pkbpf_hooks::syscall::{self, Interest, SyscallFrame, SyscallHandler, SyscallPhase};
 use pkbpf_hooks::HookError;
 
 pub use pkbpf_hooks::syscall::{trace_current_thread, Untraced};
@@ -67,27 +67,6 @@ static REGISTRY: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
 /// reading an old one), one small allocation per attach or detach.
 static TABLE: AtomicPtr<Table> = AtomicPtr::new(std::ptr::null_mut());
 
-/// Which calls a phase has programs for: all, or a bitmap of numbers.
-#[derive(Default)]
-struct Interest {
-    all: bool,
-    nrs: [u64; 8],
-}
-
-impl Interest {
-    fn add(&mut self, nr: Option<u64>) {
-        match nr {
-            None => self.all = true,
-            Some(n) if n < 512 => self.nrs[(n / 64) as usize] |= 1 << (n % 64),
-            Some(_) => self.all = true,
-        }
-    }
-
-    fn wants(&self, nr: u64) -> bool {
-        self.all || (nr < 512 && self.nrs[(nr / 64) as usize] & (1 << (nr % 64)) != 0)
-    }
-}
-
 /// An immutable snapshot of the attached programs.
 struct Table {
     entries: Vec<Entry>,
@@ -99,8 +78,8 @@ struct Table {
 fn publish(entries: &[Entry]) {
     let mut t = Table {
         entries: entries.to_vec(),
-        enter: Interest::default(),
-        exit: Interest::default(),
+        enter: Interest::NONE,
+        exit: Interest::NONE,
     };
     for e in entries {
         match e.site {
@@ -108,6 +87,7 @@ fn publish(entries: &[Entry]) {
             Site::Exit(nr) => t.exit.add(nr),
         }
     }
+    syscall::set_interest(&t.enter, &t.exit);
     TABLE.store(Box::into_raw(Box::new(t)), Ordering::Release);
 }
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);

@@ -190,6 +190,11 @@ extern "C" fn fast_dispatch(saved: *mut Saved, nr: u64) -> i64 {
     if !ENABLED.with(|e| e.get()) || selector() != BLOCK {
         return raw(nr, args);
     }
+    if !super::wanted(SyscallPhase::Enter, nr) && !super::wanted(SyscallPhase::Exit, nr) {
+        // No program for this call: only the call itself (the selector
+        // stays BLOCK, as it would be while the kernel runs the call).
+        return super::app_call(nr, args);
+    }
     set_selector(ALLOW);
     // SAFETY: the stub's return address is 24 bytes before its
     // return-target word (see the stub layout).

@@ -93,7 +93,7 @@ pub use fast::{rewrite_libc, rewritten_sites, RewriteStats};
 use std::cell::Cell;
 use std::ffi::c_void;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::frame::PtRegs;
@@ -547,7 +547,74 @@ fn regs_of(uc: &libc::ucontext_t) -> PtRegs {
     }
 }
 
+/// Which system calls the handler wants to see in one phase: every call,
+/// or those whose numbers are in a 512-bit set. Given with
+/// [`set_interest`]; calls nobody wants skip the handler (and, on the fast
+/// path, everything else but the call itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interest {
+    /// Every call.
+    pub all: bool,
+    /// Bit `nr` set: call `nr` (numbers below 512).
+    pub nrs: [u64; 8],
+}
+
+impl Interest {
+    /// Nothing.
+    pub const NONE: Interest = Interest {
+        all: false,
+        nrs: [0; 8],
+    };
+    /// Every call.
+    pub const ALL: Interest = Interest {
+        all: true,
+        nrs: [0; 8],
+    };
+
+    /// Adds call `nr` (`None`: every call).
+    pub fn add(&mut self, nr: Option<u64>) {
+        match nr {
+            Some(n) if n < 512 => self.nrs[(n / 64) as usize] |= 1 << (n % 64),
+            _ => self.all = true,
+        }
+    }
+
+    /// Whether call `nr` is in.
+    pub fn wants(&self, nr: u64) -> bool {
+        self.all || (nr < 512 && self.nrs[(nr / 64) as usize] & (1 << (nr % 64)) != 0)
+    }
+}
+
+/// The published interest: per phase, an "all" flag and 8 words.
+static WANT_ALL: [AtomicBool; 2] = [AtomicBool::new(true), AtomicBool::new(true)];
+static WANT_NRS: [[AtomicU64; 8]; 2] = [
+    [const { AtomicU64::new(0) }; 8],
+    [const { AtomicU64::new(0) }; 8],
+];
+
+/// Tells the dispatcher which calls the handler wants, per phase (until
+/// the first call, it wants every call). Threads see the change at their
+/// next system call; a call in flight may still reach the handler once.
+pub fn set_interest(enter: &Interest, exit: &Interest) {
+    for (i, want) in [enter, exit].into_iter().enumerate() {
+        for (w, v) in WANT_NRS[i].iter().zip(want.nrs) {
+            w.store(v, Ordering::Relaxed);
+        }
+        WANT_ALL[i].store(want.all, Ordering::Release);
+    }
+}
+
+fn wanted(phase: SyscallPhase, nr: u64) -> bool {
+    let i = phase as usize;
+    WANT_ALL[i].load(Ordering::Acquire)
+        || (nr < 512
+            && WANT_NRS[i][(nr / 64) as usize].load(Ordering::Relaxed) & (1 << (nr % 64)) != 0)
+}
+
 fn call_handler(frame: &mut SyscallFrame, phase: SyscallPhase) {
+    if !wanted(phase, frame.nr) {
+        return;
+    }
     let h = HANDLER.load(Ordering::Acquire);
     if !h.is_null() {
         // SAFETY: handlers are leaked boxes, never freed; `from_raw`'s

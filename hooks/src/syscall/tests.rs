@@ -240,6 +240,28 @@ fn run_all() {
     trace_current_thread(false);
     assert_eq!(ENTER_GETPPID.load(Ordering::Relaxed) - before, 105);
 
+    // Interest: only getppid's entry reaches the handler, on both paths.
+    let mut enter = Interest::NONE;
+    enter.add(Some(libc::SYS_getppid as u64));
+    set_interest(&enter, &Interest::NONE);
+    let (before, before_exit, before_any) = (
+        ENTER_GETPPID.load(Ordering::Relaxed),
+        EXIT_GETPPID.load(Ordering::Relaxed),
+        ENTER_ANY.load(Ordering::Relaxed),
+    );
+    trace_current_thread(true);
+    // SAFETY: getppid/getpid have no preconditions.
+    unsafe {
+        libc::getppid();
+        libc::syscall(libc::SYS_getppid);
+        libc::getpid();
+    }
+    trace_current_thread(false);
+    assert_eq!(ENTER_GETPPID.load(Ordering::Relaxed) - before, 2);
+    assert_eq!(EXIT_GETPPID.load(Ordering::Relaxed), before_exit);
+    assert_eq!(ENTER_ANY.load(Ordering::Relaxed) - before_any, 2);
+    set_interest(&Interest::ALL, &Interest::ALL);
+
     uninstall();
 }
 
