@@ -348,4 +348,27 @@ mod tests {
         assert!(row.processed >= 16 * 4 * 8 * 240, "{row:?}");
         assert!(row.processed < 1_000_000, "{row:?}");
     }
+
+    /// The engine benchmark's branchy loops (log2, primes, switch) verify
+    /// within the kernel's budget now that imprecise scalars do not stop
+    /// pruning.
+    #[test]
+    fn engine_programs_verify_within_the_budget() {
+        if Command::new("clang").arg("--version").output().is_err() {
+            println!("skipped: engine_programs_verify_within_the_budget: clang not found");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let opts = VerifierOptions {
+            runs: 1,
+            corpus: default_corpus(),
+            workdir: dir.path().to_path_buf(),
+        };
+        let rows = engine_rows(&opts).unwrap();
+        assert_eq!(rows.len(), ENGINE_PROGRAMS.len());
+        for row in &rows {
+            assert_eq!(row.verdict, "accepted", "{row:?}");
+            assert!(row.processed < 200_000, "{row:?}");
+        }
+    }
 }
