@@ -238,7 +238,9 @@ fn forward(
     });
 }
 
-/// Collects lines from `rx` into `seen` until one satisfies `want`.
+/// Collects lines from `rx` into `seen` until one satisfies `want` (one
+/// already in `seen` counts: pkbpf's streams interleave freely, e.g. the
+/// last ring buffer record may come after the target's exit line).
 fn wait_for(
     child: &mut Child,
     rx: &mpsc::Receiver<(&'static str, String)>,
@@ -246,6 +248,9 @@ fn wait_for(
     what: &str,
     want: impl Fn(&str, &str) -> bool,
 ) {
+    if seen.iter().any(|(t, l)| want(t, l)) {
+        return;
+    }
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -314,6 +319,8 @@ fn bashreadline_sees_the_typed_lines() {
         .args(["--", "bash", "--norc", "--noprofile", "-i"])
         .current_dir(dir.path())
         .env("TERM", "dumb")
+        .env("INPUTRC", "/dev/null")
+        .env("HISTFILE", dir.path().join("history"))
         .env("PS1", "pkbpf-prompt$ ")
         .stdin(Stdio::from(slave))
         .stdout(Stdio::piped())
@@ -351,21 +358,24 @@ fn bashreadline_sees_the_typed_lines() {
                     .any(|r| r.1 == "exit")
         },
     );
-    // bash exits on `exit`; pkbpf then closes its pipes.
+    // bash exits on `exit`, and pkbpf after it.
+    wait_for(&mut child, &rx, &mut seen, "the target's exit", |t, l| {
+        t == "err" && l.starts_with("pkbpf: pid ") && l.ends_with(": exited")
+    });
     let status = child.wait().expect("wait for pkbpf");
+    // The forwarding threads end when pkbpf's pipes close.
     seen.extend(rx.iter());
     drop(master);
     eprintln!("{seen:#?}");
     assert!(status.success(), "pkbpf run: {status}");
     let pid: u32 = seen
         .iter()
-        .find_map(|(t, l)| {
-            (*t == "err").then_some(()).and_then(|_| {
-                l.strip_prefix("pkbpf: pid ")?
-                    .strip_suffix(": agent running")?
-                    .parse()
-                    .ok()
-            })
+        .filter(|(t, _)| *t == "err")
+        .find_map(|(_, l)| {
+            l.strip_prefix("pkbpf: pid ")?
+                .strip_suffix(": agent running")?
+                .parse()
+                .ok()
         })
         .expect("the agent's pid line");
     let records = readline_records(&seen);
