@@ -75,7 +75,7 @@ pub fn compile(test: &str, name: &str) -> Option<PathBuf> {
 }
 
 /// Every test source's base name.
-pub const ALL: [&str; 12] = [
+pub const ALL: [&str; 14] = [
     "bench_uprobe",
     "bench_probe_rw",
     "bench_maps",
@@ -88,6 +88,8 @@ pub const ALL: [&str; 12] = [
     "btf_kinds",
     "tail_calls",
     "loop_callbacks",
+    "funclatency",
+    "bashreadline",
 ];
 
 /// Reads a file.
