@@ -282,6 +282,10 @@ fn readline_records(seen: &[(&str, String)]) -> Vec<(u32, String)> {
             let pid = u32::from_ne_bytes(b[..4].try_into().unwrap());
             let s = &b[4..];
             let end = s.iter().position(|c| *c == 0).expect("NUL-terminated");
+            // The program zeroes the record before bpf_probe_read_user_str,
+            // which (as in the kernel) writes nothing past the terminator:
+            // no bytes of the target's memory after the string leak in.
+            assert!(s[end..].iter().all(|c| *c == 0), "bytes past the NUL: {l}");
             Some((pid, String::from_utf8_lossy(&s[..end]).into_owned()))
         })
         .collect()

@@ -410,27 +410,34 @@ fn probe_read_into(buf: &mut [u8], src: u64) -> i64 {
 /// `probe_read_str`: copies up to `buf.len() - 1` bytes or through the first
 /// NUL, NUL-terminates, returns the length including the NUL; `-EFAULT` (and
 /// a zeroed buffer) when the first byte is unreadable. Reads page by page,
-/// so a string ending just before an unmapped page is fine.
+/// so a string ending just before an unmapped page is fine. As in the
+/// kernel, the bytes of `buf` after the terminator are left as they were:
+/// the source is read through a scratch chunk, so whatever follows the
+/// string in the target's memory never reaches the program's buffer.
 fn probe_read_str_into(buf: &mut [u8], src: u64) -> i64 {
+    const CHUNK: usize = 256;
     if buf.is_empty() {
         return 0;
     }
     let max = buf.len() - 1;
+    let mut scratch = [0u8; CHUNK];
     let mut n = 0usize;
     while n < max {
         let addr = (src as usize).wrapping_add(n);
         let to_page_end = 4096 - (addr & 4095);
-        let chunk = to_page_end.min(max - n);
-        if pkbpf_sandbox::copy_from_user(&mut buf[n..n + chunk], addr).is_err() {
+        let chunk = to_page_end.min(max - n).min(CHUNK);
+        if pkbpf_sandbox::copy_from_user(&mut scratch[..chunk], addr).is_err() {
             if n == 0 {
                 buf.fill(0);
                 return -EFAULT;
             }
             break;
         }
-        if let Some(z) = buf[n..n + chunk].iter().position(|&b| b == 0) {
+        if let Some(z) = scratch[..chunk].iter().position(|&b| b == 0) {
+            buf[n..=n + z].copy_from_slice(&scratch[..=z]);
             return (n + z + 1) as i64;
         }
+        buf[n..n + chunk].copy_from_slice(&scratch[..chunk]);
         n += chunk;
     }
     buf[n] = 0;
@@ -874,6 +881,21 @@ mod tests {
         let mut buf = [0xffu8; 16];
         assert_eq!(probe_read_str_into(&mut buf, src.as_ptr() as u64), 6);
         assert_eq!(&buf[..6], b"hello\0");
+        assert_eq!(
+            buf[6..],
+            [0xff; 10],
+            "nothing past the terminator is copied"
+        );
+        // A string longer than one scratch chunk, ending mid-way through
+        // the next: every byte up to the NUL, none after.
+        let long: Vec<u8> = (0..300)
+            .map(|i| b'a' + (i % 26) as u8)
+            .chain([0, b'X', b'Y'])
+            .collect();
+        let mut buf = [0xffu8; 400];
+        assert_eq!(probe_read_str_into(&mut buf, long.as_ptr() as u64), 301);
+        assert_eq!(&buf[..301], &long[..301]);
+        assert_eq!(buf[301..], [0xff; 99]);
         let mut buf = [0xffu8; 8];
         assert_eq!(probe_read_str_into(&mut buf, 8), -EFAULT);
         assert_eq!(buf, [0; 8]);
