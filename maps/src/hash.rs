@@ -390,7 +390,7 @@ impl RawMap {
         let h = unsafe { self.hash_key::<KS>(key) };
         let b = self.bucket_of(h);
         loop {
-            let s = oseq_read_begin(&b.seq, self.owner_of(b), self.poisoned());
+            let s = oseq_read_begin(&b.seq, self.owner_of(b), self.robust());
             // SAFETY: forwarded.
             let e = unsafe { self.chain_find::<KS>(b, h, key) };
             if !oseq_read_retry(&b.seq, s) {
@@ -424,7 +424,7 @@ impl RawMap {
         let h = unsafe { self.hash_key::<0>(key) };
         let b = self.bucket_of(h);
         loop {
-            let s = oseq_read_begin(&b.seq, self.owner_of(b), self.poisoned());
+            let s = oseq_read_begin(&b.seq, self.owner_of(b), self.robust());
             // SAFETY: as above.
             let e = unsafe { self.chain_find::<0>(b, h, key) };
             if e != NIL {
@@ -527,7 +527,7 @@ impl RawMap {
             let mut got = NIL;
             for &(s, i) in &old[..n] {
                 let b = self.bucket_of(self.e_hash(i).load(Ordering::Relaxed));
-                oseq_write_lock(&b.seq, self.owner_of(b), self.poisoned());
+                oseq_write_lock(&b.seq, self.owner_of(b), self.robust());
                 let ok = self.e_state(i).load(Ordering::Relaxed) == 1
                     && self.e_stamp(i).load(Ordering::Relaxed) == s
                     && self.unlink(b, i);
@@ -563,7 +563,7 @@ impl RawMap {
         // SAFETY: forwarded.
         let h = unsafe { self.hash_key::<KS>(key) };
         let b = self.bucket_of(h);
-        oseq_write_lock(&b.seq, self.owner_of(b), self.poisoned());
+        oseq_write_lock(&b.seq, self.owner_of(b), self.robust());
         // SAFETY: forwarded.
         let found = unsafe { self.chain_find::<KS>(b, h, key) };
         if found != NIL && flags != BPF_NOEXIST {
@@ -599,7 +599,7 @@ impl RawMap {
         let mut locked = true;
         let ret = loop {
             if !locked {
-                oseq_write_lock(&b.seq, self.owner_of(b), self.poisoned());
+                oseq_write_lock(&b.seq, self.owner_of(b), self.robust());
                 // SAFETY: forwarded.
                 found = unsafe { self.chain_find::<KS>(b, h, key) };
             }
@@ -685,7 +685,7 @@ impl RawMap {
         // SAFETY: forwarded.
         let h = unsafe { self.hash_key::<KS>(key) };
         let b = self.bucket_of(h);
-        oseq_write_lock(&b.seq, self.owner_of(b), self.poisoned());
+        oseq_write_lock(&b.seq, self.owner_of(b), self.robust());
         // SAFETY: forwarded.
         let e = unsafe { self.chain_find::<KS>(b, h, key) };
         let ok = e != NIL && self.unlink(b, e);
@@ -770,7 +770,7 @@ impl RawMap {
         // SAFETY: KS = 0 fits every key size.
         let h = unsafe { self.hash_key::<0>(key) };
         let b = self.bucket_of(h);
-        oseq_write_lock(&b.seq, self.owner_of(b), self.poisoned());
+        oseq_write_lock(&b.seq, self.owner_of(b), self.robust());
     }
 
     fn copy_key_out(&self, e: u32, out: &mut [u8]) {
@@ -794,7 +794,7 @@ impl RawMap {
             let h = unsafe { self.hash_key::<0>(key) };
             let b = self.bucket_of(h);
             loop {
-                let s = oseq_read_begin(&b.seq, self.owner_of(b), self.poisoned());
+                let s = oseq_read_begin(&b.seq, self.owner_of(b), self.robust());
                 // SAFETY: as above.
                 let e = unsafe { self.chain_find::<0>(b, h, key) };
                 let next = if e == NIL {
@@ -820,7 +820,7 @@ impl RawMap {
         for bi in first_bucket..self.p.nbuckets {
             let b = self.bucket_at(bi);
             loop {
-                let s = oseq_read_begin(&b.seq, self.owner_of(b), self.poisoned());
+                let s = oseq_read_begin(&b.seq, self.owner_of(b), self.robust());
                 let head = b.head.load(Ordering::Acquire);
                 let got = head < self.max_entries;
                 if got {

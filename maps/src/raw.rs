@@ -136,6 +136,9 @@ pub struct RawMap {
     pub(crate) internals: *mut u8,
     frozen: *const AtomicU32,
     poisoned: *const AtomicU32,
+    /// Whether this process shares the region creator's PID namespace
+    /// (lock owners are then attributable by thread id; see `sync`).
+    same_ns: bool,
     ops: Ops,
 }
 
@@ -162,6 +165,7 @@ impl RawMap {
         internals: *mut u8,
         frozen: &AtomicU32,
         poisoned: &AtomicU32,
+        same_ns: bool,
     ) -> RawMap {
         RawMap {
             ty: def.map_type,
@@ -174,6 +178,7 @@ impl RawMap {
             internals,
             frozen,
             poisoned,
+            same_ns,
             ops: Ops::of(def.map_type, def.key_size),
         }
     }
@@ -235,6 +240,14 @@ impl RawMap {
     pub(crate) fn poisoned(&self) -> &AtomicU32 {
         // SAFETY: points into the region header, alive with the region.
         unsafe { &*self.poisoned }
+    }
+    /// What this map's owned locks need for recovery.
+    #[inline(always)]
+    pub(crate) fn robust(&self) -> crate::sync::Robust<'_> {
+        crate::sync::Robust {
+            poisoned: self.poisoned(),
+            attributable: self.same_ns,
+        }
     }
     pub(crate) fn frozen(&self) -> &AtomicU32 {
         // SAFETY: points into the region header, alive with the region.
@@ -693,7 +706,7 @@ impl RawMap {
         }
         let size = self.max_entries + 1;
         let (lock, head, tail) = (self.q_word(0), self.q_word(1), self.q_word(2));
-        if spin_lock(lock) {
+        if spin_lock(lock, self.same_ns) {
             self.poisoned().store(1, Ordering::Release);
         }
         let h = head.load(Ordering::Relaxed) % size;
@@ -726,7 +739,7 @@ impl RawMap {
         };
         let size = self.max_entries + 1;
         let (lock, head, tail) = (self.q_word(0), self.q_word(1), self.q_word(2));
-        if spin_lock(lock) {
+        if spin_lock(lock, self.same_ns) {
             self.poisoned().store(1, Ordering::Release);
         }
         let h = head.load(Ordering::Relaxed) % size;
@@ -782,6 +795,7 @@ impl RawMap {
                         self.internals,
                         self.values,
                         self.p.ring_size,
+                        self.same_ns,
                     )
                 })
             }
@@ -796,6 +810,7 @@ impl RawMap {
                         self.internals,
                         base.add(crate::ring::CTL_SIZE),
                         self.p.ring_size,
+                        self.same_ns,
                     ))
                 }
             }

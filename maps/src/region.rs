@@ -113,6 +113,8 @@ struct RegionHeader {
     ncpus: u32,
     page_size: u32,
     perf_ring_bytes: u64,
+    /// The creator's PID namespace (see `sync::Robust`), 0 if unknown.
+    pid_ns: u64,
 }
 
 #[repr(C)]
@@ -439,6 +441,7 @@ impl RegionBuilder {
                     ncpus,
                     page_size: page as u32,
                     perf_ring_bytes: self.perf_ring(),
+                    pid_ns: crate::sync::pid_ns(),
                 },
             );
             for (k, (def, (v, i, l))) in self.defs.iter().zip(&placed).enumerate() {
@@ -614,8 +617,17 @@ impl Region {
             };
             // SAFETY: both ranges lie inside the mapping (checked above) and
             // are laid out for `def` by `compute_layout`.
-            let raw =
-                unsafe { RawMap::new(&def, &l, base.add(v), base.add(i), &e.frozen, &e.poisoned) };
+            let raw = unsafe {
+                RawMap::new(
+                    &def,
+                    &l,
+                    base.add(v),
+                    base.add(i),
+                    &e.frozen,
+                    &e.poisoned,
+                    crate::sync::same_pid_ns(hdr.pid_ns),
+                )
+            };
             maps.push(MapSlot {
                 def,
                 values,

@@ -44,6 +44,8 @@ pub(crate) struct Ring {
     notify: *mut u8,
     data: *mut u8,
     size: u64,
+    /// Lock owners attributable by thread id (see `sync::Robust`).
+    same_ns: bool,
 }
 
 // SAFETY: only pointers into the shared mapping, used through atomics.
@@ -53,12 +55,19 @@ impl Ring {
     /// # Safety
     /// `ctl` and `notify` point to control blocks, `data` to `size` bytes
     /// (a power of two), all inside a live mapping.
-    pub(crate) unsafe fn new(ctl: *mut u8, notify: *mut u8, data: *mut u8, size: u64) -> Ring {
+    pub(crate) unsafe fn new(
+        ctl: *mut u8,
+        notify: *mut u8,
+        data: *mut u8,
+        size: u64,
+        same_ns: bool,
+    ) -> Ring {
         Ring {
             ctl,
             notify,
             data,
             size,
+            same_ns,
         }
     }
 
@@ -89,7 +98,7 @@ impl Ring {
         let lock = self.w32(self.ctl, LOCK);
         // A reservation lock taken over from a dead producer needs no
         // repair: positions are only advanced after the header is written.
-        let _ = spin_lock(lock);
+        let _ = spin_lock(lock, self.same_ns);
         let cons = self.w64(CONS).load(Ordering::Acquire);
         let prod = self.w64(PROD).load(Ordering::Relaxed);
         let off = prod & (self.size - 1);

@@ -23,7 +23,11 @@
 //! place and raises the map's "possibly inconsistent" flag (the dead writer
 //! may have left a value half-written; the hash chains stay walkable, since
 //! every link change is a single store). A thread id reused by a new thread
-//! only delays that recovery; a holder that dies in the two instructions
+//! only delays that recovery. Thread ids mean something only within one
+//! PID namespace: a region records its creator's, and a process outside it
+//! writes an unattributable owner (`u32::MAX`, never taken for dead) and
+//! never releases another's lock (see [`Robust`]). A holder that dies in
+//! the two instructions
 //! between its CAS and storing its id (or between clearing it and
 //! unlocking) leaves a lock nobody can attribute, which is not recovered.
 
@@ -64,6 +68,45 @@ fn my_tid_slow() -> u32 {
     t
 }
 
+/// The inode of this process's PID namespace (`/proc/self/ns/pid`), 0 when
+/// unknown. A region records its creator's, and thread ids in lock words
+/// are only written and trusted by processes in that same namespace.
+pub(crate) fn pid_ns() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    static NS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *NS.get_or_init(|| {
+        std::fs::metadata("/proc/self/ns/pid")
+            .map(|m| m.ino())
+            .unwrap_or(0)
+    })
+}
+
+/// Whether this process shares the PID namespace `ns` (a region's).
+pub(crate) fn same_pid_ns(ns: u64) -> bool {
+    ns != 0 && pid_ns() == ns
+}
+
+/// What a map's locks need for recovery: the map's "possibly
+/// inconsistent" flag, and whether this process may attribute locks by
+/// thread id (it shares the region creator's PID namespace). A process
+/// that may not writes an unattributable owner (`u32::MAX`, never "dead")
+/// and never releases anyone else's lock.
+#[derive(Clone, Copy)]
+pub(crate) struct Robust<'a> {
+    pub poisoned: &'a AtomicU32,
+    pub attributable: bool,
+}
+
+/// The owner id this process writes into a lock word.
+#[inline(always)]
+fn owner_id(attributable: bool) -> u32 {
+    if attributable {
+        my_tid()
+    } else {
+        u32::MAX
+    }
+}
+
 /// Whether thread `tid` no longer exists (a lock it holds is abandoned).
 /// Any doubt (no permission, a filtered system call) counts as alive.
 fn owner_dead(tid: u32) -> bool {
@@ -93,20 +136,21 @@ pub(crate) fn backoff(spins: &mut u32) {
 /// Takes the spinlock `l` (its word then holds our thread id). Returns true
 /// when it had to be taken over from a dead owner (the data it protects may
 /// be half-updated).
+/// `attributable`: see [`Robust`].
 #[inline]
-pub(crate) fn spin_lock(l: &AtomicU32) -> bool {
-    let me = my_tid();
+pub(crate) fn spin_lock(l: &AtomicU32, attributable: bool) -> bool {
+    let me = owner_id(attributable);
     if l.compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed)
         .is_ok()
     {
         return false;
     }
-    spin_lock_slow(l, me)
+    spin_lock_slow(l, me, attributable)
 }
 
 #[cold]
 #[inline(never)]
-fn spin_lock_slow(l: &AtomicU32, me: u32) -> bool {
+fn spin_lock_slow(l: &AtomicU32, me: u32, attributable: bool) -> bool {
     let mut spins = 0;
     loop {
         if l.compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed)
@@ -120,7 +164,7 @@ fn spin_lock_slow(l: &AtomicU32, me: u32) -> bool {
                 break;
             }
             backoff(&mut spins);
-            if spins.is_multiple_of(OWNER_CHECK_EVERY) && owner_dead(owner) {
+            if attributable && spins.is_multiple_of(OWNER_CHECK_EVERY) && owner_dead(owner) {
                 // Take it over in the dead owner's place.
                 if l.compare_exchange(owner, me, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
@@ -142,7 +186,7 @@ pub(crate) fn spin_unlock(l: &AtomicU32) {
 /// doc): `owner` gets our thread id once the lock is ours; `poisoned` is
 /// raised if a dead holder's lock had to be released on the way.
 #[inline(always)]
-pub(crate) fn oseq_write_lock(seq: &AtomicU32, owner: &AtomicU32, poisoned: &AtomicU32) {
+pub(crate) fn oseq_write_lock(seq: &AtomicU32, owner: &AtomicU32, rb: Robust<'_>) {
     let v = seq.load(Ordering::Relaxed);
     if v & 1 == 0
         && seq
@@ -152,15 +196,15 @@ pub(crate) fn oseq_write_lock(seq: &AtomicU32, owner: &AtomicU32, poisoned: &Ato
         // Readers that see the data we are about to write must also see
         // the odd count.
         fence(Ordering::Release);
-        owner.store(my_tid(), Ordering::Relaxed);
+        owner.store(owner_id(rb.attributable), Ordering::Relaxed);
         return;
     }
-    oseq_write_lock_slow(seq, owner, poisoned);
+    oseq_write_lock_slow(seq, owner, rb);
 }
 
 #[cold]
 #[inline(never)]
-fn oseq_write_lock_slow(seq: &AtomicU32, owner: &AtomicU32, poisoned: &AtomicU32) {
+fn oseq_write_lock_slow(seq: &AtomicU32, owner: &AtomicU32, rb: Robust<'_>) {
     let mut spins = 0;
     loop {
         let v = seq.load(Ordering::Relaxed);
@@ -170,14 +214,14 @@ fn oseq_write_lock_slow(seq: &AtomicU32, owner: &AtomicU32, poisoned: &AtomicU32
                 .is_ok()
             {
                 fence(Ordering::Release);
-                owner.store(my_tid(), Ordering::Relaxed);
+                owner.store(owner_id(rb.attributable), Ordering::Relaxed);
                 return;
             }
             continue;
         }
         backoff(&mut spins);
         if spins.is_multiple_of(OWNER_CHECK_EVERY) {
-            oseq_recover(seq, v, owner, poisoned);
+            oseq_recover(seq, v, owner, rb);
         }
     }
 }
@@ -188,16 +232,17 @@ fn oseq_write_lock_slow(seq: &AtomicU32, owner: &AtomicU32, poisoned: &AtomicU32
 /// holder of `v` or 0 (not yet known: keep waiting); the CAS on the count
 /// fails if the lock moved on meanwhile.
 #[cold]
-fn oseq_recover(seq: &AtomicU32, v: u32, owner: &AtomicU32, poisoned: &AtomicU32) {
+fn oseq_recover(seq: &AtomicU32, v: u32, owner: &AtomicU32, rb: Robust<'_>) {
     let o = owner.load(Ordering::Acquire);
-    if v & 1 == 1
+    if rb.attributable
+        && v & 1 == 1
         && owner_dead(o)
         && seq
             .compare_exchange(v, v.wrapping_add(1), Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
     {
         let _ = owner.compare_exchange(o, 0, Ordering::Relaxed, Ordering::Relaxed);
-        poisoned.store(1, Ordering::Release);
+        rb.poisoned.store(1, Ordering::Release);
     }
 }
 
@@ -216,17 +261,17 @@ pub(crate) fn oseq_write_unlock(seq: &AtomicU32, owner: &AtomicU32) {
 /// Starts a read section of the owned sequence lock `seq`: waits out a
 /// writer (releasing a dead one's lock) and returns the count to check.
 #[inline(always)]
-pub(crate) fn oseq_read_begin(seq: &AtomicU32, owner: &AtomicU32, poisoned: &AtomicU32) -> u32 {
+pub(crate) fn oseq_read_begin(seq: &AtomicU32, owner: &AtomicU32, rb: Robust<'_>) -> u32 {
     let v = seq.load(Ordering::Acquire);
     if v & 1 == 0 {
         return v;
     }
-    oseq_read_wait(seq, owner, poisoned)
+    oseq_read_wait(seq, owner, rb)
 }
 
 #[cold]
 #[inline(never)]
-fn oseq_read_wait(seq: &AtomicU32, owner: &AtomicU32, poisoned: &AtomicU32) -> u32 {
+fn oseq_read_wait(seq: &AtomicU32, owner: &AtomicU32, rb: Robust<'_>) -> u32 {
     let mut spins = 0;
     loop {
         let v = seq.load(Ordering::Acquire);
@@ -235,7 +280,7 @@ fn oseq_read_wait(seq: &AtomicU32, owner: &AtomicU32, poisoned: &AtomicU32) -> u
         }
         backoff(&mut spins);
         if spins.is_multiple_of(OWNER_CHECK_EVERY) {
-            oseq_recover(seq, v, owner, poisoned);
+            oseq_recover(seq, v, owner, rb);
         }
     }
 }
@@ -376,7 +421,7 @@ mod tests {
                 let (lock, counter) = (lock.clone(), counter.clone());
                 std::thread::spawn(move || {
                     for _ in 0..2000 {
-                        spin_lock(&lock);
+                        spin_lock(&lock, true);
                         // A non-atomic read-modify-write: only correct under the lock.
                         let v = counter.load(Ordering::Relaxed);
                         counter.store(v + 1, Ordering::Relaxed);
@@ -400,9 +445,18 @@ mod tests {
         let (seq, owner) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
         let (l2, seq2, owner2) = (l.clone(), seq.clone(), owner.clone());
         let poison = AtomicU32::new(0);
+        let rb = Robust {
+            poisoned: &poison,
+            attributable: true,
+        };
         let dead = std::thread::spawn(move || {
-            assert!(!spin_lock(&l2));
-            oseq_write_lock(&seq2, &owner2, &AtomicU32::new(0));
+            assert!(!spin_lock(&l2, true));
+            let p = AtomicU32::new(0);
+            let rb = Robust {
+                poisoned: &p,
+                attributable: true,
+            };
+            oseq_write_lock(&seq2, &owner2, rb);
             my_tid()
         })
         .join()
@@ -410,21 +464,23 @@ mod tests {
         assert_eq!(l.load(Ordering::Relaxed), dead);
         assert_eq!(owner.load(Ordering::Relaxed), dead);
         assert_eq!(seq.load(Ordering::Relaxed) & 1, 1);
-        assert!(spin_lock(&l), "taken over from the dead thread");
+        assert!(spin_lock(&l, true), "taken over from the dead thread");
         assert_eq!(l.load(Ordering::Relaxed), my_tid());
         spin_unlock(&l);
-        let v = oseq_read_begin(&seq, &owner, &poison);
+        let v = oseq_read_begin(&seq, &owner, rb);
         assert_eq!(v & 1, 0);
         assert_eq!(poison.load(Ordering::Relaxed), 1);
         assert_eq!(owner.load(Ordering::Relaxed), 0);
         assert!(!oseq_read_retry(&seq, v));
-        oseq_write_lock(&seq, &owner, &poison);
+        oseq_write_lock(&seq, &owner, rb);
         assert_eq!(owner.load(Ordering::Relaxed), my_tid());
         oseq_write_unlock(&seq, &owner);
         assert_eq!(owner.load(Ordering::Relaxed), 0);
         assert!(oseq_read_retry(&seq, v));
-        // A live holder is waited for, not robbed.
+        // A live holder is waited for, not robbed; an unattributable one
+        // is never taken for dead.
         assert!(!owner_dead(my_tid()));
+        assert!(!owner_dead(owner_id(false)));
     }
 
     #[test]
