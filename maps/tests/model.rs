@@ -46,6 +46,24 @@ fn key_of(k: u8) -> [u8; 6] {
     [k, 0xa5, k.wrapping_mul(3), 0, 1, 2]
 }
 
+/// Key `k` as `ks` bytes: [`key_of`] for 6, else `k` followed by bytes
+/// derived from it (the 4- and 8-byte specialised paths, and the general
+/// multi-word one for 12).
+fn key_bytes(k: u8, ks: usize) -> Vec<u8> {
+    if ks == 6 {
+        return key_of(k).to_vec();
+    }
+    (0..ks)
+        .map(|i| {
+            if i == 0 {
+                k
+            } else {
+                k.wrapping_mul(i as u8 * 2 + 1) ^ (i as u8)
+            }
+        })
+        .collect()
+}
+
 /// The model of a hash map: values plus recency order (front = least recent).
 struct HashModel<V> {
     max: usize,
@@ -108,7 +126,12 @@ fn run_hash(ty: MapType, ops: &[HOp]) -> Result<(), TestCaseError> {
 }
 
 fn run_hash_sized(ty: MapType, ops: &[HOp], max: u32) -> Result<(), TestCaseError> {
-    let (_r, m) = region_with(MapDef::new("h", ty, 6, 8, max));
+    run_hash_keyed(ty, ops, max, 6)
+}
+
+fn run_hash_keyed(ty: MapType, ops: &[HOp], max: u32, ks: usize) -> Result<(), TestCaseError> {
+    let key_of = |k: u8| key_bytes(k, ks);
+    let (_r, m) = region_with(MapDef::new("h", ty, ks as u32, 8, max));
     let mut model = HashModel {
         max: max as usize,
         lru: matches!(ty, MapType::LruHash),
@@ -202,6 +225,17 @@ proptest! {
     #[test]
     fn hash_matches_model(ops in proptest::collection::vec(hop(), 1..120)) {
         run_hash(MapType::Hash, &ops)?;
+    }
+
+    /// The specialised 4- and 8-byte key paths and the multi-word one.
+    #[test]
+    fn hash_matches_model_for_key_sizes(
+        ops in proptest::collection::vec(hop(), 1..120),
+        ks in prop_oneof![Just(4usize), Just(8), Just(12)],
+        lru in any::<bool>(),
+    ) {
+        let ty = if lru { MapType::LruHash } else { MapType::Hash };
+        run_hash_keyed(ty, &ops, 8, ks)?;
     }
 
     /// 130 entries: full inserts evict the 2 least recently used at once.
