@@ -364,7 +364,10 @@ impl LoadedObject {
     /// # Panics
     /// If `index` is not below the number of programs.
     pub(crate) fn program_at(&self, index: usize) -> Program<'_> {
-        assert!(index < self.progs.len(), "program index {index} out of range");
+        assert!(
+            index < self.progs.len(),
+            "program index {index} out of range"
+        );
         Program { obj: self, index }
     }
 
