@@ -10,6 +10,19 @@
 //! did not. With a last-in first-out worklist, a checkpoint still in
 //! progress is an ancestor of the current path: subsumption by it means the
 //! loop makes no progress.
+//!
+//! What a completed checkpoint must match: the locations read below it
+//! (read marks, [`super::liveness`]), and of the scalars among them the
+//! exact values only where they decided something below it (precision, see
+//! `Explorer::mark_precise`); elsewhere any scalar will do, which is what
+//! lets branchy loops with accumulators prune.
+//!
+//! `bpf_loop` callbacks: each exit of a callback re-enters it (the next
+//! iteration) besides returning to the caller; a state at the callback's
+//! entry (or inside it) that an earlier iteration's checkpoint still in
+//! progress subsumes is the loop's fixpoint, not an infinite loop (the
+//! helper bounds the iterations), and is cut with every location counted
+//! as read and precise above it.
 
 use super::cfg::{self, use_def, Cfg};
 use super::ctx::CtxDesc;
