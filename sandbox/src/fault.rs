@@ -257,7 +257,17 @@ std::arch::global_asm!(
     ".globl pkbpf_sandbox_guarded_copy_end",
     ".p2align 4",
     // extern "C" fn(dst: rdi, src: rsi, len: rdx) -> u64: 0 ok, 1 faulted.
+    // Eight bytes (a pointer or u64: most probe reads and writes) take one
+    // load and one store; `rep movsb`'s start-up cost dominates so small a
+    // copy. Either access may fault: both lie before the fault label.
     "pkbpf_sandbox_guarded_copy:",
+    "    cmp rdx, 8",
+    "    jne 2f",
+    "    mov rax, qword ptr [rsi]",
+    "    mov qword ptr [rdi], rax",
+    "    xor eax, eax",
+    "    ret",
+    "2:",
     "    mov rcx, rdx",
     "    rep movsb",
     "    xor eax, eax",

@@ -277,20 +277,25 @@ helper! {
     }
 }
 
-/// The map helpers JIT code may call directly (no stub, no env), for an
-/// object that gets no protection keys (`no_keys`): the map operation
-/// itself, on the map the verifier proved `r1` to be (a `CONST_PTR_TO_MAP`
-/// resolved by the JIT to one of the object's maps, never a forged value),
-/// with the key and value pointers it proved. Ids a host helper took over
-/// (`host_ids`) stay with their helper.
+/// The helpers JIT code may call directly (no stub, no env), for an object
+/// that gets no protection keys (`no_keys`): the map operation itself, on
+/// the map the verifier proved `r1` to be (a `CONST_PTR_TO_MAP` resolved by
+/// the JIT to one of the object's maps, never a forged value), with the key
+/// and value pointers it proved; and the guarded `probe_read*` copies into
+/// the buffer it proved. Ids a host helper took over (`host_ids`) stay with
+/// their helper.
 pub(crate) fn direct_map_helpers(no_keys: bool, host_ids: &[u32]) -> BTreeMap<u32, DirectHelperFn> {
     if !no_keys {
         return BTreeMap::new();
     }
-    let table: [(i32, DirectHelperFn); 3] = [
+    let table: [(i32, DirectHelperFn); 7] = [
         (id::MAP_LOOKUP_ELEM, direct_map_lookup),
         (id::MAP_UPDATE_ELEM, direct_map_update),
         (id::MAP_DELETE_ELEM, direct_map_delete),
+        (id::PROBE_READ, direct_probe_read),
+        (id::PROBE_READ_USER, direct_probe_read),
+        (id::PROBE_READ_STR, direct_probe_read_str),
+        (id::PROBE_READ_USER_STR, direct_probe_read_str),
     ];
     table
         .into_iter()
@@ -326,6 +331,27 @@ unsafe extern "C" fn direct_map_update(r1: u64, r2: u64, r3: u64, r4: u64, _: u6
 unsafe extern "C" fn direct_map_delete(r1: u64, r2: u64, _: u64, _: u64, _: u64) -> u64 {
     // SAFETY: the caller's contract.
     unsafe { (*(r1 as *const RawMap)).delete(r2 as *const u8) as u64 }
+}
+
+/// `bpf_probe_read(_user)(dst, size, src)` called directly from JIT code:
+/// the same guarded copy as the helper, whose pointer check passes every
+/// pointer when the object has no keys.
+///
+/// # Safety
+/// `r1` points to `r2` writable bytes, as the verifier proves for the call.
+unsafe extern "C" fn direct_probe_read(r1: u64, r2: u64, r3: u64, _: u64, _: u64) -> u64 {
+    // SAFETY: the caller's contract.
+    probe_read_into(unsafe { dst_buf(r1, r2) }, r3) as u64
+}
+
+/// `bpf_probe_read(_user)_str(dst, size, src)` called directly from JIT
+/// code (see [`direct_probe_read`]).
+///
+/// # Safety
+/// As [`direct_probe_read`].
+unsafe extern "C" fn direct_probe_read_str(r1: u64, r2: u64, r3: u64, _: u64, _: u64) -> u64 {
+    // SAFETY: the caller's contract.
+    probe_read_str_into(unsafe { dst_buf(r1, r2) }, r3) as u64
 }
 
 /// `bpf_map_lookup_elem` for an object with keys: pointer checks and gate.
