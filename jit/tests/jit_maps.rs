@@ -3,68 +3,10 @@
 use std::ffi::c_void;
 
 use pkbpf_jit::x86::{ArrayLayout, HelperRet, JitEnv, JitMap, JitProgram, RunError};
-use pkbpf_verifier::isa::{
-    AluOp, CallTarget, Insn, JmpCond, LdPseudo, MemSize, Reg, Source, Width,
-};
 use pkbpf_verifier::{verify, MapDesc, ProgramEnv};
 
-fn r(n: u8) -> Reg {
-    Reg::new(n).unwrap()
-}
-
-/// `*(u32 *)(fp-4) = key; r0 = lookup(map 0, fp-4); return r0 ? *(u64 *)r0 : -1`
-fn lookup_prog(key: i32) -> Vec<Insn> {
-    vec![
-        Insn::Store {
-            size: MemSize::W,
-            dst: Reg::R10,
-            off: -4,
-            src: Source::Imm(key),
-        },
-        Insn::LdPseudo {
-            dst: r(1),
-            kind: LdPseudo::MapIdx,
-            imm: 0,
-            next_imm: 0,
-        },
-        Insn::LdImm64Hi,
-        Insn::Alu {
-            width: Width::W64,
-            op: AluOp::Mov,
-            dst: r(2),
-            src: Source::Reg(Reg::R10),
-        },
-        Insn::Alu {
-            width: Width::W64,
-            op: AluOp::Add,
-            dst: r(2),
-            src: Source::Imm(-4),
-        },
-        Insn::Call(CallTarget::Helper(1)),
-        Insn::Jmp {
-            width: Width::W64,
-            cond: JmpCond::Eq,
-            dst: Reg::R0,
-            src: Source::Imm(0),
-            off: 2,
-        },
-        Insn::Load {
-            size: MemSize::DW,
-            signed: false,
-            dst: Reg::R0,
-            src: Reg::R0,
-            off: 0,
-        },
-        Insn::Exit,
-        Insn::Alu {
-            width: Width::W64,
-            op: AluOp::Mov,
-            dst: Reg::R0,
-            src: Source::Imm(-1),
-        },
-        Insn::Exit,
-    ]
-}
+mod jit_support;
+use jit_support::lookup_prog;
 
 /// Stands in for map_lookup_elem where inlining is expected: aborts.
 extern "C" fn not_inlined(_: u64, _: u64, _: u64, _: u64, _: u64, _: *mut c_void) -> HelperRet {

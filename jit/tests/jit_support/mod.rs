@@ -113,3 +113,21 @@ macro_rules! check {
         assert_eq!(r0, $expected as u64, "program:\n{}", $src);
     }};
 }
+
+/// `*(u32 *)(fp-4) = key; r0 = lookup(map 0, fp-4); return r0 ? *(u64 *)r0 : -1`
+/// (the map tests' program: array and per-CPU array lookups, inlined or not).
+pub fn lookup_prog(key: i32) -> Vec<Insn> {
+    assemble(&format!(
+        "*(u32 *)(r10 - 4) = {key}
+         r1 = map[idx:0]
+         r2 = r10
+         r2 += -4
+         call 1
+         if r0 == 0 goto +2
+         r0 = *(u64 *)(r0 + 0)
+         exit
+         r0 = -1
+         exit"
+    ))
+    .expect("the lookup program assembles")
+}
