@@ -192,15 +192,24 @@ fn program() -> impl Strategy<Value = (Vec<Insn>, Vec<u8>)> {
         })
 }
 
-#[test]
-fn accepted_generated_programs_run_cleanly() {
+/// The soundness property over `strategy`'s programs: every one the
+/// verifier accepts runs in the checked interpreter without an
+/// out-of-region access, an uninitialised read or running out of budget.
+/// Also checks that at least `1 / min_share` of the `n` programs were
+/// accepted (a generator whose programs are all rejected proves nothing).
+fn accepted_programs_run_cleanly(
+    what: &str,
+    strategy: impl Strategy<Value = (Vec<Insn>, Vec<u8>)>,
+    n: u32,
+    min_share: u32,
+) {
     let mut runner = TestRunner::new(Config {
-        cases: cases(1000),
+        cases: n,
         failure_persistence: None,
         ..Config::default()
     });
     let accepted = std::cell::Cell::new(0u32);
-    let result = runner.run(&program(), |(prog, mem)| {
+    let result = runner.run(&strategy, |(prog, mem)| {
         let env = ProgramEnv::conformance(mem.len() as u32);
         if verify(&prog, &env).is_ok() {
             accepted.set(accepted.get() + 1);
@@ -215,11 +224,16 @@ fn accepted_generated_programs_run_cleanly() {
         panic!("{e}");
     }
     let accepted = accepted.get();
-    println!("accepted {accepted} of {} generated programs", cases(1000));
+    println!("accepted {accepted} of {n} {what} programs");
     assert!(
-        accepted >= cases(1000) / 10,
-        "only {accepted} generated programs were accepted"
+        accepted >= n / min_share,
+        "only {accepted} {what} programs were accepted"
     );
+}
+
+#[test]
+fn accepted_generated_programs_run_cleanly() {
+    accepted_programs_run_cleanly("generated", program(), cases(1000), 10);
 }
 
 /// A bounded loop (`r6` counts to `n`) around a random body, followed by a
@@ -266,33 +280,7 @@ fn loop_program() -> impl Strategy<Value = (Vec<Insn>, Vec<u8>)> {
 
 #[test]
 fn accepted_loop_programs_run_cleanly() {
-    let n = cases(600);
-    let mut runner = TestRunner::new(Config {
-        cases: n,
-        failure_persistence: None,
-        ..Config::default()
-    });
-    let accepted = std::cell::Cell::new(0u32);
-    let result = runner.run(&loop_program(), |(prog, mem)| {
-        let env = ProgramEnv::conformance(mem.len() as u32);
-        if verify(&prog, &env).is_ok() {
-            accepted.set(accepted.get() + 1);
-            if let Err(e) = run_checked(&prog, &mem) {
-                let text = pkbpf_verifier::disasm::disassemble(&prog);
-                return Err(TestCaseError::fail(format!("accepted but {e}\n{text}")));
-            }
-        }
-        Ok(())
-    });
-    if let Err(e) = result {
-        panic!("{e}");
-    }
-    let accepted = accepted.get();
-    println!("accepted {accepted} of {n} loop programs");
-    assert!(
-        accepted >= n / 40,
-        "only {accepted} loop programs were accepted"
-    );
+    accepted_programs_run_cleanly("loop", loop_program(), cases(600), 40);
 }
 
 /// `bpf_loop(n, cb, fp-32, 0)` after the generated prologue, then a random
@@ -427,33 +415,7 @@ fn callback_program() -> impl Strategy<Value = (Vec<Insn>, Vec<u8>)> {
 
 #[test]
 fn accepted_callback_programs_run_cleanly() {
-    let n = cases(400);
-    let mut runner = TestRunner::new(Config {
-        cases: n,
-        failure_persistence: None,
-        ..Config::default()
-    });
-    let accepted = std::cell::Cell::new(0u32);
-    let result = runner.run(&callback_program(), |(prog, mem)| {
-        let env = ProgramEnv::conformance(mem.len() as u32);
-        if verify(&prog, &env).is_ok() {
-            accepted.set(accepted.get() + 1);
-            if let Err(e) = run_checked(&prog, &mem) {
-                let text = pkbpf_verifier::disasm::disassemble(&prog);
-                return Err(TestCaseError::fail(format!("accepted but {e}\n{text}")));
-            }
-        }
-        Ok(())
-    });
-    if let Err(e) = result {
-        panic!("{e}");
-    }
-    let accepted = accepted.get();
-    println!("accepted {accepted} of {n} callback programs");
-    assert!(
-        accepted >= n / 20,
-        "only {accepted} callback programs were accepted"
-    );
+    accepted_programs_run_cleanly("callback", callback_program(), cases(400), 20);
 }
 
 fn corpus() -> Vec<(String, Vec<Insn>, Vec<u8>)> {
