@@ -155,15 +155,7 @@ fn funclatency_histogram_counts_every_call() {
 /// with the same total as pkbpf's.
 fn kernel_histogram(test: &str, obj: &Path, dir: &Path, ours: &BTreeMap<u32, u64>) {
     let ksys = dir.join("ksys");
-    let built = Command::new("cc")
-        .args(["-O2", "-o"])
-        .arg(&ksys)
-        .arg(common::root().join("tests/targets/ksys.c"))
-        .args(["-lbpf", "-lelf", "-lz"])
-        .output()
-        .unwrap();
-    if !built.status.success() {
-        println!("skipped: {test}: kernel side: libbpf not available to build ksys");
+    if !common::build_libbpf_loader(test, "tests/targets/ksys.c", &ksys) {
         return;
     }
     // libbpf resolves the section's bare `sleeper` through PATH.

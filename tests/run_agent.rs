@@ -585,15 +585,7 @@ fn kernel_agrees_on_bench_probe_counts() {
     };
     let dir = tempfile::tempdir().unwrap();
     let kload = dir.path().join("kload");
-    let built = Command::new("cc")
-        .args(["-O2", "-o"])
-        .arg(&kload)
-        .arg(common::root().join("benchmark/kernel/kload.c"))
-        .args(["-lbpf", "-lelf", "-lz"])
-        .output()
-        .unwrap();
-    if !built.status.success() {
-        println!("skipped: {test}: libbpf not available to build kload");
+    if !common::build_libbpf_loader(test, "benchmark/kernel/kload.c", &kload) {
         return;
     }
     let exe = dir.path().join("benchmark/test");

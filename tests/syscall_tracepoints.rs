@@ -363,15 +363,7 @@ fn kernel_agrees_on_per_process_syscall_counts() {
     };
     let dir = tempfile::tempdir().unwrap();
     let ksys = dir.path().join("ksys");
-    let built = Command::new("cc")
-        .args(["-O2", "-o"])
-        .arg(&ksys)
-        .arg(common::root().join("tests/targets/ksys.c"))
-        .args(["-lbpf", "-lelf", "-lz"])
-        .output()
-        .unwrap();
-    if !built.status.success() {
-        println!("skipped: {test}: libbpf not available to build ksys");
+    if !common::build_libbpf_loader(test, "tests/targets/ksys.c", &ksys) {
         return;
     }
     let exe = compile_target(dir.path());

@@ -171,3 +171,24 @@ pub fn have_tools(test: &str) -> bool {
         false
     }
 }
+
+/// Builds the libbpf loader whose C source is `src` (relative to the
+/// repository root) into `out`; false, after a `skipped:` line for `test`,
+/// where libbpf cannot be linked (the kernel side of a comparison is then
+/// left out, the pkbpf side still checked).
+pub fn build_libbpf_loader(test: &str, src: &str, out: &Path) -> bool {
+    let built = Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(out)
+        .arg(root().join(src))
+        .args(["-lbpf", "-lelf", "-lz"])
+        .output()
+        .expect("run cc");
+    if !built.status.success() {
+        println!(
+            "skipped: {test}: kernel side: libbpf not available to build {src}\n{}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+    }
+    built.status.success()
+}
