@@ -126,6 +126,49 @@ pub struct TenantSpec {
     pub ext: ExtSource,
 }
 
+impl TenantSpec {
+    /// A tenant whose extension is assembler text.
+    pub fn asm(name: &str, text: &str) -> TenantSpec {
+        TenantSpec {
+            name: name.to_string(),
+            ext: ExtSource::Asm(text.to_string()),
+        }
+    }
+}
+
+/// A client connection: [`Client::ask`] sends one request line and returns
+/// the response line (the tests and any Rust caller use it).
+#[derive(Debug)]
+pub struct Client {
+    out: TcpStream,
+    inp: BufReader<TcpStream>,
+}
+
+impl Client {
+    /// Connects to a server, with a 60 s read timeout per response.
+    pub fn connect(addr: SocketAddr) -> std::io::Result<Client> {
+        let s = TcpStream::connect(addr)?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
+        Ok(Client {
+            out: s.try_clone()?,
+            inp: BufReader::new(s),
+        })
+    }
+
+    /// Sends `line` and returns the response without its newline.
+    pub fn ask(&mut self, line: &str) -> std::io::Result<String> {
+        self.out.write_all(format!("{line}\n").as_bytes())?;
+        let mut r = String::new();
+        if self.inp.read_line(&mut r)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the server closed the connection",
+            ));
+        }
+        Ok(r.trim_end().to_string())
+    }
+}
+
 /// Errors of starting the server.
 #[derive(Debug, thiserror::Error)]
 pub enum KvError {

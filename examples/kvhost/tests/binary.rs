@@ -1,10 +1,10 @@
 //! The `pkbpf-kvhost` binary with its built-in assembler tenants (no clang
 //! needed): starts, prints its isolation and address, serves requests.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+
+use pkbpf_kvhost::Client;
 
 #[test]
 fn binary_serves_builtin_tenants_on_loopback() {
@@ -26,17 +26,9 @@ fn binary_serves_builtin_tenants_on_loopback() {
         .unwrap_or_else(|| panic!("unexpected line {listening:?}"))
         .to_string();
 
-    let s = TcpStream::connect(&addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let mut w = s.try_clone().expect("clone");
-    let mut r = BufReader::new(s);
-    let mut ask = |line: &str| {
-        w.write_all(format!("{line}\n").as_bytes()).expect("send");
-        let mut resp = String::new();
-        r.read_line(&mut resp).expect("response");
-        resp.trim_end().to_string()
-    };
+    let addr = addr.parse().expect("a socket address");
+    let mut c = Client::connect(addr).expect("connect");
+    let mut ask = |line: &str| c.ask(line).expect("ask");
     assert_eq!(ask("PUT open x 1"), "STORED 0");
     assert_eq!(ask("GET open x"), "VALUE 0 1");
     assert!(ask("GET faulty boom").starts_with("ERR extension failed"));

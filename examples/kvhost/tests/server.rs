@@ -2,47 +2,10 @@
 //! behaviour as written, each tenant's map counts only its own requests, and
 //! an aborting extension fails only its own request.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
-use pkbpf_kvhost::{ExtSource, KvError, Server, TenantSpec, FAULTY_ASM, OPEN_ASM};
-
-/// One connection; `ask` sends a line and returns the response line.
-struct Client {
-    out: TcpStream,
-    inp: BufReader<TcpStream>,
-}
-
-impl Client {
-    fn connect(addr: SocketAddr) -> Client {
-        let s = TcpStream::connect(addr).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        Client {
-            out: s.try_clone().expect("clone"),
-            inp: BufReader::new(s),
-        }
-    }
-
-    fn ask(&mut self, line: &str) -> String {
-        self.out
-            .write_all(format!("{line}\n").as_bytes())
-            .expect("send");
-        let mut r = String::new();
-        self.inp.read_line(&mut r).expect("response");
-        r.trim_end().to_string()
-    }
-}
-
-fn asm(name: &str, text: &str) -> TenantSpec {
-    TenantSpec {
-        name: name.to_string(),
-        ext: ExtSource::Asm(text.to_string()),
-    }
-}
+use pkbpf_kvhost::{Client, ExtSource, KvError, Server, TenantSpec, FAULTY_ASM, OPEN_ASM};
 
 fn print_isolation(server: &Server) {
     let iso = server.isolation();
@@ -102,7 +65,10 @@ fn compile(name: &str) -> TenantSpec {
 fn assembler_tenants_serve_and_an_aborting_extension_fails_only_its_request() {
     let server = Server::start(
         "127.0.0.1:0",
-        &[asm("open", OPEN_ASM), asm("faulty", FAULTY_ASM)],
+        &[
+            TenantSpec::asm("open", OPEN_ASM),
+            TenantSpec::asm("faulty", FAULTY_ASM),
+        ],
     )
     .expect("start");
     print_isolation(&server);
@@ -113,11 +79,14 @@ fn assembler_tenants_serve_and_an_aborting_extension_fails_only_its_request() {
     let workers: Vec<_> = (0..4)
         .map(|w| {
             std::thread::spawn(move || {
-                let mut c = Client::connect(addr);
+                let mut c = Client::connect(addr).expect("connect");
                 for i in 0..25 {
-                    assert_eq!(c.ask(&format!("PUT open k{w}_{i} v{i}")), "STORED 0");
                     assert_eq!(
-                        c.ask(&format!("GET open k{w}_{i}")),
+                        c.ask(&format!("PUT open k{w}_{i} v{i}")).expect("ask"),
+                        "STORED 0"
+                    );
+                    assert_eq!(
+                        c.ask(&format!("GET open k{w}_{i}")).expect("ask"),
                         format!("VALUE 0 v{i}")
                     );
                 }
@@ -125,12 +94,15 @@ fn assembler_tenants_serve_and_an_aborting_extension_fails_only_its_request() {
         })
         .collect();
     let faults = std::thread::spawn(move || {
-        let mut c = Client::connect(addr);
+        let mut c = Client::connect(addr).expect("connect");
         for i in 0..10 {
-            let r = c.ask(&format!("GET faulty boom{i}"));
+            let r = c.ask(&format!("GET faulty boom{i}")).expect("ask");
             assert!(r.starts_with("ERR extension failed"), "{r}");
             assert!(r.contains("poisoned key"), "{r}");
-            assert_eq!(c.ask(&format!("GET faulty fine{i}")), "NOTFOUND 0");
+            assert_eq!(
+                c.ask(&format!("GET faulty fine{i}")).expect("ask"),
+                "NOTFOUND 0"
+            );
         }
     });
     for w in workers {
@@ -139,27 +111,33 @@ fn assembler_tenants_serve_and_an_aborting_extension_fails_only_its_request() {
     faults.join().expect("fault client");
 
     // The server still serves, and each map counted only its own tenant.
-    let mut c = Client::connect(addr);
-    assert_eq!(c.ask("GET open k0_0"), "VALUE 0 v0");
+    let mut c = Client::connect(addr).expect("connect");
+    assert_eq!(c.ask("GET open k0_0").expect("ask"), "VALUE 0 v0");
     assert_eq!(server.count("open"), Some(201));
     assert_eq!(server.count("faulty"), Some(20));
-    assert_eq!(c.ask("STATS open"), "COUNT 201");
-    assert_eq!(c.ask("STATS faulty"), "COUNT 20");
+    assert_eq!(c.ask("STATS open").expect("ask"), "COUNT 201");
+    assert_eq!(c.ask("STATS faulty").expect("ask"), "COUNT 20");
     server.shutdown();
 }
 
 #[test]
 fn bad_requests_get_error_responses() {
-    let server = Server::start("127.0.0.1:0", &[asm("open", OPEN_ASM)]).expect("start");
-    let mut c = Client::connect(server.addr());
-    assert_eq!(c.ask("GET nobody k"), "ERR unknown tenant nobody");
-    assert_eq!(c.ask("FROB open k"), "ERR unknown command FROB");
-    assert_eq!(c.ask("PUT open k"), "ERR missing value");
-    assert_eq!(c.ask("GET open"), "ERR missing key");
-    assert!(c.ask("").starts_with("ERR usage"));
+    let server = Server::start("127.0.0.1:0", &[TenantSpec::asm("open", OPEN_ASM)]).expect("start");
+    let mut c = Client::connect(server.addr()).expect("connect");
+    assert_eq!(
+        c.ask("GET nobody k").expect("ask"),
+        "ERR unknown tenant nobody"
+    );
+    assert_eq!(
+        c.ask("FROB open k").expect("ask"),
+        "ERR unknown command FROB"
+    );
+    assert_eq!(c.ask("PUT open k").expect("ask"), "ERR missing value");
+    assert_eq!(c.ask("GET open").expect("ask"), "ERR missing key");
+    assert!(c.ask("").expect("ask").starts_with("ERR usage"));
     // None of those reached the extension.
     assert_eq!(server.count("open"), Some(0));
-    assert_eq!(c.ask("DEL open k"), "NOTFOUND 0");
+    assert_eq!(c.ask("DEL open k").expect("ask"), "NOTFOUND 0");
     assert_eq!(server.count("open"), Some(1));
 }
 
@@ -167,15 +145,21 @@ fn bad_requests_get_error_responses() {
 fn an_extension_writing_outside_its_writable_range_is_refused_at_load() {
     // Writes the request's `op` (offset 0); only `shard` (16..20) is writable.
     let evil = "r2 = 1\n*(u32 *)(r1 + 0) = r2\nr0 = 0\nexit\n";
-    let err = Server::start("127.0.0.1:0", &[asm("open", OPEN_ASM), asm("evil", evil)])
-        .expect_err("must not load");
+    let err = Server::start(
+        "127.0.0.1:0",
+        &[
+            TenantSpec::asm("open", OPEN_ASM),
+            TenantSpec::asm("evil", evil),
+        ],
+    )
+    .expect_err("must not load");
     match err {
         KvError::Load { tenant, .. } => assert_eq!(tenant, "evil"),
         other => panic!("unexpected error {other:?}"),
     }
     // The same program writing `shard` loads.
     let ok = "r2 = 1\n*(u32 *)(r1 + 16) = r2\nr0 = 0\nexit\n";
-    Server::start("127.0.0.1:0", &[asm("ok", ok)]).expect("loads");
+    Server::start("127.0.0.1:0", &[TenantSpec::asm("ok", ok)]).expect("loads");
 }
 
 #[test]
@@ -205,9 +189,9 @@ fn an_extension_naming_another_tenants_map_address_is_refused_at_load() {
         ("write", "r2 = 7\n*(u64 *)(r1 + 0) = r2\nr0 = 0"),
     ] {
         let text = format!("r1 = {addr:#x} ll\n{body}\nexit\n");
-        let err = Server::start("127.0.0.1:0", &[asm("snoop", &text)]).expect_err(&format!(
-            "a {what} through another tenant's address must not load"
-        ));
+        let err = Server::start("127.0.0.1:0", &[TenantSpec::asm("snoop", &text)]).expect_err(
+            &format!("a {what} through another tenant's address must not load"),
+        );
         assert!(
             matches!(
                 err,
@@ -222,8 +206,14 @@ fn an_extension_naming_another_tenants_map_address_is_refused_at_load() {
 
 #[test]
 fn duplicate_tenant_names_are_refused() {
-    let err = Server::start("127.0.0.1:0", &[asm("a", OPEN_ASM), asm("a", OPEN_ASM)])
-        .expect_err("duplicate");
+    let err = Server::start(
+        "127.0.0.1:0",
+        &[
+            TenantSpec::asm("a", OPEN_ASM),
+            TenantSpec::asm("a", OPEN_ASM),
+        ],
+    )
+    .expect_err("duplicate");
     assert!(
         matches!(err, KvError::BadTenantName { ref name } if name == "a"),
         "{err:?}"
@@ -236,7 +226,7 @@ fn c_extensions_deny_rate_limit_and_route() {
         compile("deny_admin"),
         compile("ratelimit"),
         compile("route"),
-        asm("open", OPEN_ASM),
+        TenantSpec::asm("open", OPEN_ASM),
     ];
     let server = Server::start("127.0.0.1:0", &tenants).expect("start");
     print_isolation(&server);
@@ -244,37 +234,43 @@ fn c_extensions_deny_rate_limit_and_route() {
 
     // Each tenant driven from its own thread, at the same time.
     let deny = std::thread::spawn(move || {
-        let mut c = Client::connect(addr);
-        assert_eq!(c.ask("PUT deny_admin admin_pw x"), "DENIED");
-        assert_eq!(c.ask("DEL deny_admin administrator"), "DENIED");
-        assert_eq!(c.ask("GET deny_admin admin_pw"), "NOTFOUND 0");
-        assert_eq!(c.ask("PUT deny_admin adm x"), "STORED 0");
-        assert_eq!(c.ask("PUT deny_admin user y"), "STORED 0");
-        assert_eq!(c.ask("GET deny_admin user"), "VALUE 0 y");
+        let mut c = Client::connect(addr).expect("connect");
+        assert_eq!(c.ask("PUT deny_admin admin_pw x").expect("ask"), "DENIED");
+        assert_eq!(
+            c.ask("DEL deny_admin administrator").expect("ask"),
+            "DENIED"
+        );
+        assert_eq!(c.ask("GET deny_admin admin_pw").expect("ask"), "NOTFOUND 0");
+        assert_eq!(c.ask("PUT deny_admin adm x").expect("ask"), "STORED 0");
+        assert_eq!(c.ask("PUT deny_admin user y").expect("ask"), "STORED 0");
+        assert_eq!(c.ask("GET deny_admin user").expect("ask"), "VALUE 0 y");
     });
     let limit = std::thread::spawn(move || {
-        let mut c = Client::connect(addr);
+        let mut c = Client::connect(addr).expect("connect");
         let got: Vec<String> = (0..8)
-            .map(|i| c.ask(&format!("PUT ratelimit k{i} v")))
+            .map(|i| c.ask(&format!("PUT ratelimit k{i} v")).expect("ask"))
             .collect();
         assert_eq!(&got[..5], &["STORED 0"; 5]);
         assert_eq!(&got[5..], &["LIMITED"; 3]);
     });
     let route = std::thread::spawn(move || {
-        let mut c = Client::connect(addr);
+        let mut c = Client::connect(addr).expect("connect");
         // Shard = first byte & 3: 'a' 1, 'b' 2, 'c' 3, 'd' 0.
         for (key, shard) in [("apple", 1), ("banana", 2), ("cherry", 3), ("date", 0)] {
             assert_eq!(
-                c.ask(&format!("PUT route {key} {key}!")),
+                c.ask(&format!("PUT route {key} {key}!")).expect("ask"),
                 format!("STORED {shard}")
             );
         }
-        assert_eq!(c.ask("GET route cherry"), "VALUE 3 cherry!");
+        assert_eq!(c.ask("GET route cherry").expect("ask"), "VALUE 3 cherry!");
     });
     let open = std::thread::spawn(move || {
-        let mut c = Client::connect(addr);
+        let mut c = Client::connect(addr).expect("connect");
         for i in 0..30 {
-            assert_eq!(c.ask(&format!("PUT open admin{i} v")), "STORED 0");
+            assert_eq!(
+                c.ask(&format!("PUT open admin{i} v")).expect("ask"),
+                "STORED 0"
+            );
         }
     });
     for t in [deny, limit, route, open] {
@@ -285,9 +281,9 @@ fn c_extensions_deny_rate_limit_and_route() {
     assert_eq!(server.count("route"), Some(5));
     assert_eq!(server.count("open"), Some(30));
     // Tenants' keys are separate: `open` stored admin0, deny_admin cannot see it.
-    let mut c = Client::connect(addr);
-    assert_eq!(c.ask("GET deny_admin admin0"), "NOTFOUND 0");
-    assert_eq!(c.ask("GET open admin0"), "VALUE 0 v");
+    let mut c = Client::connect(addr).expect("connect");
+    assert_eq!(c.ask("GET deny_admin admin0").expect("ask"), "NOTFOUND 0");
+    assert_eq!(c.ask("GET open admin0").expect("ask"), "VALUE 0 v");
 }
 
 #[test]
@@ -295,9 +291,9 @@ fn under_load_counts_stay_exact_per_tenant() {
     // Three tenants running the same extension, each its own object and map;
     // 8 clients, 250 requests each, tenants interleaved.
     let tenants = [
-        asm("t0", OPEN_ASM),
-        asm("t1", OPEN_ASM),
-        asm("t2", OPEN_ASM),
+        TenantSpec::asm("t0", OPEN_ASM),
+        TenantSpec::asm("t1", OPEN_ASM),
+        TenantSpec::asm("t2", OPEN_ASM),
     ];
     let server = Server::start("127.0.0.1:0", &tenants).expect("start");
     print_isolation(&server);
@@ -306,11 +302,14 @@ fn under_load_counts_stay_exact_per_tenant() {
     let clients: Vec<_> = (0..8)
         .map(|w| {
             std::thread::spawn(move || {
-                let mut c = Client::connect(addr);
+                let mut c = Client::connect(addr).expect("connect");
                 for i in 0..250 {
                     // Client w sends request i to tenant (w + i) % 3.
                     let t = (w + i) % 3;
-                    assert_eq!(c.ask(&format!("PUT t{t} k{w}_{i} {i}")), "STORED 0");
+                    assert_eq!(
+                        c.ask(&format!("PUT t{t} k{w}_{i} {i}")).expect("ask"),
+                        "STORED 0"
+                    );
                 }
             })
         })

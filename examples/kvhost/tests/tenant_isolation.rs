@@ -7,11 +7,7 @@
 //! untouched. The same extension aimed at its own map succeeds, so the
 //! probe is not vacuous. Assembler extensions only: the VM has no clang.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
-
-use pkbpf_kvhost::{ExtSource, Server, TenantSpec, OPEN_ASM};
+use pkbpf_kvhost::{Client, Server, TenantSpec, OPEN_ASM};
 
 /// Reads 8 bytes at the address in its `counts[0]` (`bpf_probe_read`), then
 /// writes 8 bytes there (`bpf_probe_write_user`); DENIED (r0 = 1) when
@@ -47,39 +43,6 @@ leaked:
     exit
 ";
 
-struct Client {
-    out: TcpStream,
-    inp: BufReader<TcpStream>,
-}
-
-impl Client {
-    fn connect(addr: SocketAddr) -> Client {
-        let s = TcpStream::connect(addr).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(60)))
-            .expect("timeout");
-        Client {
-            out: s.try_clone().expect("clone"),
-            inp: BufReader::new(s),
-        }
-    }
-
-    fn ask(&mut self, line: &str) -> String {
-        self.out
-            .write_all(format!("{line}\n").as_bytes())
-            .expect("send");
-        let mut r = String::new();
-        self.inp.read_line(&mut r).expect("response");
-        r.trim_end().to_string()
-    }
-}
-
-fn tenant(name: &str, text: &str) -> TenantSpec {
-    TenantSpec {
-        name: name.to_string(),
-        ext: ExtSource::Asm(text.to_string()),
-    }
-}
-
 #[test]
 fn a_tenant_cannot_read_or_write_another_tenants_map() {
     let name = "a_tenant_cannot_read_or_write_another_tenants_map";
@@ -94,16 +57,19 @@ fn a_tenant_cannot_read_or_write_another_tenants_map() {
     }
     let server = Server::start(
         "127.0.0.1:0",
-        &[tenant("alice", OPEN_ASM), tenant("mallory", MALLORY)],
+        &[
+            TenantSpec::asm("alice", OPEN_ASM),
+            TenantSpec::asm("mallory", MALLORY),
+        ],
     )
     .expect("server starts");
     let iso = server.isolation();
     assert!(iso.protected, "{iso:?}");
     assert_eq!(iso.extension_keys.len(), 2);
     assert_ne!(iso.extension_keys[0], iso.extension_keys[1]);
-    let mut c = Client::connect(server.addr());
+    let mut c = Client::connect(server.addr()).expect("connect");
     for i in 0..3 {
-        let r = c.ask(&format!("PUT alice k{i} v{i}"));
+        let r = c.ask(&format!("PUT alice k{i} v{i}")).expect("ask");
         assert!(r.starts_with("STORED "), "{r}");
     }
     assert_eq!(server.count("alice"), Some(3));
@@ -111,20 +77,20 @@ fn a_tenant_cannot_read_or_write_another_tenants_map() {
     // Aimed at alice's values: both helpers refused, the request served.
     let (alice, _) = server.map_values("alice").expect("alice's map");
     server.set_count("mallory", alice as u64).unwrap();
-    let r = c.ask("GET mallory k0");
+    let r = c.ask("GET mallory k0").expect("ask");
     assert!(r.starts_with("NOTFOUND") || r.starts_with("VALUE"), "{r}");
     assert_eq!(server.count("alice"), Some(3), "alice's map changed");
 
     // Control: aimed at its own values, the same code reads them.
     let (own, _) = server.map_values("mallory").expect("mallory's map");
     server.set_count("mallory", own as u64).unwrap();
-    assert_eq!(c.ask("GET mallory k0"), "DENIED");
+    assert_eq!(c.ask("GET mallory k0").expect("ask"), "DENIED");
 
     // The host's own threads cannot read alice's values outside a gate.
     let mut b = [0u8; 8];
     let fault = pkbpf_sandbox::copy_from_user(&mut b, alice).expect_err("host read");
     assert!(fault.is_pku(), "{fault}");
-    let r = c.ask("GET alice k1");
+    let r = c.ask("GET alice k1").expect("ask");
     assert!(r.starts_with("VALUE ") && r.ends_with(" v1"), "{r}");
     server.shutdown();
 }
