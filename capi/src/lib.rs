@@ -485,27 +485,8 @@ pub unsafe extern "C" fn pkbpf_program_call(
     ret: *mut u64,
     err: *mut *mut pkbpf_error,
 ) -> i32 {
-    let f = || {
-        // SAFETY: NULL or live (the caller's duty).
-        let p = unsafe { prog.as_ref() }.ok_or_else(|| null("prog"))?;
-        if ret.is_null() {
-            return Err(null("ret"));
-        }
-        // SAFETY: a program handle never outlives its object (the caller's duty).
-        let obj = unsafe { &*p.obj };
-        let program = obj
-            .programs()
-            .nth(p.index)
-            .ok_or_else(|| Failure::new(libc::EINVAL, "stale program handle"))?;
-        // SAFETY: ctx is valid for ctx_len bytes (the caller's duty).
-        let ctx = unsafe { bytes_mut(ctx, ctx_len, "ctx") }?;
-        let r0 = program.call(ctx)?;
-        // SAFETY: ret is non-null and writable (the caller's duty).
-        unsafe { ret.write(r0) };
-        Ok(())
-    };
-    // SAFETY: err is the caller's.
-    unsafe { int_call(err, f) }
+    // SAFETY: the caller's contract, forwarded.
+    unsafe { call_program(prog, ctx, ctx_len, None, ret, err) }
 }
 
 /// [`pkbpf_program_call`] with a wall-time budget of `budget_ns`
@@ -526,6 +507,24 @@ pub unsafe extern "C" fn pkbpf_program_call_with_budget(
     ret: *mut u64,
     err: *mut *mut pkbpf_error,
 ) -> i32 {
+    let budget = Some(std::time::Duration::from_nanos(budget_ns));
+    // SAFETY: the caller's contract, forwarded.
+    unsafe { call_program(prog, ctx, ctx_len, budget, ret, err) }
+}
+
+/// The body of [`pkbpf_program_call`] and
+/// [`pkbpf_program_call_with_budget`].
+///
+/// # Safety
+/// As [`pkbpf_program_call`].
+unsafe fn call_program(
+    prog: *const pkbpf_program,
+    ctx: *mut u8,
+    ctx_len: usize,
+    budget: Option<std::time::Duration>,
+    ret: *mut u64,
+    err: *mut *mut pkbpf_error,
+) -> i32 {
     let f = || {
         // SAFETY: NULL or live (the caller's duty).
         let p = unsafe { prog.as_ref() }.ok_or_else(|| null("prog"))?;
@@ -540,8 +539,10 @@ pub unsafe extern "C" fn pkbpf_program_call_with_budget(
             .ok_or_else(|| Failure::new(libc::EINVAL, "stale program handle"))?;
         // SAFETY: ctx is valid for ctx_len bytes (the caller's duty).
         let ctx = unsafe { bytes_mut(ctx, ctx_len, "ctx") }?;
-        let budget = std::time::Duration::from_nanos(budget_ns);
-        let r0 = program.call_with_budget(ctx, budget)?;
+        let r0 = match budget {
+            Some(b) => program.call_with_budget(ctx, b)?,
+            None => program.call(ctx)?,
+        };
         // SAFETY: ret is non-null and writable (the caller's duty).
         unsafe { ret.write(r0) };
         Ok(())
