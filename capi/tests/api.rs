@@ -94,8 +94,7 @@ fn load_errors_carry_errnos() {
 #[test]
 fn interpreter_engine_calls_and_map_errors() {
     let test = "interpreter_engine_calls_and_map_errors";
-    let dir = common::scratch(test);
-    let Some(path) = common::compile(test, "embedded", &dir) else {
+    let Some(path) = common::compile(test, "embedded") else {
         return;
     };
     let path = CString::new(path.to_str().expect("utf-8 path")).expect("cstring");
@@ -161,8 +160,7 @@ fn interpreter_engine_calls_and_map_errors() {
 #[test]
 fn budgeted_calls_return_or_time_out() {
     let test = "budgeted_calls_return_or_time_out";
-    let dir = common::scratch(test);
-    let Some(path) = common::compile(test, "loop_callbacks", &dir) else {
+    let Some(path) = common::compile(test, "loop_callbacks") else {
         return;
     };
     let path = CString::new(path.to_str().expect("utf-8 path")).expect("cstring");

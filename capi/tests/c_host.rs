@@ -16,7 +16,7 @@ fn c_host_loads_calls_and_reads_maps() {
         return common::skip(test, "libpkbpf.so not built next to the test binary");
     };
     let dir = common::scratch(test);
-    let Some(obj) = common::compile(test, "embedded", &dir) else {
+    let Some(obj) = common::compile(test, "embedded") else {
         return;
     };
     let root = common::root();
