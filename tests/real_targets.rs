@@ -164,19 +164,16 @@ fn kernel_histogram(test: &str, obj: &Path, dir: &Path, ours: &BTreeMap<u32, u64
         dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let k = Command::new(&ksys)
-        .arg(obj)
-        .args(["hist", "--", "sleeper"])
-        .current_dir(dir)
-        .env("PATH", path)
-        .output()
-        .unwrap();
-    let kout = text(&k.stdout);
-    if k.status.code() == Some(2) {
-        println!("skipped: {test}: kernel side: kernel eBPF not available: {kout}");
+    let Some(kout) = common::run_kernel_loader(
+        test,
+        Command::new(&ksys)
+            .arg(obj)
+            .args(["hist", "--", "sleeper"])
+            .current_dir(dir)
+            .env("PATH", path),
+    ) else {
         return;
-    }
-    assert!(k.status.success(), "ksys failed: {kout}{}", text(&k.stderr));
+    };
     let kernel: BTreeMap<u32, u64> = kout
         .lines()
         .filter_map(|l| {

@@ -598,23 +598,16 @@ fn kernel_agrees_on_bench_probe_counts() {
         .unwrap();
     assert!(st.success());
     let n = "3000";
-    let k = Command::new(&kload)
-        .arg("-o")
-        .arg(&obj)
-        .args(["--", "benchmark/test", n])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let kout = String::from_utf8_lossy(&k.stdout).into_owned();
-    if k.status.code() == Some(2) {
-        println!("skipped: {test}: kernel eBPF not available: {kout}");
+    let Some(kout) = common::run_kernel_loader(
+        test,
+        Command::new(&kload)
+            .arg("-o")
+            .arg(&obj)
+            .args(["--", "benchmark/test", n])
+            .current_dir(dir.path()),
+    ) else {
         return;
-    }
-    assert!(
-        k.status.success(),
-        "kload failed: {kout}{}",
-        String::from_utf8_lossy(&k.stderr)
-    );
+    };
     let kernel: Vec<(String, u64)> = kout
         .lines()
         .filter_map(|l| {

@@ -367,23 +367,16 @@ fn kernel_agrees_on_per_process_syscall_counts() {
         return;
     }
     let exe = compile_target(dir.path());
-    let k = Command::new(&ksys)
-        .arg(&obj)
-        .args(["getppid_enter", "--"])
-        .arg(&exe)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let kout = String::from_utf8_lossy(&k.stdout).into_owned();
-    if k.status.code() == Some(2) {
-        println!("skipped: {test}: kernel eBPF not available: {kout}");
+    let Some(kout) = common::run_kernel_loader(
+        test,
+        Command::new(&ksys)
+            .arg(&obj)
+            .args(["getppid_enter", "--"])
+            .arg(&exe)
+            .current_dir(dir.path()),
+    ) else {
         return;
-    }
-    assert!(
-        k.status.success(),
-        "ksys failed: {kout}{}",
-        String::from_utf8_lossy(&k.stderr)
-    );
+    };
     let target: i64 = kout
         .lines()
         .find_map(|l| l.strip_prefix("target ")?.trim().parse().ok())

@@ -128,3 +128,23 @@ pub fn build_libbpf_loader(test: &str, src: &str, out: &Path) -> bool {
     }
     built.status.success()
 }
+
+/// Runs a libbpf loader built by [`build_libbpf_loader`] and returns its
+/// stdout; `None`, after a `skipped:` line for `test`, when it exits 2 (no
+/// kernel eBPF here: not root, or `bpf()` refused). Any other failure fails
+/// the test.
+pub fn run_kernel_loader(test: &str, cmd: &mut Command) -> Option<String> {
+    let k = cmd.output().expect("run the libbpf loader");
+    let kout = String::from_utf8_lossy(&k.stdout).into_owned();
+    if k.status.code() == Some(2) {
+        println!("skipped: {test}: kernel side: kernel eBPF not available: {kout}");
+        return None;
+    }
+    assert!(
+        k.status.success(),
+        "{} failed: {kout}{}",
+        cmd.get_program().to_string_lossy(),
+        String::from_utf8_lossy(&k.stderr)
+    );
+    Some(kout)
+}
