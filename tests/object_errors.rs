@@ -172,6 +172,42 @@ fn relocation_in_the_wrong_place() {
     ));
 }
 
+/// fuzz `object` timeout-2be6606c (found by the CI smoke): an `lddw`
+/// function pointer (a bpf_loop callback's relocation) whose addend points
+/// past the end of its code section made the linker copy functions for
+/// ever. The slot is now checked like a call target's.
+#[test]
+fn function_pointer_outside_its_section_is_rejected() {
+    let test = "function_pointer_outside_its_section_is_rejected";
+    let Some(mut b) = bytes(test, "loop_callbacks") else {
+        return;
+    };
+    let (rel, _) = section(&b, ".relextension");
+    let r_offset = u64::from_le_bytes(b[rel..rel + 8].try_into().unwrap()) as usize;
+    let (code, _) = section(&b, "extension");
+    // The relocated lddw's imm (the addend into .text): far past its end.
+    let imm = code + r_offset + 4;
+    b[imm..imm + 4].copy_from_slice(&0x7fff_fff8i32.to_le_bytes());
+    // In a thread: a regression would hang, not fail.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(match Object::parse(&b) {
+            Ok(_) => Ok(()),
+            Err(e) => Err((
+                matches!(&e, ObjectError::BadRelocation { reason, .. } if reason.contains("outside the section")),
+                e.to_string(),
+            )),
+        });
+    });
+    let got = rx
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("Object::parse finishes");
+    match got {
+        Err((true, _)) => {}
+        other => panic!("expected a BadRelocation outside the section, got {other:?}"),
+    }
+}
+
 #[test]
 fn unsupported_map_type_names_the_map() {
     let Some(mut b) = bytes("unsupported_map_type_names_the_map", "embedded") else {

@@ -226,6 +226,11 @@ pub(super) fn build_programs(ctx: &Ctx<'_, '_>) -> Result<Vec<ProgramDef>, Objec
                         if byte < 0 || byte % INSN_SIZE as i64 != 0 {
                             return Err(bad(format!("function offset {byte} is not a slot")));
                         }
+                        if byte / INSN_SIZE as i64 >= codes[&shndx].slots.len() as i64 {
+                            return Err(bad(format!(
+                                "function offset {byte} is outside the section"
+                            )));
+                        }
                         Target::FuncPtr {
                             sec: shndx,
                             slot: (byte / INSN_SIZE as i64) as usize,
