@@ -133,3 +133,33 @@ fn comparing_the_frame_pointer_with_a_number_is_rejected_up_front() {
     .unwrap_or_else(|f| panic!("{f}"));
     assert!(matches!(v, Verdict::Rejected), "{v:?}");
 }
+
+/// `jit_diff` crash-af3add1e (the CI smoke on a fresh clone): `call 0`
+/// behind a branch whose constant operands never take it. The verifier
+/// never reached the call, so it accepted the program, and the JIT, which
+/// compiles every instruction, refused it (`unknown helper 0`). Fixed in the
+/// verifier: every call's helper is checked statically, reachable or not
+/// (`cfg::check_helper_refs`), as map references already were.
+#[test]
+fn unknown_helper_in_dead_code_is_rejected_by_the_verifier() {
+    let insns = assemble(
+        "mov %r1, 1
+         jgt %r1, 2, +2
+         mov %r0, 0
+         exit
+         call 0
+         exit",
+    )
+    .unwrap();
+    let e = verify(&insns, &case_env(0)).unwrap_err();
+    assert_eq!(e.insn, 4, "{e}");
+    assert!(
+        matches!(e.reason, pkbpf_verifier::Reason::UnknownHelper { id: 0 }),
+        "{e}"
+    );
+    let case = Case {
+        insns,
+        mem: Vec::new(),
+    };
+    assert_eq!(jit_diff(&case).unwrap(), Verdict::Rejected);
+}

@@ -59,6 +59,22 @@ pub fn check_map_refs(insns: &[Insn], maps: usize) -> Result<(), VerifyError> {
     Ok(())
 }
 
+/// Checks that every helper a `call` names has a prototype in `helpers`,
+/// reachable or not: a call in code that no path reaches (the verifier
+/// never looks at it) would otherwise reach the JIT, which compiles every
+/// instruction and has no helper to call. (The kernel gets the same effect
+/// by rewriting dead code before its fixups.)
+pub fn check_helper_refs(insns: &[Insn], helpers: &super::HelperTable) -> Result<(), VerifyError> {
+    for (pc, insn) in insns.iter().enumerate() {
+        if let Insn::Call(CallTarget::Helper(id)) = *insn {
+            if helpers.get(id).is_none() {
+                return Err(err(pc, Reason::UnknownHelper { id: id.into() }));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs the static checks.
 pub fn analyze(insns: &[Insn], allow_loops: bool) -> Result<Cfg, VerifyError> {
     let n = insns.len();

@@ -93,6 +93,7 @@ impl<'e> Verifier<'e> {
         let mut log = Log::new(self.log_level);
         let res = cfg::analyze(insns, self.env.allow_loops)
             .and_then(|cfg| cfg::check_map_refs(insns, self.env.maps.len()).map(|()| cfg))
+            .and_then(|cfg| cfg::check_helper_refs(insns, &self.env.helpers).map(|()| cfg))
             .and_then(|cfg| {
                 let mut ex = Explorer::new(self.env, insns, &cfg, &mut log);
                 let r = ex.run();
