@@ -32,7 +32,7 @@
 //! unlocking) leaves a lock nobody can attribute, which is not recovered.
 
 use std::cell::Cell;
-use std::sync::atomic::{fence, AtomicU32, Ordering};
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 thread_local! {
     /// This thread's id, 0 until first asked (and again in a fork's child).
@@ -56,29 +56,56 @@ pub(crate) fn my_tid() -> u32 {
 
 #[cold]
 fn my_tid_slow() -> u32 {
-    static ATFORK: std::sync::Once = std::sync::Once::new();
-    ATFORK.call_once(|| {
+    // The fork handler that clears the cache, registered once. Not a
+    // `Once`: the child of a multi-threaded parent that forked while
+    // another thread was registering would inherit "running" with nobody
+    // left to finish it and block for ever (seen: a forked test child hung
+    // in `Once::call`). Here a thread that finds the registration under way
+    // just does not cache its id (one more gettid later), and a child that
+    // inherited "under way" never caches: slower, never stuck.
+    const NONE: u8 = 0;
+    const REGISTERING: u8 = 1;
+    const DONE: u8 = 2;
+    static ATFORK: AtomicU8 = AtomicU8::new(NONE);
+    let mut state = ATFORK.load(Ordering::Acquire);
+    if state == NONE
+        && ATFORK
+            .compare_exchange(NONE, REGISTERING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    {
         // SAFETY: registers a plain function that only resets a
         // thread-local; a fork's child must not reuse its parent's id.
         unsafe { libc::pthread_atfork(None, None, Some(forget_tid)) };
-    });
+        ATFORK.store(DONE, Ordering::Release);
+        state = DONE;
+    } else if state == NONE {
+        state = ATFORK.load(Ordering::Acquire);
+    }
     // SAFETY: gettid has no preconditions.
     let t = unsafe { libc::gettid() } as u32;
-    TID.with(|c| c.set(t));
+    if state == DONE {
+        TID.with(|c| c.set(t));
+    }
     t
 }
 
 /// The inode of this process's PID namespace (`/proc/self/ns/pid`), 0 when
 /// unknown. A region records its creator's, and thread ids in lock words
 /// are only written and trusted by processes in that same namespace.
+/// Cached without a lock (two threads may both read it once): a `OnceLock`
+/// caught mid-initialisation by a fork would block the child for ever.
 pub(crate) fn pid_ns() -> u64 {
     use std::os::unix::fs::MetadataExt;
-    static NS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *NS.get_or_init(|| {
-        std::fs::metadata("/proc/self/ns/pid")
-            .map(|m| m.ino())
-            .unwrap_or(0)
-    })
+    static NS: AtomicU64 = AtomicU64::new(0);
+    let cached = NS.load(Ordering::Relaxed);
+    if cached != 0 {
+        return cached;
+    }
+    let ns = std::fs::metadata("/proc/self/ns/pid")
+        .map(|m| m.ino())
+        .unwrap_or(0);
+    NS.store(ns, Ordering::Relaxed);
+    ns
 }
 
 /// Whether this process shares the PID namespace `ns` (a region's).
