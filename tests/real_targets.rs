@@ -30,38 +30,13 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-fn bytes(hex: &str) -> Vec<u8> {
-    hex.split_whitespace()
-        .map(|b| u8::from_str_radix(b, 16).expect("hex byte"))
-        .collect()
-}
-
 fn run(obj: &Path, cwd: &Path, cmd: &[&str]) -> Output {
-    let out = Command::new(pkbpf())
-        .args(["--sandbox", "none", "run"])
-        .arg(obj)
-        .arg("--")
-        .args(cmd)
-        .current_dir(cwd)
-        .output()
-        .expect("run pkbpf");
-    eprintln!(
-        "--- stdout\n{}--- stderr\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    out
+    common::pkbpf_run(Command::new(pkbpf()), obj, cwd, &[], cmd)
 }
 
-/// The lines of `out` from the map header starting `header` to the next
-/// map header.
+/// The lines of `out` from the map header `header` to the next one.
 fn map_section<'a>(out: &'a str, header: &str) -> &'a str {
-    let start = out
-        .find(header)
-        .unwrap_or_else(|| panic!("no {header:?} in {out}"));
-    let body = &out[start + header.len()..];
-    let end = body.find("\nmap ").map_or(body.len(), |e| e + 1);
-    &body[..end]
+    common::map_section(out, header).unwrap_or_else(|| panic!("no {header:?} in {out}"))
 }
 
 /// A `u32 -> u64` map's entries from `key: K  value: V` lines, BTF-decoded
@@ -76,7 +51,7 @@ fn u32_u64_entries(section: &str) -> BTreeMap<u32, u64> {
         let entry = match (k.parse(), v.parse()) {
             (Ok(k), Ok(v)) => (k, v),
             _ => {
-                let (k, v) = (bytes(k), bytes(v));
+                let (k, v) = (common::hex_bytes(k), common::hex_bytes(v));
                 assert_eq!((k.len(), v.len()), (4, 8), "{line}");
                 (
                     u32::from_ne_bytes(k.try_into().unwrap()),
@@ -266,7 +241,7 @@ fn readline_records(seen: &[(&str, String)]) -> Vec<(u32, String)> {
         .filter(|(tag, _)| *tag == "out")
         .filter_map(|(_, l)| {
             let hex = l.strip_prefix("ringbuf lines [pid ")?.split_once("]: ")?.1;
-            let b = bytes(hex);
+            let b = common::hex_bytes(hex);
             assert_eq!(b.len(), 84, "{l}");
             let pid = u32::from_ne_bytes(b[..4].try_into().unwrap());
             let s = &b[4..];

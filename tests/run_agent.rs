@@ -9,21 +9,7 @@ use std::process::{Command, Output};
 use common::{cc, have_tools, pkbpf};
 
 fn run(obj: &Path, cwd: &Path, extra: &[&str], cmd: &[&str]) -> Output {
-    let out = Command::new(pkbpf())
-        .args(["--sandbox", "none", "run"])
-        .arg(obj)
-        .args(extra)
-        .arg("--")
-        .args(cmd)
-        .current_dir(cwd)
-        .output()
-        .expect("run pkbpf");
-    eprintln!(
-        "--- stdout\n{}--- stderr\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    common::pkbpf_run(Command::new(pkbpf()), obj, cwd, extra, cmd)
 }
 
 fn stdout(o: &Output) -> String {
@@ -32,12 +18,6 @@ fn stdout(o: &Output) -> String {
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn bytes(hex: &str) -> Vec<u8> {
-    hex.split_whitespace()
-        .map(|b| u8::from_str_radix(b, 16).expect("hex byte"))
-        .collect()
 }
 
 /// How far apart two runs' malloc/free counts may be beyond the target's own
@@ -49,14 +29,6 @@ const SLACK: u64 = 16;
 
 /// The `malloc_counts` entries printed by `pkbpf run`: (pid, mallocs,
 /// frees), from hex lines (`--hex`) or BTF-decoded ones.
-/// The lines of `out` from the map header `header` to the next map header.
-fn map_section<'a>(out: &'a str, header: &str) -> Option<&'a str> {
-    let start = out.find(header)?;
-    let body = &out[start + header.len()..];
-    let end = body.find("\nmap ").map_or(body.len(), |e| e + 1);
-    Some(&body[..end])
-}
-
 fn malloc_counts(out: &str) -> Vec<(u32, u64, u64)> {
     let mut v = Vec::new();
     for line in out.lines() {
@@ -76,8 +48,8 @@ fn malloc_counts(out: &str) -> Vec<(u32, u64, u64)> {
             ));
             continue;
         }
-        let k = bytes(k);
-        let val = bytes(val);
+        let k = common::hex_bytes(k);
+        let val = common::hex_bytes(val);
         assert_eq!((k.len(), val.len()), (4, 16), "{line}");
         v.push((
             u32::from_ne_bytes(k.try_into().unwrap()),
@@ -391,7 +363,7 @@ fn tracepoint_programs_attach_and_count() {
     assert!(out.contains("listed-file"), "{out}");
     // ls read the directory after the agent started: getdents64 (217) is
     // in the raw tracepoint's per-id counts, and the hit counts are there.
-    let counts = map_section(&out, "map syscall_counts").expect("syscall_counts dumped");
+    let counts = common::map_section(&out, "map syscall_counts").expect("syscall_counts dumped");
     assert!(
         counts
             .lines()
@@ -438,7 +410,7 @@ fn ringbuf_records_stream_in_hex() {
         .lines()
         .filter_map(|l| l.strip_prefix(&prefix))
         .map(|h| {
-            let b = bytes(h);
+            let b = common::hex_bytes(h);
             assert_eq!(b.len(), 8, "{h}");
             (
                 i32::from_ne_bytes(b[..4].try_into().unwrap()),
@@ -757,7 +729,7 @@ fn a_shell_that_forks_and_execs_gets_the_agent_in_each_program() {
         // Each image's own map: sh's map may also hold a few calls that
         // the forked child made before exec replaced it, under the
         // child's pid; what counts is the child's entry in its own map.
-        let section = map_section(&out, &format!("map malloc_counts [pid {pid}]"))
+        let section = common::map_section(&out, &format!("map malloc_counts [pid {pid}]"))
             .unwrap_or_else(|| panic!("no map for pid {pid}: {out}"));
         let c = malloc_counts(section);
         let e = c.iter().find(|e| e.0 == pid).expect("an entry per image");
@@ -785,7 +757,7 @@ fn perf_event_records_stream_in_hex() {
         .filter_map(|l| l.strip_prefix(&prefix))
         .map(|rest| {
             let (_, h) = rest.split_once("]: ").expect("perf line");
-            i64::from_ne_bytes(bytes(h).try_into().expect("8 bytes"))
+            i64::from_ne_bytes(common::hex_bytes(h).try_into().expect("8 bytes"))
         })
         .collect();
     assert_eq!(values, [14, 16, 18]);

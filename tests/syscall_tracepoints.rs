@@ -35,20 +35,7 @@ fn run_mode(obj: &Path, cwd: &Path, cmd: &[&str], sigsys_only: bool) -> Output {
     } else {
         c.env_remove("PKBPF_NO_SYSCALL_REWRITE");
     }
-    let out = c
-        .args(["--sandbox", "none", "run"])
-        .arg(obj)
-        .arg("--")
-        .args(cmd)
-        .current_dir(cwd)
-        .output()
-        .expect("run pkbpf");
-    eprintln!(
-        "--- stdout\n{}--- stderr\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    common::pkbpf_run(c, obj, cwd, &[], cmd)
 }
 
 fn run(obj: &Path, cwd: &Path, cmd: &[&str]) -> Output {

@@ -4,7 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 mod bpf;
 #[allow(unused_imports)] // each test binary uses a different subset
@@ -147,4 +147,40 @@ pub fn run_kernel_loader(test: &str, cmd: &mut Command) -> Option<String> {
         String::from_utf8_lossy(&k.stderr)
     );
     Some(kout)
+}
+
+/// Runs `c` (a `pkbpf` command, perhaps with environment set) as
+/// `--sandbox none run OBJ EXTRA -- CMD` in `cwd` and echoes both streams
+/// (shown when the test fails).
+pub fn pkbpf_run(mut c: Command, obj: &Path, cwd: &Path, extra: &[&str], cmd: &[&str]) -> Output {
+    let out = c
+        .args(["--sandbox", "none", "run"])
+        .arg(obj)
+        .args(extra)
+        .arg("--")
+        .args(cmd)
+        .current_dir(cwd)
+        .output()
+        .expect("run pkbpf");
+    eprintln!(
+        "--- stdout\n{}--- stderr\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Bytes from `pkbpf run`'s hex dump (`0a 1b ...`).
+pub fn hex_bytes(hex: &str) -> Vec<u8> {
+    hex.split_whitespace()
+        .map(|b| u8::from_str_radix(b, 16).expect("hex byte"))
+        .collect()
+}
+
+/// The lines of `out` from the map header `header` to the next map header.
+pub fn map_section<'a>(out: &'a str, header: &str) -> Option<&'a str> {
+    let start = out.find(header)?;
+    let body = &out[start + header.len()..];
+    let end = body.find("\nmap ").map_or(body.len(), |e| e + 1);
+    Some(&body[..end])
 }
