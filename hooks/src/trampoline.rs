@@ -84,8 +84,20 @@ fn candidates(maps: &[MapEntry], near: usize) -> Vec<usize> {
 }
 
 impl ExecPage {
-    /// Maps one RW page within ±2 GiB of `near`.
+    /// Maps one RW page within ±2 GiB of `near`. `maps` is a snapshot of
+    /// `/proc/self/maps`; when none of its gaps' pages is free any more
+    /// (pages mapped since it was taken: earlier stubs of the same caller,
+    /// other threads' mappings), a fresh snapshot is read and tried once.
     pub(crate) fn alloc_near(near: usize, maps: &[MapEntry]) -> Result<Self> {
+        if let Some(page) = Self::try_near(near, maps) {
+            return Ok(page);
+        }
+        let fresh = crate::resolve::read_self_maps()?;
+        Self::try_near(near, &fresh).ok_or(HookError::NoNearMemory { addr: near })
+    }
+
+    /// One RW page within reach of `near` in a gap of `maps`, if any is free.
+    fn try_near(near: usize, maps: &[MapEntry]) -> Option<Self> {
         for hint in candidates(maps, near).into_iter().take(64) {
             // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping;
             // the result is checked before use.
@@ -104,13 +116,13 @@ impl ExecPage {
             }
             let got = p as usize;
             if got.abs_diff(near) < REACH {
-                return Ok(ExecPage { base: got });
+                return Some(ExecPage { base: got });
             }
             // An old kernel treated the flag as a hint and put it elsewhere.
             // SAFETY: we just mapped this page and nobody else knows it.
             unsafe { libc::munmap(p, PAGE) };
         }
-        Err(HookError::NoNearMemory { addr: near })
+        None
     }
 
     /// Copies `code` into the page and makes it read+execute.
